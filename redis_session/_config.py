@@ -1,0 +1,148 @@
+"""The configuration model: frozen attrs classes mirroring Authelia's ``session:`` section.
+
+Keys, types and defaults follow the spec in ``shared/seeds`` (Authelia's session and redis
+documentation). Options that Authelia does not have are marked *extension* in their docstring.
+These classes hold values only; parsing, validation and secret files live in ``_conversion``,
+and nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import ssl
+from datetime import timedelta
+
+import attrs
+
+__all__ = [
+    "HighAvailabilityConfig",
+    "NodeConfig",
+    "RedisConfig",
+    "Secret",
+    "SessionConfig",
+    "TLSConfig",
+]
+
+_MASK = "**********"
+
+
+@attrs.frozen(repr=False)
+class Secret:
+    """A secret string (session secret, Redis password) that never shows itself.
+
+    ``repr()`` and ``str()`` print a fixed mask, so a secret cannot leak through a log line, a
+    traceback or an error message by accident. Call :meth:`get_secret_value` where the real
+    value is needed.
+    """
+
+    _value: str = attrs.field(alias="value")
+
+    def get_secret_value(self) -> str:
+        """Return the secret itself."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret('{_MASK}')"
+
+    def __str__(self) -> str:
+        return _MASK
+
+
+@attrs.frozen
+class TLSConfig:
+    """``session.redis.tls``: connect to Redis over TLS.
+
+    Certificate and host name verification are on by default against the system trust store
+    (so ``SSL_CERT_FILE`` works).
+    """
+
+    #: Name sent as SNI and checked against the certificate; defaults to ``redis.host``.
+    server_name: str | None = None
+    #: Turn off certificate and host name verification (logged as a warning). Testing only.
+    skip_verify: bool = False
+    #: Lowest TLS version accepted; Authelia's notation, e.g. ``TLS1.2``.
+    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    #: *Extension.* Highest TLS version offered; ``None`` means the newest supported.
+    maximum_version: ssl.TLSVersion | None = None
+    #: *Extension.* PEM file of extra CA certificates to trust, on top of the system store.
+    ca_file: str | None = None
+    #: *Extension.* PEM client certificate (chain) for mutual TLS; needs ``key_file``.
+    certificate_file: str | None = None
+    #: *Extension.* PEM private key of ``certificate_file``.
+    key_file: str | None = None
+
+
+@attrs.frozen
+class NodeConfig:
+    """One entry of ``session.redis.high_availability.nodes``: a Redis Sentinel."""
+
+    host: str
+    port: int = 26379
+
+
+@attrs.frozen
+class HighAvailabilityConfig:
+    """``session.redis.high_availability``: find the master through Redis Sentinel."""
+
+    #: The master name that the sentinels monitor (not a host name).
+    sentinel_name: str
+    #: Password of the sentinels themselves (``requirepass`` in sentinel.conf).
+    sentinel_password: Secret | None = None
+    #: Sentinels to ask; ``redis.host``, when set, is tried first.
+    nodes: tuple[NodeConfig, ...] = ()
+    #: Send read-only commands to the lowest-latency node among master and replicas.
+    route_by_latency: bool = False
+    #: Send read-only commands to a random node among master and replicas.
+    route_randomly: bool = False
+
+
+@attrs.frozen
+class RedisConfig:
+    """``session.redis``: the Redis provider. Without it, sessions live in process memory."""
+
+    #: Host name, IPv4 address, bracketed IPv6 literal (``"[fd00::1]"``) or absolute unix
+    #: socket path. With ``high_availability`` this is a sentinel and is optional.
+    host: str | None = None
+    #: TCP port; ignored for a unix socket.
+    port: int = 6379
+    #: ACL user name (Redis 6+).
+    username: str | None = None
+    #: Password (``AUTH``).
+    password: Secret | None = None
+    #: Database number selected on every new connection (``SELECT``).
+    database_index: int = 0
+    #: Most sockets open to one node at once, whatever the concurrency.
+    maximum_active_connections: int = 8
+    #: Connections opened when the store opens and kept open while idle.
+    minimum_idle_connections: int = 0
+    #: *Extension.* How long a command may wait for a connection and for its reply.
+    timeout: timedelta = timedelta(seconds=5)
+    #: *Extension.* Idle connections above the floor are closed after this long.
+    maximum_idle_time: timedelta = timedelta(minutes=5)
+    #: Connect over TLS when present.
+    tls: TLSConfig | None = None
+    #: Use Redis Sentinel when present.
+    high_availability: HighAvailabilityConfig | None = None
+
+
+@attrs.frozen
+class SessionConfig:
+    """``session``: the whole session configuration (Authelia's keys and defaults)."""
+
+    #: Cookie name; also namespaces the keys in Redis.
+    name: str = "authelia_session"
+    #: Cookie domain. Kept for the web app; the store itself does not use it.
+    domain: str | None = None
+    #: Key material for encryption at rest and key hashing. Required with ``redis``.
+    secret: Secret | None = None
+    #: *Extension.* Former secrets still accepted for reading during a key rotation.
+    previous_secrets: tuple[Secret, ...] = ()
+    #: Absolute lifetime of a session.
+    expiration: timedelta = timedelta(hours=1)
+    #: Idle limit: a session unused this long is gone. Not applied to remember-me sessions.
+    inactivity: timedelta = timedelta(minutes=5)
+    #: Absolute lifetime of a remember-me session (replaces ``expiration``).
+    remember_me_duration: timedelta = timedelta(days=30)
+    #: *Extension.* Largest serialized session data accepted by ``save``, in bytes.
+    maximum_data_size: int = 64 * 1024
+    #: The Redis provider; ``None`` selects the in-memory provider.
+    redis: RedisConfig | None = None

@@ -1,0 +1,73 @@
+"""The library's exceptions: one small tree under :class:`RedisSessionError`.
+
+A caller of the public API never sees a bare redis-py or cryptography exception; every
+failure is one of these, with a message that names the option or node and never a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CommandError",
+    "ConfigError",
+    "PoolTimeout",
+    "RedisSessionError",
+    "SessionConflict",
+    "SessionDataError",
+    "StoreClosed",
+    "StoreUnavailable",
+]
+
+
+class RedisSessionError(Exception):
+    """Base class of every error this library raises."""
+
+
+class ConfigError(RedisSessionError, ValueError):
+    """The configuration is invalid.
+
+    ``problems`` holds one line per problem, each starting with the option path a user wrote,
+    e.g. ``session.redis.port: must be between 1 and 65535, got 70000``. The message is all
+    lines joined, so one error reports every problem at once.
+    """
+
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if len(self.problems) == 1:
+            return f"invalid session configuration: {self.problems[0]}"
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        return f"invalid session configuration ({len(self.problems)} problems):\n{lines}"
+
+
+class SessionConflict(RedisSessionError):
+    """A save or regenerate lost a race.
+
+    Someone else saved, regenerated or deleted the session since it was loaded, or it expired.
+    Nothing was written; load the session again and reapply the change if it still applies.
+    """
+
+
+class SessionDataError(RedisSessionError, ValueError):
+    """The session data cannot be stored: the serializer cannot take it, or it is too large."""
+
+
+class StoreUnavailable(RedisSessionError, ConnectionError):
+    """Redis could not be reached or did not answer in time, after the library's own retries."""
+
+
+class PoolTimeout(StoreUnavailable, TimeoutError):
+    """No connection became available within the configured wait limit (``redis.timeout``)."""
+
+
+class StoreClosed(RedisSessionError, RuntimeError):
+    """The store (or its connection pool) has been closed."""
+
+
+class CommandError(RedisSessionError):
+    """Redis answered a command with an error reply (a bug or a misconfigured server).
+
+    Raised by the connection manager; the store turns the cases it expects into
+    :class:`SessionConflict` or ``None`` and lets the rest through.
+    """
