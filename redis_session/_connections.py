@@ -1,98 +1,286 @@
 """The connection manager: from ``session.redis`` to replies from the right Redis node.
 
-TEMPORARY implementation on redis-py's BlockingConnectionPool so the store can be built and
-tested; the real manager (own pool with auto-pipelining, min-idle, Sentinel) replaces the
-internals with the same interface.
+It builds one :class:`~redis_session._pool.NodePool` per node it talks to (one for a single
+server; the master and its replicas under Sentinel, see ``_topology``), picks the pool for each
+command, and retries at this level — never inside redis-py, whose own retries reconnect to a
+dead master (redis-py #3874). Every command is bounded by ``redis.timeout`` in total, retries
+included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import attrs
-import redis.asyncio as aioredis
-import redis.exceptions
+from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
 
 from ._config import RedisConfig
-from ._errors import CommandError, PoolTimeout, StoreUnavailable
+from ._errors import CommandError, StoreUnavailable
+from ._pool import ConnectionLost, NodePool, NodeStatistics, pack
 from ._scripts import Script
 
-__all__ = ["ConnectionManager", "PoolStatistics"]
+__all__ = ["ConnectionManager", "PoolStatistics", "Topology", "node_label"]
+
+logger = logging.getLogger("redis_session")
 
 Arg = bytes | str | int | float
+
+#: Error replies that mean "this node is not (or no longer) the writable master".
+_FAILOVER_REPLIES = ("READONLY", "MASTERDOWN", "LOADING", "NOREPLICAS")
+#: Retries after a connection failure on a single server (no Sentinel to ask for another).
+_STATIC_RETRIES = 2
+#: Most retries of one command under Sentinel; the deadline usually ends them first.
+_SENTINEL_RETRIES = 20
+#: Client name on every connection, so operators (and tests) can tell ours in CLIENT LIST.
+CLIENT_NAME = "redis_session"
 
 
 @attrs.frozen
 class PoolStatistics:
-    """A snapshot of the connection pool."""
+    """A snapshot of the connection pools, as returned by ``SessionStore.statistics()``."""
 
+    #: Most connections to one node (``maximum_active_connections``).
     max_connections: int
+    #: Connections open or opening, all nodes.
     open: int
+    #: Connections with commands in flight.
     in_use: int
+    #: Open connections waiting for work.
     idle: int
+    #: Commands queued for a connection.
     waiting: int
+    #: The same figures per node (one entry per node in use).
+    nodes: tuple[NodeStatistics, ...] = ()
+
+
+class Topology(Protocol):
+    """Which node pools exist and which serves a command; Sentinel logic lives behind this."""
+
+    #: Whether read-only commands may go to a replica.
+    routes_reads: bool
+    #: Whether a failed command is worth retrying until its deadline (a new master may appear).
+    follows_failover: bool
+
+    async def start(self) -> None:
+        """Discover nodes and open the pools."""
+
+    def writer(self) -> NodePool:
+        """Return the pool of the master."""
+
+    def reader(self) -> NodePool:
+        """Return the pool for a read-only command."""
+
+    def pools(self) -> list[NodePool]:
+        """Return every pool in use."""
+
+    async def recover(self, failed: NodePool, deadline: float) -> None:
+        """React to a connection failure or failover reply on ``failed`` before a retry."""
+
+    async def aclose(self) -> None:
+        """Close every pool and background task."""
+
+
+def node_label(host: str, port: int) -> str:
+    """How a node is named in messages: ``host:port``, ``[v6]:port`` or the socket path."""
+    if host.startswith("/"):
+        return host
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def make_pool_factory(cfg: RedisConfig) -> Callable[[str, int], NodePool]:
+    """Return a function that builds the pool for one data node of ``cfg``."""
+    timeout = cfg.timeout.total_seconds()
+    password = cfg.password.get_secret_value() if cfg.password else None
+    common: dict[str, Any] = {
+        "username": cfg.username,
+        "password": password,
+        "db": cfg.database_index,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        # RESP2: redis-py 8.1 surfaces an error for idle connections closed under RESP3 (#4252).
+        "protocol": 2,
+        "client_name": CLIENT_NAME,
+        # No CLIENT SETINFO: one round trip less per connection.
+        "driver_info": None,
+    }
+
+    def build(host: str, port: int) -> NodePool:
+        bare = host[1:-1] if host.startswith("[") else host
+        factory: Callable[[], AbstractConnection]
+        if host.startswith("/"):
+
+            def factory() -> AbstractConnection:
+                return UnixDomainSocketConnection(path=host, **common)
+
+        elif cfg.tls is not None:
+            from ._tls import TLSConnection, tls_connection_kwargs  # noqa: PLC0415 - TLS only
+
+            tls_kwargs = tls_connection_kwargs(cfg.tls, bare)
+
+            def factory() -> AbstractConnection:
+                return TLSConnection(host=bare, port=port, **tls_kwargs, **common)
+
+        else:
+
+            def factory() -> AbstractConnection:
+                return Connection(host=bare, port=port, **common)
+
+        return NodePool(
+            node_label(bare, port),
+            factory,
+            max_connections=cfg.maximum_active_connections,
+            min_idle=cfg.minimum_idle_connections,
+            timeout=timeout,
+            max_idle_time=cfg.maximum_idle_time.total_seconds(),
+        )
+
+    return build
+
+
+class _StaticTopology:
+    """A single Redis server: every command goes to its pool."""
+
+    routes_reads = False
+    follows_failover = False
+
+    def __init__(self, pool: NodePool) -> None:
+        self._pool = pool
+
+    async def start(self) -> None:
+        await self._pool.start(connect=1)
+
+    def writer(self) -> NodePool:
+        return self._pool
+
+    def reader(self) -> NodePool:
+        return self._pool
+
+    def pools(self) -> list[NodePool]:
+        return [self._pool]
+
+    async def recover(self, failed: NodePool, deadline: float) -> None:
+        pass  # the pool opens a fresh connection for the retry by itself
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
 
 
 class ConnectionManager:
-    """Sends commands to the configured Redis."""
+    """Sends commands to the configured Redis: the right node, within the limits, retried.
 
-    def __init__(self, cfg: RedisConfig) -> None:
+    Open it with :meth:`open`; close it with :meth:`aclose`.
+    """
+
+    def __init__(self, cfg: RedisConfig, topology: Topology) -> None:
         self._cfg = cfg
-        timeout = cfg.timeout.total_seconds()
-        assert cfg.host is not None
-        self._pool = aioredis.BlockingConnectionPool(
-            host=cfg.host,
-            port=cfg.port,
-            username=cfg.username,
-            password=cfg.password.get_secret_value() if cfg.password else None,
-            db=cfg.database_index,
-            max_connections=cfg.maximum_active_connections,
-            timeout=timeout,
-            socket_timeout=timeout,
-            protocol=2,
-        )
-        self._client = aioredis.Redis(connection_pool=self._pool)
-
-    @property
-    def routes_reads(self) -> bool:
-        """Whether read-only commands may go to a replica."""
-        return False
+        self._timeout = cfg.timeout.total_seconds()
+        self._topology = topology
+        self._retries = _SENTINEL_RETRIES if topology.follows_failover else _STATIC_RETRIES
 
     @classmethod
     async def open(cls, cfg: RedisConfig) -> ConnectionManager:
-        """Open the manager."""
-        return cls(cfg)
+        """Connect (the idle floor, at least one connection) and start background tasks.
+
+        Raises :class:`StoreUnavailable` naming the node when Redis cannot be reached.
+        """
+        build = make_pool_factory(cfg)
+        topology: Topology
+        if cfg.high_availability is not None:
+            from ._topology import SentinelTopology  # noqa: PLC0415 - Sentinel only
+
+            topology = SentinelTopology(cfg, build)
+        else:
+            assert cfg.host is not None  # validate_config guarantees it
+            topology = _StaticTopology(build(cfg.host, cfg.port))
+        try:
+            await topology.start()
+        except BaseException:
+            await topology.aclose()
+            raise
+        return cls(cfg, topology)
+
+    @property
+    def routes_reads(self) -> bool:
+        """Whether read-only commands may be served by a replica."""
+        return self._topology.routes_reads
 
     async def execute(self, *args: Arg, read_only: bool = False) -> Any:
-        """Run one command and return its raw RESP2 reply."""
-        try:
-            return await self._client.execute_command(*args)
-        except redis.exceptions.ResponseError as exc:
-            raise CommandError(str(exc)) from None
-        except redis.exceptions.ConnectionError as exc:
-            if "No connection available" in str(exc):
-                raise PoolTimeout(str(exc)) from None
-            raise StoreUnavailable(str(exc)) from None
-        except redis.exceptions.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
+        """Run one command and return its raw RESP2 reply.
+
+        ``read_only`` commands may go to a replica when ``route_by_latency`` or
+        ``route_randomly`` is set; everything else goes to the master.
+        """
+        return await self.execute_packed(pack(*args), read_only=read_only)
+
+    async def execute_packed(self, packed: bytes, *, read_only: bool = False) -> Any:
+        """Run one command already encoded with :func:`~redis_session._pool.pack`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        topology = self._topology
+        attempt = 0
+        while True:
+            pool = topology.reader() if read_only else topology.writer()
+            try:
+                return await pool.execute(packed, deadline)
+            except ConnectionLost as exc:
+                failure: StoreUnavailable | CommandError = exc
+            except CommandError as exc:
+                if not str(exc).startswith(_FAILOVER_REPLIES):
+                    raise
+                failure = exc
+            attempt += 1
+            if attempt > self._retries or loop.time() >= deadline:
+                if isinstance(failure, CommandError):
+                    msg = f"{pool.node} is not a writable master: {failure}"
+                    raise StoreUnavailable(msg) from None
+                raise failure
+            await topology.recover(pool, deadline)
 
     async def run_script(
-        self, script: Script, keys: Sequence[Arg], args: Sequence[Arg], *, read_only: bool = False
+        self,
+        script: Script,
+        keys: Sequence[Arg],
+        args: Sequence[Arg],
+        *,
+        read_only: bool = False,
     ) -> Any:
-        """Run a Lua script by SHA, loading it on NOSCRIPT."""
+        """Run a Lua script by its SHA; on NOSCRIPT send the source (which caches it)."""
         try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.execute(
+                "EVALSHA", script.sha, len(keys), *keys, *args, read_only=read_only
+            )
         except CommandError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-            return await self.execute("EVAL", script.source, len(keys), *keys, *args)
+        return await self.execute(
+            "EVAL", script.source, len(keys), *keys, *args, read_only=read_only
+        )
 
     def statistics(self) -> PoolStatistics:
-        """Return pool figures."""
-        return PoolStatistics(self._cfg.maximum_active_connections, 0, 0, 0, 0)
+        """Return a snapshot of every pool, summed and per node."""
+        nodes = tuple(p.statistics() for p in self._topology.pools())
+        return PoolStatistics(
+            max_connections=self._cfg.maximum_active_connections,
+            open=sum(n.open for n in nodes),
+            in_use=sum(n.in_use for n in nodes),
+            idle=sum(n.idle for n in nodes),
+            waiting=sum(n.waiting for n in nodes),
+            nodes=nodes,
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        where = ", ".join(n.node for n in s.nodes)
+        return (
+            f"<ConnectionManager {where} [Connections: {s.open} open, {s.in_use} in use, "
+            f"{s.idle} idle | Commands: {s.waiting} waiting]>"
+        )
 
     async def aclose(self) -> None:
-        """Close all connections."""
-        await self._client.aclose()
-        await self._pool.aclose()
+        """Close every connection and background task (bounded, shielded)."""
+        await self._topology.aclose()

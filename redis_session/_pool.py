@@ -1,0 +1,466 @@
+"""One Redis node's connections: a capped pool that pipelines concurrent commands.
+
+Callers never hold a connection. A command is packed in the caller's task and queued; each open
+connection is driven by one worker task that takes everything queued (up to a batch limit),
+writes it with one ``writelines``, and reads the replies in order, handing each to the future of
+the caller that queued it. Concurrent commands from many tasks therefore share a few sockets
+(auto-pipelining, as ioredis and StackExchange.Redis do), and a caller cancelled at any await
+cannot leave an unread reply on a connection: the worker reads every reply it asked for, and
+drops the ones nobody waits for.
+
+The pool's whole mutable state is ``_queue`` (pending commands, oldest first), ``_conns`` (open
+or opening connections) and ``_idle`` (workers parked waiting for work). Deciding is split from
+doing: ``_dispatch()`` only looks at that state, wakes a parked worker or starts a connection,
+and never awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import hiredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisError, ResponseError
+
+from ._errors import CommandError, PoolTimeout, StoreClosed, StoreUnavailable
+
+__all__ = ["ConnectionLost", "NodePool", "NodeStatistics", "pack"]
+
+logger = logging.getLogger("redis_session")
+
+#: Most commands written to one connection in one batch. Large enough to amortise the
+#: per-batch cost, small enough that one slow batch does not delay everyone else.
+_MAX_BATCH = 128
+#: How often the maintenance task looks for dead idle connections and refills the floor.
+_MAINTENANCE_INTERVAL = 0.25
+#: An idle connection is PINGed after this long without traffic.
+_HEALTH_CHECK_INTERVAL = 2.0
+#: Bound on every cleanup await (closing sockets, stopping tasks).
+_CLEANUP_TIMEOUT = 2.0
+
+_QUEUED, _SENT = 0, 1
+
+
+def pack(*args: bytes | str | int | float) -> bytes:
+    """Encode one command in RESP, in the caller's task (hiredis does it in C)."""
+    return hiredis.pack_command(args)  # type: ignore[arg-type]  # stub types one-tuples
+
+
+class ConnectionLost(StoreUnavailable):
+    """A command failed because its connection broke, or never opened.
+
+    ``sent`` tells whether the command may have reached the server: the connection manager
+    retries only commands it knows to be safe to repeat.
+    """
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+@attrs.frozen
+class NodeStatistics:
+    """A snapshot of one node's pool."""
+
+    #: ``host:port`` or the unix socket path.
+    node: str
+    max_connections: int
+    #: Connections open or being opened.
+    open: int
+    #: Connections with a batch in flight.
+    in_use: int
+    #: Open connections waiting for work.
+    idle: int
+    #: Commands queued, not yet written to any connection.
+    waiting: int
+
+
+class _Pending:
+    """One queued command and the future its caller awaits."""
+
+    __slots__ = ("future", "packed", "state")
+
+    def __init__(self, packed: bytes, future: asyncio.Future[Any]) -> None:
+        self.packed = packed
+        self.future = future
+        self.state = _QUEUED
+
+
+class _Conn:
+    """A connection and the bookkeeping of the worker that drives it."""
+
+    __slots__ = ("busy", "conn", "connected", "idle_since", "task", "waiter")
+
+    def __init__(self, conn: AbstractConnection) -> None:
+        self.conn = conn
+        self.connected = False
+        self.busy = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.idle_since = time.monotonic()
+        self.task: asyncio.Task[None] | None = None
+
+    def dead(self) -> bool:
+        """Whether the server or the network closed the socket while we were not reading."""
+        reader = self.conn._reader  # redis-py has no public liveness check
+        return reader is None or reader.at_eof()
+
+
+class NodePool:
+    """The connections to one Redis node, never more than ``max_connections``.
+
+    ``execute()`` queues a packed command and waits, up to ``deadline``, for its reply.
+    """
+
+    def __init__(
+        self,
+        node: str,
+        connection_factory: Callable[[], AbstractConnection],
+        *,
+        max_connections: int,
+        min_idle: int,
+        timeout: float,
+        max_idle_time: float,
+    ) -> None:
+        self.node = node
+        self._factory = connection_factory
+        self._max = max_connections
+        self._min_idle = min_idle
+        self._timeout = timeout
+        self._max_idle_time = max_idle_time
+        self._queue: deque[_Pending] = deque()
+        self._conns: set[_Conn] = set()
+        self._idle: deque[_Conn] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._maintenance: asyncio.Task[None] | None = None
+        self._closed = False
+        self._last_error: str | None = None
+
+    # -- public ------------------------------------------------------------------------------
+
+    async def start(self, *, connect: int) -> None:
+        """Open ``max(connect, min_idle)`` connections now, then start the maintenance task.
+
+        Raises :class:`StoreUnavailable` naming the node when a connection fails, so a wrong
+        address or password surfaces when the store opens, not at the first request.
+        """
+        wanted = min(max(connect, self._min_idle), self._max)
+        fresh = [_Conn(self._factory()) for _ in range(wanted)]
+        self._conns.update(fresh)
+        try:
+            reasons = await asyncio.gather(*(self._connect(c) for c in fresh))
+        except BaseException:
+            for c in fresh:
+                self._forget(c)
+                await _disconnect(c.conn)
+            raise
+        failed = [r for r in reasons if r is not None]
+        if failed:
+            for c in fresh:
+                self._forget(c)
+                await _disconnect(c.conn)
+            msg = f"cannot connect to {self.node}: {failed[0]}"
+            raise ConnectionLost(msg, sent=False)
+        for c in fresh:
+            self._start_worker(c)
+        self._maintenance = asyncio.create_task(
+            self._maintain(), name=f"redis_session maintenance {self.node}"
+        )
+
+    async def execute(self, packed: bytes, deadline: float) -> Any:
+        """Send one packed command and return its reply; ``deadline`` is in loop time.
+
+        Raises :class:`PoolTimeout` when no connection took the command before ``deadline``,
+        :class:`ConnectionLost` when its connection broke, :class:`CommandError` for an error
+        reply, :class:`StoreClosed` after :meth:`aclose`.
+        """
+        if self._closed:
+            msg = f"the connection pool for {self.node} is closed"
+            raise StoreClosed(msg)
+        pending = _Pending(packed, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._dispatch()
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await pending.future
+        except TimeoutError:
+            if pending.state == _QUEUED:
+                msg = (
+                    f"no connection to {self.node} became free within {self._timeout:g}s "
+                    f"(maximum_active_connections={self._max}, "
+                    f"{self._waiting()} commands waiting)"
+                )
+                raise PoolTimeout(msg) from None
+            msg = f"{self.node} did not answer within {self._timeout:g}s"
+            raise ConnectionLost(msg, sent=True) from None
+        # On cancellation the future is cancelled with us; a worker skips a queued command
+        # whose future is done, and reads (then drops) the reply of one already sent.
+
+    def statistics(self) -> NodeStatistics:
+        """Return a snapshot of this pool."""
+        in_use = sum(1 for c in self._conns if c.busy)
+        return NodeStatistics(
+            node=self.node,
+            max_connections=self._max,
+            open=len(self._conns),
+            in_use=in_use,
+            idle=len(self._idle),
+            waiting=self._waiting(),
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<NodePool {s.node} [Connections: {s.open}/{s.max_connections} open, "
+            f"{s.in_use} in use, {s.idle} idle | Commands: {s.waiting} waiting]>"
+        )
+
+    async def aclose(self) -> None:
+        """Close every connection and stop the workers; queued commands fail.
+
+        Commands still queued fail with :class:`ConnectionLost` (``sent=False``) so a caller
+        that can go elsewhere (a new master after a failover) retries them safely.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._fail_queue(ConnectionLost(f"the connection pool for {self.node} closed", sent=False))
+        tasks = [*self._tasks]
+        if self._maintenance is not None:
+            tasks.append(self._maintenance)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLEANUP_TIMEOUT):
+                    await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+        for c in [*self._conns]:
+            await _disconnect(c.conn)
+        self._conns.clear()
+        self._idle.clear()
+
+    # -- deciding (no awaits) ------------------------------------------------------------------
+
+    def _waiting(self) -> int:
+        return sum(1 for p in self._queue if not p.future.done())
+
+    def _dispatch(self) -> None:
+        """Wake a parked worker for the queued work, or open a connection if none is parked."""
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()  # abandoned by a cancelled or timed-out caller
+        if not self._queue or self._closed:
+            return
+        while self._idle:
+            c = self._idle.popleft()
+            if c.waiter is not None and not c.waiter.done():
+                c.waiter.set_result(None)
+                return
+        if len(self._conns) < self._max:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        c = _Conn(self._factory())
+        self._conns.add(c)
+        self._start_worker(c)
+
+    def _start_worker(self, c: _Conn) -> None:
+        task = asyncio.create_task(self._run(c), name=f"redis_session connection {self.node}")
+        c.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _take_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        queue = self._queue
+        while queue and len(batch) < _MAX_BATCH:
+            p = queue.popleft()
+            if not p.future.done():
+                p.state = _SENT
+                batch.append(p)
+        return batch
+
+    def _fail_queue(self, exc: BaseException) -> None:
+        while self._queue:
+            p = self._queue.popleft()
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    def _forget(self, c: _Conn) -> None:
+        self._conns.discard(c)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(c)
+
+    # -- doing ---------------------------------------------------------------------------------
+
+    async def _run(self, c: _Conn) -> None:
+        """Drive one connection: connect, then run batches until it breaks, idles out or closes."""
+        try:
+            if not c.connected and await self._connect(c) is not None:
+                return
+            while not self._closed:
+                batch = self._take_batch()
+                if batch:
+                    if c.dead():
+                        # Closed under us while idle; nothing was sent, so requeue in order.
+                        self._requeue(batch)
+                        return
+                    await self._run_batch(c, batch)
+                    continue
+                if not await self._park(c):
+                    return
+        except _WorkerDone:
+            return
+        finally:
+            self._forget(c)
+            if c.connected:
+                await _disconnect(c.conn)
+            # Work may be left for a connection that no longer exists; open another.
+            if not self._closed:
+                self._dispatch()
+
+    async def _connect(self, c: _Conn) -> str | None:
+        """Connect ``c``; return None on success, else the reason (already logged)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await c.conn.connect()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError, TimeoutError) as exc:
+            reason = _describe(exc, self.node)
+            if reason != self._last_error:
+                logger.warning("cannot connect to %s: %s", self.node, reason)
+            self._last_error = reason
+            await _disconnect(c.conn)
+            self._forget(c)
+            if not any(other.connected for other in self._conns):
+                # Nobody else can serve the queue: fail fast rather than at the deadline.
+                lost = ConnectionLost(f"cannot connect to {self.node}: {reason}", sent=False)
+                self._fail_queue(lost)
+            return reason
+        c.connected = True
+        c.idle_since = time.monotonic()
+        if self._last_error is not None:
+            logger.info("connected to %s again", self.node)
+        else:
+            logger.debug("connected to %s", self.node)
+        self._last_error = None
+        return None
+
+    async def _park(self, c: _Conn) -> bool:
+        """Wait idle for work; health-check or retire on the way. False means stop this worker."""
+        loop = asyncio.get_running_loop()
+        c.waiter = loop.create_future()
+        self._idle.append(c)
+        try:
+            async with asyncio.timeout(_HEALTH_CHECK_INTERVAL):
+                await c.waiter
+        except TimeoutError:
+            pass
+        finally:
+            c.waiter = None
+            with contextlib.suppress(ValueError):
+                self._idle.remove(c)
+        if c.dead():
+            logger.info("connection to %s was closed by the server or network", self.node)
+            return False
+        if self._queue:
+            return True
+        idle_for = time.monotonic() - c.idle_since
+        if idle_for >= self._max_idle_time and len(self._conns) > self._min_idle:
+            logger.debug("closing a connection to %s idle for %.0fs", self.node, idle_for)
+            return False
+        if idle_for >= _HEALTH_CHECK_INTERVAL:
+            return await self._ping(c)
+        return True
+
+    async def _ping(self, c: _Conn) -> bool:
+        probe = _Pending(pack("PING"), asyncio.get_running_loop().create_future())
+        probe.state = _SENT
+        await self._run_batch(c, [probe], idle_probe=True)
+        if probe.future.done() and probe.future.exception() is None:
+            return True
+        logger.warning("health check of an idle connection to %s failed", self.node)
+        return False
+
+    async def _run_batch(  # noqa: PLR0912 - one try covering write, read and delivery
+        self, c: _Conn, batch: list[_Pending], *, idle_probe: bool = False
+    ) -> None:
+        """Write a batch and deliver each reply to its caller; on failure, fail the rest."""
+        conn = c.conn
+        c.busy = True
+        delivered = 0
+        try:
+            await conn.send_packed_command([p.packed for p in batch], check_health=False)
+            for p in batch:
+                try:
+                    reply = await conn.read_response()
+                except ResponseError as exc:
+                    if not p.future.done():
+                        p.future.set_exception(CommandError(str(exc)))
+                else:
+                    if not p.future.done():
+                        p.future.set_result(reply)
+                delivered += 1
+        except (RedisError, OSError, TimeoutError) as exc:
+            reason = _describe(exc, self.node)
+            if not idle_probe:
+                logger.warning("connection to %s failed mid-batch: %s", self.node, reason)
+            lost = ConnectionLost(f"connection to {self.node} failed: {reason}", sent=True)
+            for p in batch[delivered:]:
+                if not p.future.done():
+                    p.future.set_exception(lost)
+            c.connected = False
+            await _disconnect(conn)
+            raise _WorkerDone from None
+        except BaseException:
+            # Cancelled (the pool is closing): nobody will read the rest of these replies.
+            closed = StoreClosed(f"the connection pool for {self.node} closed")
+            for p in batch[delivered:]:
+                if not p.future.done():
+                    p.future.set_exception(closed)
+            raise
+        finally:
+            c.busy = False
+            c.idle_since = time.monotonic()
+
+    def _requeue(self, batch: list[_Pending]) -> None:
+        for p in reversed(batch):
+            p.state = _QUEUED
+            self._queue.appendleft(p)
+
+    async def _maintain(self) -> None:
+        """Keep the idle floor, and retire idle connections the server has closed."""
+        while not self._closed:
+            for c in [*self._idle]:
+                if c.dead() and c.waiter is not None and not c.waiter.done():
+                    c.waiter.set_result(None)  # its worker notices and exits
+            missing = min(self._min_idle, self._max) - len(self._conns)
+            for _ in range(max(0, missing)):
+                self._spawn()
+            await asyncio.sleep(_MAINTENANCE_INTERVAL)
+
+
+class _WorkerDone(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a worker to stop it after its connection broke."""
+
+
+async def _disconnect(conn: AbstractConnection) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_CLEANUP_TIMEOUT):
+            await asyncio.shield(conn.disconnect(nowait=True))
+
+
+def _describe(exc: BaseException, node: str) -> str:
+    """One readable reason for a connection failure (TLS problems named precisely)."""
+    from ._tls import describe_tls_error  # noqa: PLC0415 - TLS module is optional at import
+
+    tls = describe_tls_error(exc, node=node, server_name=None)
+    if tls is not None:
+        return tls
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
