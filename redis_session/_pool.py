@@ -444,7 +444,7 @@ class NodePool:
             await asyncio.sleep(_MAINTENANCE_INTERVAL)
 
 
-class _WorkerDone(Exception):  # noqa: N818 - a control-flow signal, not an error
+class _WorkerDone(Exception):
     """Raised inside a worker to stop it after its connection broke."""
 
 
