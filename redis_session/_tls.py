@@ -1,0 +1,500 @@
+"""TLS to Redis: our own ``ssl.SSLContext``, SNI through redis-py, and readable TLS failures.
+
+redis-py 8.1 builds its TLS context itself (``RedisSSLContext``) and cannot send a server name
+that differs from the address it connects to. :class:`TLSConnection` takes a context built once
+per store by :func:`build_ssl_context` plus a ``server_hostname``, so SNI and the certificate
+check use ``session.redis.tls.server_name`` while the socket goes to ``redis.host``.
+:func:`describe_tls_error` turns OpenSSL's error codes, as wrapped by redis-py, into one sentence
+that names the node and the option to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import ssl
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from redis.asyncio.connection import SSLConnection
+
+from ._config import TLSConfig
+from ._errors import ConfigError
+
+__all__ = [
+    "TLSConnection",
+    "build_ssl_context",
+    "describe_tls_error",
+    "tls_connection_kwargs",
+]
+
+_log = logging.getLogger("redis_session")
+
+_OPT = "session.redis.tls"
+
+_VERSION_NAMES = {
+    ssl.TLSVersion.SSLv3: "SSL3.0",
+    ssl.TLSVersion.TLSv1: "TLS1.0",
+    ssl.TLSVersion.TLSv1_1: "TLS1.1",
+    ssl.TLSVersion.TLSv1_2: "TLS1.2",
+    ssl.TLSVersion.TLSv1_3: "TLS1.3",
+}
+
+
+def _version_name(version: ssl.TLSVersion) -> str:
+    return _VERSION_NAMES.get(version, version.name)
+
+
+# --------------------------------------------------------------------------- context
+
+
+class _EncryptedKeyError(Exception):
+    """Raised from the key password callback so OpenSSL never prompts on the terminal."""
+
+
+def _refuse_key_password() -> str:
+    # Without a callback OpenSSL asks for the pass phrase on the controlling terminal, which
+    # would hang a server process; there is no key password option, so refuse instead.
+    raise _EncryptedKeyError
+
+
+def _check_readable(path: str, option: str) -> None:
+    # OpenSSL's own "No such file" errors do not say which file; opening it first lets the
+    # message name the option and the path.
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError([f"{_OPT}.{option}: cannot load {path}: {reason}"]) from None
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason in words, e.g. ``no certificate or crl found``."""
+    if exc.reason:
+        return exc.reason.lower().replace("_", " ")
+    return _strip_ssl_noise(str(exc))
+
+
+def _diagnose_cert_chain(cert_file: str, key_file: str | None) -> str:
+    """Say which of the two mTLS files OpenSSL's catch-all ``PEM lib`` error is about."""
+    with open(cert_file, "rb") as f:
+        cert_data = f.read()
+    try:
+        x509.load_pem_x509_certificates(cert_data)
+    except ValueError:
+        return f"{_OPT}.certificate_file: cannot load {cert_file}: no PEM certificate found"
+    key_path = key_file or cert_file
+    key_option = "key_file" if key_file else "certificate_file"
+    with open(key_path, "rb") as f:
+        key_data = f.read()
+    try:
+        serialization.load_pem_private_key(key_data, password=None)
+    except TypeError:
+        return f"{_OPT}.{key_option}: cannot load {key_path}: the private key is encrypted"
+    except (ValueError, UnsupportedAlgorithm):
+        if key_file is None:
+            return f"{_OPT}.certificate_file: {cert_file} holds no private key; set {_OPT}.key_file"
+        return f"{_OPT}.key_file: cannot load {key_path}: no usable PEM private key found"
+    return f"{_OPT}.{key_option}: cannot load {key_path}: OpenSSL rejected the key"
+
+
+def _load_client_certificate(ctx: ssl.SSLContext, tls: TLSConfig) -> None:
+    if tls.certificate_file is None:
+        if tls.key_file is not None:
+            msg = f"{_OPT}.key_file: needs {_OPT}.certificate_file"
+            raise ConfigError([msg])
+        return
+    _check_readable(tls.certificate_file, "certificate_file")
+    if tls.key_file is not None:
+        _check_readable(tls.key_file, "key_file")
+    key_option = "key_file" if tls.key_file else "certificate_file"
+    key_path = tls.key_file or tls.certificate_file
+    try:
+        ctx.load_cert_chain(tls.certificate_file, tls.key_file, password=_refuse_key_password)
+    except _EncryptedKeyError:
+        msg = (
+            f"{_OPT}.{key_option}: cannot load {key_path}: the private key is encrypted;"
+            " store it unencrypted with restricted file permissions"
+        )
+        raise ConfigError([msg]) from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            problem = (
+                f"{_OPT}.{key_option}: {key_path} is not the private key of the certificate"
+                f" in {tls.certificate_file}"
+            )
+        else:
+            problem = _diagnose_cert_chain(tls.certificate_file, tls.key_file)
+        raise ConfigError([problem]) from None
+    except OSError as exc:
+        # Files were readable a moment ago; report whatever changed rather than a raw error.
+        msg = f"{_OPT}.certificate_file: cannot load {tls.certificate_file}: {exc.strerror}"
+        raise ConfigError([msg]) from None
+
+
+def _set_versions(ctx: ssl.SSLContext, tls: TLSConfig) -> None:
+    minimum, maximum = tls.minimum_version, tls.maximum_version
+    if minimum == ssl.TLSVersion.SSLv3:
+        raise ConfigError([f"{_OPT}.minimum_version: must be TLS1.0 or newer, got SSL3.0"])
+    # MINIMUM_SUPPORTED/MAXIMUM_SUPPORTED are negative sentinels that do not compare as versions.
+    sentinels = {ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.MAXIMUM_SUPPORTED}
+    if maximum is not None and not {minimum, maximum} & sentinels and maximum < minimum:
+        msg = (
+            f"{_OPT}.maximum_version: {_version_name(maximum)} is below"
+            f" minimum_version {_version_name(minimum)}"
+        )
+        raise ConfigError([msg])
+    # Python deprecates TLS1.0/1.1 with a DeprecationWarning when they are set; Authelia's
+    # configuration allows them, and an explicit choice in the config is not our code using a
+    # deprecated API. (OpenSSL 3's default security level may still refuse them.)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            ctx.minimum_version = minimum
+            if maximum is not None:
+                ctx.maximum_version = maximum
+        except ValueError as exc:
+            raise ConfigError([f"{_OPT}.minimum_version: not supported here: {exc}"]) from None
+
+
+def build_ssl_context(tls: TLSConfig, *, host: str | None = None) -> ssl.SSLContext:
+    """Build the client ``ssl.SSLContext`` for ``session.redis.tls``; call once per store.
+
+    Verification is on by default: the peer's certificate must chain to the system trust store
+    (``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` are honoured) or to ``ca_file``, and must be valid
+    for the name given as ``server_hostname`` when connecting (see
+    :func:`tls_connection_kwargs`). ``skip_verify`` turns both checks off and logs a warning
+    naming the server (``server_name``, else ``host``). ``certificate_file``/``key_file`` add a
+    client certificate for mutual TLS.
+
+    Raises:
+        ConfigError: a file cannot be read or parsed, the key does not match the certificate,
+            or the version range is empty. The message names the option and the path.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname=True
+    try:
+        # On Linux this is set_default_verify_paths(), which reads SSL_CERT_FILE/SSL_CERT_DIR.
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    except (ssl.SSLError, OSError) as exc:
+        reason = _ssl_reason(exc) if isinstance(exc, ssl.SSLError) else exc.strerror
+        msg = f"{_OPT}: cannot load the system trust store (SSL_CERT_FILE/SSL_CERT_DIR): {reason}"
+        raise ConfigError([msg]) from None
+
+    if tls.ca_file is not None:
+        _check_readable(tls.ca_file, "ca_file")
+        try:
+            ctx.load_verify_locations(cafile=tls.ca_file)
+        except ssl.SSLError as exc:
+            msg = f"{_OPT}.ca_file: cannot load {tls.ca_file}: {_ssl_reason(exc)}"
+            raise ConfigError([msg]) from None
+        except OSError as exc:
+            msg = f"{_OPT}.ca_file: cannot load {tls.ca_file}: {exc.strerror}"
+            raise ConfigError([msg]) from None
+
+    _set_versions(ctx, tls)
+    _load_client_certificate(ctx, tls)
+
+    if tls.skip_verify:
+        # check_hostname must go first: OpenSSL refuses CERT_NONE while it is on.
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        server = tls.server_name or host or "(unknown)"
+        _log.warning(
+            "TLS certificate and host name verification is OFF for Redis server %s"
+            " (%s.skip_verify is true): the connection is encrypted but the server is not"
+            " authenticated; use this for testing only",
+            server,
+            _OPT,
+        )
+    return ctx
+
+
+# --------------------------------------------------------------------------- connection
+
+
+class TLSConnection(SSLConnection):
+    """A redis-py TLS connection that uses a given context and sends a given server name.
+
+    Extra keyword arguments (through ``ConnectionPool(connection_class=TLSConnection, ...)``):
+
+    - ``ssl_context``: the ``ssl.SSLContext`` from :func:`build_ssl_context`, shared by every
+      connection of the pool.
+    - ``server_hostname``: the name sent as SNI and checked against the certificate; ``None``
+      means ``host``.
+
+    redis-py's own ``ssl_*`` arguments are refused, since they would be silently ignored.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        stray = sorted(k for k in kwargs if k.startswith("ssl_"))
+        if stray:
+            msg = f"TLSConnection takes ssl_context, not {', '.join(stray)}"
+            raise TypeError(msg)
+        # SSLConnection.__init__ only records settings in a RedisSSLContext that would build a
+        # second context lazily in get(). Handing it ours pre-built means get() can never build
+        # one, and keeps its informational properties (cert_reqs, check_hostname, min_version)
+        # truthful for code that inspects them.
+        super().__init__(
+            ssl_cert_reqs=ssl_context.verify_mode,
+            ssl_check_hostname=ssl_context.check_hostname,
+            ssl_min_version=ssl_context.minimum_version,
+            **kwargs,
+        )
+        self.ssl_context.context = ssl_context
+        self._tls_context = ssl_context
+        self.server_hostname = server_hostname
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        # These become asyncio.open_connection() arguments: ``ssl`` and ``server_hostname``
+        # drive the handshake, SNI and the host name check while ``host`` stays the address.
+        kwargs = dict(super()._connection_arguments())
+        kwargs["ssl"] = self._tls_context
+        kwargs["server_hostname"] = self.server_hostname
+        return kwargs
+
+    def repr_pieces(self) -> list[tuple[str, Any]]:
+        """Name/value pairs for ``repr()``: address, db and server name; never credentials."""
+        pieces: list[tuple[str, Any]] = list(super().repr_pieces())  # type: ignore[no-untyped-call]
+        pieces.insert(2, ("server_hostname", self.server_hostname))
+        return pieces
+
+
+def _unbracket(host: str) -> str:
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1]
+    return host
+
+
+def tls_connection_kwargs(tls: TLSConfig, host: str) -> dict[str, Any]:
+    """Return the ``ConnectionPool`` keyword arguments for TLS to ``host``.
+
+    ``connection_class`` is :class:`TLSConnection`, ``ssl_context`` a fresh
+    :func:`build_ssl_context` (build the pool once and reuse it), and ``server_hostname`` is
+    ``tls.server_name`` or else ``host`` without the brackets of an IPv6 literal.
+    The pool's own ``host`` argument must be unbracketed too; that is the caller's job.
+
+    Raises:
+        ConfigError: as :func:`build_ssl_context`, or ``host`` is a unix socket path.
+    """
+    if host.startswith("/"):
+        raise ConfigError([f"{_OPT}: TLS is not supported over a unix socket ({host})"])
+    server_hostname = _unbracket(tls.server_name or host)
+    return {
+        "connection_class": TLSConnection,
+        "ssl_context": build_ssl_context(tls, host=server_hostname),
+        "server_hostname": server_hostname,
+    }
+
+
+# --------------------------------------------------------------------------- errors
+
+_SSL_NOISE = re.compile(r"\s*\(_ssl\.c:\d+\)")
+_REASON_IN_TEXT = re.compile(r"\[SSL: ([A-Z0-9_]+)\]")
+_VERIFY_IN_TEXT = re.compile(r"certificate verify failed: (.+?)\s*(?:\(_ssl\.c:\d+\)|$)")
+_NAME_IN_VERIFY = re.compile(r"not valid for '([^']*)'")
+
+# X509_V_ERR_* codes (openssl/x509_vfy.h), grouped by what the user has to change.
+_MISMATCH_CODES = frozenset({62, 63, 64})  # host name, email, IP address mismatch
+_UNTRUSTED_CODES = frozenset({2, 18, 19, 20, 21, 27})  # chain does not end at a trusted CA
+_EXPIRED_CODES = frozenset({9, 10})  # not yet valid, expired
+_UNTRUSTED_WORDS = ("self-signed", "self signed", "issuer certificate", "verify the first")
+
+# OpenSSL reason codes -> kind of problem. A peer that does not speak TLS answers with bytes
+# OpenSSL reads as a bad record header: OpenSSL 3.0 says WRONG_VERSION_NUMBER, 3.2+ says
+# RECORD_LAYER_FAILURE ("record layer failure").
+_REASON_KINDS = {
+    **dict.fromkeys(
+        (
+            "TLSV1_ALERT_PROTOCOL_VERSION",
+            "UNSUPPORTED_PROTOCOL",
+            "NO_PROTOCOLS_AVAILABLE",
+            "VERSION_TOO_LOW",
+            "VERSION_TOO_HIGH",
+            "UNKNOWN_PROTOCOL",
+        ),
+        "version",
+    ),
+    **dict.fromkeys(
+        ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG"),
+        "plaintext",
+    ),
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "cert_required",
+    **dict.fromkeys(
+        (
+            "TLSV1_ALERT_UNKNOWN_CA",
+            "SSLV3_ALERT_BAD_CERTIFICATE",
+            "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+            "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+            "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+            "SSLV3_ALERT_CERTIFICATE_REVOKED",
+            "TLSV1_ALERT_ACCESS_DENIED",
+            "TLSV1_ALERT_DECRYPT_ERROR",
+        ),
+        "client_cert",
+    ),
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake",
+    "UNEXPECTED_EOF_WHILE_READING": "eof",
+    "EOF_OCCURRED_IN_VIOLATION_OF_PROTOCOL": "eof",
+}
+
+_WHERE = "TLS connection to Redis at {node} failed: "
+_TEMPLATES = {
+    "mismatch": _WHERE + "host name mismatch, the server's certificate is not valid for the"
+    " {kind} {name!r}; set {opt}.server_name to a name the certificate was issued for",
+    "untrusted": _WHERE + "the server's certificate is not trusted ({detail}); add its CA to"
+    " {opt}.ca_file or the system trust store (SSL_CERT_FILE), or set {opt}.skip_verify for"
+    " testing only",
+    "expired": _WHERE + "the server's certificate is out of its validity period ({detail});"
+    " renew it or check the clocks ({opt}.skip_verify bypasses this, for testing only)",
+    "verify": _WHERE + "certificate verify failed ({detail}); fix the server's certificate or"
+    " {opt}.ca_file ({opt}.skip_verify bypasses this, for testing only)",
+    "version": _WHERE + "protocol version mismatch, the server accepts no TLS version allowed"
+    " by {opt}.minimum_version/maximum_version ({detail})",
+    "plaintext": _WHERE + "the server did not answer in TLS ({detail}); {node} is probably a"
+    " plaintext port rather than Redis's tls-port, or it shares no TLS version with"
+    " {opt}.minimum_version",
+    "cert_required": _WHERE + "the server requires a client certificate ({detail}); set"
+    " {opt}.certificate_file and {opt}.key_file",
+    "client_cert": _WHERE + "the server rejected the client certificate ({detail}); check"
+    " {opt}.certificate_file and {opt}.key_file",
+    "handshake": _WHERE + "the server refused the TLS handshake ({detail}); it may require a"
+    " client certificate ({opt}.certificate_file) or share no cipher or version with"
+    " {opt}.minimum_version",
+    "eof": _WHERE + "the server closed the connection during the TLS handshake; check that"
+    " {node} is Redis's tls-port, that {opt}.minimum_version allows a version it speaks, and"
+    " whether it needs a client certificate ({opt}.certificate_file)",
+    "other": _WHERE + "{detail}",
+}
+
+
+#: What was found: ``key`` picks the template in _TEMPLATES, the rest fills it in.
+_Found = dict[str, str]
+
+
+def _strip_ssl_noise(text: str) -> str:
+    return _SSL_NOISE.sub("", text).strip()
+
+
+def _walk(exc: BaseException) -> Iterator[BaseException]:
+    """Yield ``exc`` and everything it wraps: causes, contexts and exception group members."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo and len(seen) < 50:
+        cur = todo.pop(0)
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        # __context__ survives ``raise ... from None``, so a wrapper that hides the cause from
+        # tracebacks still lets us find the ssl error underneath.
+        todo.extend(e for e in (cur.__cause__, cur.__context__) if e is not None)
+        if isinstance(cur, BaseExceptionGroup):
+            todo.extend(cur.exceptions)
+
+
+def _classify_verify(code: int | None, message: str, server_name: str | None) -> _Found:
+    lowered = message.lower()
+    if code in _MISMATCH_CODES or "mismatch" in lowered:
+        found = _NAME_IN_VERIFY.search(message)
+        ip = code == 64 or lowered.startswith("ip address")
+        return {
+            "key": "mismatch",
+            "kind": "address" if ip else "name",
+            "name": found.group(1) if found else str(server_name),
+        }
+    if code in _UNTRUSTED_CODES or any(w in lowered for w in _UNTRUSTED_WORDS):
+        return {"key": "untrusted"}
+    if code in _EXPIRED_CODES or "expired" in lowered or "not yet valid" in lowered:
+        return {"key": "expired"}
+    return {"key": "verify"}
+
+
+def _from_attributes(chain: list[BaseException], server_name: str | None) -> _Found | None:
+    # Structured attributes first; they are exact.
+    for e in chain:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            detail = _strip_ssl_noise(str(e.verify_message or "")) or _strip_ssl_noise(str(e))
+            return {**_classify_verify(e.verify_code, detail, server_name), "detail": detail}
+    for e in chain:
+        if isinstance(e, ssl.SSLEOFError):
+            return {"key": "eof"}
+        if isinstance(e, ssl.SSLError) and e.reason in _REASON_KINDS:
+            return {"key": _REASON_KINDS[e.reason], "detail": _ssl_reason(e)}
+    return None
+
+
+def _from_text(texts: list[str], server_name: str | None) -> _Found | None:
+    # Only strings left, e.g. a wrapper built from str(ssl_error) with the chain dropped.
+    for text in texts:
+        verify = _VERIFY_IN_TEXT.search(text)
+        if verify:
+            detail = verify.group(1).rstrip(".")
+            return {**_classify_verify(None, detail, server_name), "detail": detail}
+        for reason in _REASON_IN_TEXT.findall(text):
+            if reason in _REASON_KINDS:
+                return {"key": _REASON_KINDS[reason], "detail": reason.lower().replace("_", " ")}
+        lowered = text.lower()
+        if "record layer failure" in lowered:
+            return {"key": "plaintext", "detail": "record layer failure"}
+        if "eof occurred in violation of protocol" in lowered:
+            return {"key": "eof"}
+    return None
+
+
+def _from_hang_up(chain: list[BaseException], texts: list[str]) -> _Found | None:
+    # asyncio reports a peer that hangs up mid-handshake as a plain ConnectionResetError;
+    # redis-py's "connecting to" wording places it in the connect phase (TCP + handshake), as
+    # opposed to a reset while reading a reply.
+    connecting = any(" connecting to " in t or t.startswith("Error connecting to") for t in texts)
+    hung_up = any(isinstance(e, ConnectionResetError | BrokenPipeError) for e in chain) or any(
+        "reset by peer" in t.lower() for t in texts
+    )
+    return {"key": "eof"} if connecting and hung_up else None
+
+
+def _classify(chain: list[BaseException], server_name: str | None) -> _Found | None:
+    """Find the TLS problem in ``chain``: a template key plus the fields it needs."""
+    texts = [str(e) for e in chain]
+    found = (
+        _from_attributes(chain, server_name)
+        or _from_text(texts, server_name)
+        or _from_hang_up(chain, texts)
+    )
+    if found is None:
+        # Some other ssl error: still a TLS problem, so say it in OpenSSL's words.
+        detail = next(
+            (_strip_ssl_noise(str(e)) for e in chain if isinstance(e, ssl.SSLError)), None
+        )
+        found = None if detail is None else {"key": "other", "detail": detail}
+    return found
+
+
+def describe_tls_error(exc: BaseException, *, node: str, server_name: str | None) -> str | None:
+    """Explain a failure on a TLS connection in one sentence, or return ``None``.
+
+    ``exc`` may be the ssl error itself or any wrapper of it (redis-py's ``ConnectionError``,
+    our ``StoreUnavailable``, an exception group): causes and contexts are followed, and the
+    text of each is searched when the structured attributes are gone. The sentence names
+    ``node`` (``"127.0.0.1:6380"``), what went wrong (host name mismatch, untrusted CA,
+    protocol version, plaintext peer, client certificate, EOF during the handshake) and the
+    ``session.redis.tls`` option to look at. ``None`` means no sign of a TLS problem.
+
+    Call it only for connections that use TLS: a reset while connecting is read as the server
+    hanging up in the handshake.
+    """
+    found = _classify(list(_walk(exc)), server_name)
+    if found is None:
+        return None
+    fields = {"detail": "", "kind": "name", "name": str(server_name), **found}
+    return _TEMPLATES[fields.pop("key")].format(node=node, opt=_OPT, **fields)
