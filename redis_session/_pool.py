@@ -40,8 +40,10 @@ logger = logging.getLogger("redis_session")
 _MAX_BATCH = 128
 #: How often the maintenance task looks for dead idle connections and refills the floor.
 _MAINTENANCE_INTERVAL = 0.25
-#: An idle connection is PINGed after this long without traffic.
+#: An idle connection is PINGed after this long without traffic (default; see ``NodePool``).
 _HEALTH_CHECK_INTERVAL = 2.0
+#: Shortest wait between two looks at a parked connection, so a tiny max idle time cannot spin.
+_MIN_PARK_INTERVAL = 0.05
 #: Bound on every cleanup await (closing sockets, stopping tasks).
 _CLEANUP_TIMEOUT = 2.0
 
@@ -50,7 +52,8 @@ _QUEUED, _SENT = 0, 1
 
 def pack(*args: bytes | str | int | float) -> bytes:
     """Encode one command in RESP, in the caller's task (hiredis does it in C)."""
-    return hiredis.pack_command(args)  # type: ignore[arg-type]  # stub types one-tuples
+    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # stub types one-tuples
+    return packed
 
 
 class ConnectionLost(StoreUnavailable):
@@ -96,14 +99,18 @@ class _Pending:
 class _Conn:
     """A connection and the bookkeeping of the worker that drives it."""
 
-    __slots__ = ("busy", "conn", "connected", "idle_since", "task", "waiter")
+    __slots__ = ("busy", "checked_at", "conn", "connected", "task", "used_at", "waiter")
 
     def __init__(self, conn: AbstractConnection) -> None:
         self.conn = conn
         self.connected = False
         self.busy = False
         self.waiter: asyncio.Future[None] | None = None
-        self.idle_since = time.monotonic()
+        now = time.monotonic()
+        #: Last batch of callers' commands: what ``max_idle_time`` counts from.
+        self.used_at = now
+        #: Last traffic of any kind, health checks included: what the next PING counts from.
+        self.checked_at = now
         self.task: asyncio.Task[None] | None = None
 
     def dead(self) -> bool:
@@ -127,6 +134,7 @@ class NodePool:
         min_idle: int,
         timeout: float,
         max_idle_time: float,
+        health_check_interval: float = _HEALTH_CHECK_INTERVAL,
     ) -> None:
         self.node = node
         self._factory = connection_factory
@@ -134,6 +142,10 @@ class NodePool:
         self._min_idle = min_idle
         self._timeout = timeout
         self._max_idle_time = max_idle_time
+        self._health_check_interval = health_check_interval
+        # A parked worker looks again at least this often, so a connection above the floor is
+        # retired soon after max_idle_time even when that is shorter than the health check.
+        self._park_interval = max(_MIN_PARK_INTERVAL, min(health_check_interval, max_idle_time))
         self._queue: deque[_Pending] = deque()
         self._conns: set[_Conn] = set()
         self._idle: deque[_Conn] = deque()
@@ -169,6 +181,9 @@ class NodePool:
             raise ConnectionLost(msg, sent=False)
         for c in fresh:
             self._start_worker(c)
+        # Let the new workers park (their first step does not await), so the first command
+        # wakes one of them instead of opening a connection beyond the floor.
+        await asyncio.sleep(0)
         self._maintenance = asyncio.create_task(
             self._maintain(), name=f"redis_session maintenance {self.node}"
         )
@@ -342,7 +357,7 @@ class NodePool:
                 self._fail_queue(lost)
             return reason
         c.connected = True
-        c.idle_since = time.monotonic()
+        c.used_at = c.checked_at = time.monotonic()
         if self._last_error is not None:
             logger.info("connected to %s again", self.node)
         else:
@@ -356,7 +371,7 @@ class NodePool:
         c.waiter = loop.create_future()
         self._idle.append(c)
         try:
-            async with asyncio.timeout(_HEALTH_CHECK_INTERVAL):
+            async with asyncio.timeout(self._park_interval):
                 await c.waiter
         except TimeoutError:
             pass
@@ -369,21 +384,28 @@ class NodePool:
             return False
         if self._queue:
             return True
-        idle_for = time.monotonic() - c.idle_since
+        now = time.monotonic()
+        # Idle time counts from the last command of a caller: health-check PINGs are not use,
+        # or a connection above the floor would never reach max_idle_time.
+        idle_for = now - c.used_at
         if idle_for >= self._max_idle_time and len(self._conns) > self._min_idle:
-            logger.debug("closing a connection to %s idle for %.0fs", self.node, idle_for)
+            logger.debug("closing a connection to %s idle for %.1fs", self.node, idle_for)
             return False
-        if idle_for >= _HEALTH_CHECK_INTERVAL:
+        if now - c.checked_at >= self._health_check_interval:
             return await self._ping(c)
         return True
 
     async def _ping(self, c: _Conn) -> bool:
         probe = _Pending(pack("PING"), asyncio.get_running_loop().create_future())
         probe.state = _SENT
-        await self._run_batch(c, [probe], idle_probe=True)
-        if probe.future.done() and probe.future.exception() is None:
+        # A broken connection ends _run_batch with _WorkerDone; catch it so the failure is
+        # logged here (the worker then stops because we return False).
+        with contextlib.suppress(_WorkerDone):
+            await self._run_batch(c, [probe], idle_probe=True)
+        error = probe.future.exception() if probe.future.done() else None
+        if probe.future.done() and error is None:
             return True
-        logger.warning("health check of an idle connection to %s failed", self.node)
+        logger.warning("health check of an idle connection to %s failed: %s", self.node, error)
         return False
 
     async def _run_batch(  # noqa: PLR0912 - one try covering write, read and delivery
@@ -425,7 +447,9 @@ class NodePool:
             raise
         finally:
             c.busy = False
-            c.idle_since = time.monotonic()
+            c.checked_at = time.monotonic()
+            if not idle_probe:
+                c.used_at = c.checked_at
 
     def _requeue(self, batch: list[_Pending]) -> None:
         for p in reversed(batch):

@@ -1,0 +1,563 @@
+"""The connection pool against real servers: caps, idle floor and ceiling, faults, auth, stats.
+
+Every test talks to a ``redis-server`` the harness started on a loopback port. ``CLIENT LIST``
+(through the harness's admin connection, in a worker thread so the event loop keeps running)
+is the ground truth for how many sockets the pool really holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+from redis.asyncio.connection import Connection
+
+from redis_session import PoolTimeout, RedisConfig, Secret, StoreUnavailable
+from redis_session._connections import CLIENT_NAME, ConnectionManager
+from redis_session._pool import NodePool, pack
+
+from .servers import RedisProcess, free_port
+
+pytestmark = pytest.mark.anyio
+
+PASSWORD = "pool-test-pw-7f3a"
+
+
+def config(proc: RedisProcess, **overrides: Any) -> RedisConfig:
+    """A config reaching ``proc`` over TCP, with a short timeout unless overridden."""
+    values: dict[str, Any] = {
+        "host": proc.host,
+        "port": proc.port,
+        "timeout": timedelta(seconds=2),
+    }
+    values.update(overrides)
+    return RedisConfig(**values)
+
+
+@asynccontextmanager
+async def opened(cfg: RedisConfig) -> AsyncIterator[ConnectionManager]:
+    manager = await ConnectionManager.open(cfg)
+    try:
+        yield manager
+    finally:
+        await manager.aclose()
+
+
+async def ours(proc: RedisProcess) -> list[dict[str, str]]:
+    """Our connections in ``CLIENT LIST``, read off the event loop's thread."""
+    return await anyio.to_thread.run_sync(proc.our_clients, CLIENT_NAME)
+
+
+async def kill_ours(proc: RedisProcess) -> list[str]:
+    """``CLIENT KILL`` every connection of ours (the admin link survives); return their ids."""
+
+    def kill() -> list[str]:
+        ids = [c["id"] for c in proc.our_clients(CLIENT_NAME)]
+        for client_id in ids:
+            proc.admin().client_kill_filter(_id=client_id)
+        return ids
+
+    return await anyio.to_thread.run_sync(kill)
+
+
+async def eventually(predicate: Any, within: float, interval: float = 0.05) -> Any:
+    """Await ``predicate()`` until it is truthy; fail the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {within}s (last value {result!r})")
+        await anyio.sleep(interval)
+
+
+async def test_cap_holds_under_500_concurrent_tasks(redis: RedisProcess) -> None:
+    """500 tasks on a cap of 4 never open a 5th socket, and each gets its own reply."""
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(len(redis.our_clients(CLIENT_NAME)))
+
+    async def worker(i: int) -> None:
+        round_ = 0
+        # Keep the load up until the sampler has looked several times.
+        while round_ < 4 or len(samples) < 5:
+            value = f"{i}-{round_}"
+            assert await manager.execute("SET", f"k{i}", value) == b"OK"
+            assert await manager.execute("GET", f"k{i}", read_only=True) == value.encode()
+            round_ += 1
+        rounds[i] = round_
+
+    async def watch_stats() -> None:
+        while True:
+            stats_open.append(manager.statistics().open)
+            await anyio.sleep(0.001)
+
+    rounds: dict[int, int] = {}
+    stats_open: list[int] = []
+    async with opened(config(redis, maximum_active_connections=4)) as manager:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, sample)
+            tg.start_soon(watch_stats)
+            try:
+                async with anyio.create_task_group() as workers:
+                    for i in range(500):
+                        workers.start_soon(worker, i)
+            finally:
+                stop.set()
+                tg.cancel_scope.cancel()
+        samples.append(len(await ours(redis)))
+    assert len(rounds) == 500
+    assert max(stats_open) <= 4
+    assert len(samples) >= 5
+    assert max(samples) == 4, samples  # the cap was reached, and never passed
+    assert redis.admin().get("k499") == f"499-{rounds[499] - 1}"
+
+
+async def test_idle_floor_is_kept_through_client_kill(redis: RedisProcess) -> None:
+    """The idle floor opens with the pool and returns after CLIENT KILL; callers see no error."""
+    cfg = config(redis, maximum_active_connections=4, minimum_idle_connections=2)
+    async with opened(cfg) as manager:
+        assert len(await ours(redis)) == 2
+        errors: list[BaseException] = []
+        calls = 0
+        stop = anyio.Event()
+
+        async def caller(i: int) -> None:
+            nonlocal calls
+            while not stop.is_set():
+                try:
+                    await manager.execute("SET", f"floor{i}", calls)
+                    await manager.execute("GET", f"floor{i}")
+                except Exception as exc:  # collected: the assertion below reports them
+                    errors.append(exc)
+                calls += 1
+                await anyio.sleep(0.001)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(caller, i)
+            await anyio.sleep(0.2)
+            killed = await kill_ours(redis)
+            await anyio.sleep(0.3)
+            stop.set()
+        assert killed
+        assert errors == []
+        assert calls > 100
+
+        # Idle now: kill every connection again; only the floor is reopened, within 2 s.
+        killed = await kill_ours(redis)
+        start = time.monotonic()
+
+        async def floor_back() -> bool:
+            clients = await ours(redis)
+            return len(clients) == 2 and not {c["id"] for c in clients} & set(killed)
+
+        await eventually(floor_back, within=2.0)
+        assert time.monotonic() - start < 2.0
+        assert await manager.execute("PING") == b"PONG"
+
+
+async def test_surplus_idle_connections_close_down_to_the_floor(redis: RedisProcess) -> None:
+    """After a burst, connections idle past maximum_idle_time close down to the floor."""
+    cfg = config(
+        redis,
+        maximum_active_connections=4,
+        minimum_idle_connections=1,
+        maximum_idle_time=timedelta(seconds=0.5),
+    )
+    async with opened(cfg) as manager:
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(manager.execute, "SET", f"burst{i}", i)
+        assert len(await ours(redis)) == 4
+        start = time.monotonic()
+        await eventually(lambda: _count_is(redis, 1), within=3.0)
+        elapsed = time.monotonic() - start
+        assert elapsed < 2.0, f"surplus closed after {elapsed:.2f}s, max idle is 0.5s"
+        assert manager.statistics().open == 1
+        # The floor connection itself is never retired, however long it idles.
+        await anyio.sleep(1.0)
+        assert len(await ours(redis)) == 1
+
+
+async def _count_is(proc: RedisProcess, n: int) -> bool:
+    return len(await ours(proc)) == n
+
+
+async def test_health_checks_do_not_keep_idle_connections_alive(redis: RedisProcess) -> None:
+    """A PING health check is not use: a connection idle past max idle time still closes."""
+
+    def factory() -> Connection:
+        return Connection(
+            host=redis.host, port=redis.port, client_name=CLIENT_NAME, protocol=2, driver_info=None
+        )
+
+    pool = NodePool(
+        "test",
+        factory,
+        max_connections=3,
+        min_idle=0,
+        timeout=2.0,
+        max_idle_time=1.0,
+        health_check_interval=0.2,
+    )
+    await pool.start(connect=3)
+    try:
+        assert len(await ours(redis)) == 3
+        # Several health checks happen before max idle time; they must not reset the idle clock.
+        await eventually(lambda: _count_is(redis, 0), within=2.5)
+        assert pool.statistics().open == 0
+        deadline = anyio.current_time() + 2
+        assert await pool.execute(pack("PING"), deadline) == b"PONG"
+    finally:
+        await pool.aclose()
+
+
+async def test_paused_server_gives_store_unavailable_then_recovers(
+    fresh_redis: RedisProcess,
+) -> None:
+    """A stopped server fails commands in time, naming the node; after SIGCONT the pool heals."""
+    node = f"{fresh_redis.host}:{fresh_redis.port}"
+    cfg = config(fresh_redis, timeout=timedelta(seconds=1), minimum_idle_connections=1)
+    async with opened(cfg) as manager:
+        assert await manager.execute("SET", "a", "1") == b"OK"
+        fresh_redis.pause()
+        try:
+            start = time.monotonic()
+            with anyio.fail_after(5), pytest.raises(StoreUnavailable) as info:
+                await manager.execute("GET", "a")
+            elapsed = time.monotonic() - start
+            assert elapsed < 1.0 + 0.5
+            assert node in str(info.value)
+            # Several callers at once fail the same way, none hangs.
+            results: list[BaseException | bytes] = []
+
+            async def call() -> None:
+                try:
+                    results.append(await manager.execute("GET", "a"))
+                except StoreUnavailable as exc:
+                    results.append(exc)
+
+            start = time.monotonic()
+            async with anyio.create_task_group() as tg:
+                for _ in range(10):
+                    tg.start_soon(call)
+            assert time.monotonic() - start < 1.0 + 0.5
+            assert len(results) == 10
+            assert all(isinstance(r, StoreUnavailable) and node in str(r) for r in results)
+        finally:
+            fresh_redis.resume()
+
+        async def works() -> bool:
+            try:
+                return bool(await manager.execute("GET", "a") == b"1")
+            except StoreUnavailable:
+                return False
+
+        await eventually(works, within=4.0)
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(manager.execute, "SET", f"after{i}", i)
+        assert manager.statistics().waiting == 0
+
+
+async def test_queued_callers_get_pool_timeout(fresh_redis: RedisProcess) -> None:
+    """With the only connection stuck, queued callers get PoolTimeout naming the cap."""
+    fresh_redis.admin().acl_setuser(
+        "app", enabled=True, passwords=[f"+{PASSWORD}"], keys=["~*"], commands=["+@all"]
+    )
+    cfg = config(
+        fresh_redis,
+        username="app",
+        password=Secret(PASSWORD),
+        maximum_active_connections=1,
+        timeout=timedelta(seconds=1),
+    )
+    async with opened(cfg) as manager:
+        assert await manager.execute("PING") == b"PONG"
+        fresh_redis.pause()
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await manager.execute("PING")
+            except StoreUnavailable as exc:
+                errors.append(exc)
+
+        try:
+            start = time.monotonic()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await anyio.sleep(0.1)  # the first command is on the wire now
+                for _ in range(5):
+                    tg.start_soon(call)
+                await anyio.sleep(0.1)
+                stats = manager.statistics()
+                assert stats.waiting == 5
+                assert stats.open == 1
+                assert stats.in_use == 1
+            assert time.monotonic() - start < 1.0 + 0.5
+        finally:
+            fresh_redis.resume()
+    assert len(errors) == 6
+    timeouts = [e for e in errors if isinstance(e, PoolTimeout)]
+    assert len(timeouts) == 5
+    for timeout in timeouts:
+        assert "maximum_active_connections=1" in str(timeout)
+        assert f"{fresh_redis.host}:{fresh_redis.port}" in str(timeout)
+    for exc in errors:
+        assert PASSWORD not in str(exc)
+        assert PASSWORD not in repr(exc)
+
+
+async def test_restart_is_survived(fresh_redis: RedisProcess) -> None:
+    """After the server restarts, commands succeed on fresh connections without any reset."""
+    cfg = config(fresh_redis, maximum_active_connections=4, minimum_idle_connections=2)
+    async with opened(cfg) as manager:
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(manager.execute, "SET", f"before{i}", i)
+        assert manager.statistics().open == 4
+
+        # Restart while the event loop is blocked: the pool cannot notice before the next command.
+        fresh_redis.restart()
+        replies: dict[int, Any] = {}
+
+        async def echo(i: int) -> None:
+            replies[i] = await manager.execute("ECHO", f"e{i}")
+
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(echo, i)
+        assert replies == {i: f"e{i}".encode() for i in range(50)}
+
+        # Restart while the loop runs: the pool sees the drop, and the floor comes back.
+        await anyio.to_thread.run_sync(fresh_redis.restart)
+        assert await manager.execute("SET", "after", "1") == b"OK"
+        await eventually(lambda: _at_least(fresh_redis, 2), within=2.0)
+
+
+async def _at_least(proc: RedisProcess, n: int) -> bool:
+    return len(await ours(proc)) >= n
+
+
+async def test_acl_user_and_password(acl_redis: RedisProcess) -> None:
+    """An ACL user name and password authenticate every connection."""
+    assert acl_redis.username == "app"
+    assert acl_redis.password is not None
+    cfg = config(
+        acl_redis,
+        username=acl_redis.username,
+        password=Secret(acl_redis.password),
+        minimum_idle_connections=2,
+    )
+    before = {c["id"] for c in await ours(acl_redis)}  # a shared server: count only new ones
+    async with opened(cfg) as manager:
+        assert await manager.execute("SET", "acl", "yes") == b"OK"
+        assert await manager.execute("ACL", "WHOAMI") == b"app"
+        clients = [c for c in await ours(acl_redis) if c["id"] not in before]
+        assert len(clients) == 2
+        assert {c["user"] for c in clients} == {"app"}
+
+
+async def test_wrong_password_fails_at_open(
+    acl_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong password fails open() with StoreUnavailable naming the node, not the password."""
+    caplog.set_level(logging.DEBUG, logger="redis_session")
+    cfg = config(acl_redis, username="app", password=Secret(PASSWORD))
+    before = {c["id"] for c in await ours(acl_redis)}
+    with pytest.raises(StoreUnavailable) as info:
+        await ConnectionManager.open(cfg)
+    message = str(info.value)
+    assert f"{acl_redis.host}:{acl_redis.port}" in message
+    assert "invalid username-password pair" in message
+    assert PASSWORD not in message
+    assert PASSWORD not in caplog.text
+    assert any(
+        r.name == "redis_session" and r.levelno == logging.WARNING and "cannot connect" in r.message
+        for r in caplog.records
+    )
+    assert {c["id"] for c in await ours(acl_redis)} <= before  # nothing left open
+
+
+async def test_database_index_on_every_connection(redis: RedisProcess) -> None:
+    """database_index is selected on every new connection, including ones opened after a kill."""
+    cfg = config(redis, database_index=5, minimum_idle_connections=2)
+    async with opened(cfg) as manager:
+        assert await manager.execute("SET", "in-db5", "1") == b"OK"
+        await kill_ours(redis)
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(manager.execute, "SET", f"db5-{i}", i)
+        clients = await ours(redis)
+        assert clients
+        assert {c["db"] for c in clients} == {"5"}
+    admin = redis.admin()
+    assert admin.dbsize() == 0  # db 0
+    keyspace = admin.info("keyspace")
+    assert keyspace["db5"]["keys"] == 21
+
+
+async def test_unix_socket(redis: RedisProcess) -> None:
+    """An absolute socket path as host connects over the unix socket (the port is ignored)."""
+    assert redis.unixsocket is not None
+    cfg = RedisConfig(host=redis.unixsocket, port=1, minimum_idle_connections=1)
+    async with opened(cfg) as manager:
+        assert await manager.execute("SET", "via-unix", "1") == b"OK"
+        assert manager.statistics().nodes[0].node == redis.unixsocket
+        clients = await ours(redis)
+        assert clients
+        assert all("U" in c["flags"] for c in clients)
+    assert redis.admin().get("via-unix") == "1"
+
+
+def _has_ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no ::1")
+async def test_ipv6_literal_host(redis: RedisProcess) -> None:
+    """A bracketed IPv6 literal host connects over ::1 and is named [::1]:port."""
+    cfg = config(redis, host="[::1]", minimum_idle_connections=1)
+    async with opened(cfg) as manager:
+        assert await manager.execute("SET", "via-v6", "1") == b"OK"
+        assert manager.statistics().nodes[0].node == f"[::1]:{redis.port}"
+        clients = await ours(redis)
+        assert clients
+        assert all(c["addr"].startswith("[::1]:") for c in clients), clients
+    assert redis.admin().get("via-v6") == "1"
+
+
+async def test_statistics_under_load(fresh_redis: RedisProcess) -> None:
+    """statistics() counts commands waiting on a stopped server, within the cap; repr sums it up."""
+    cfg = config(fresh_redis, maximum_active_connections=2, timeout=timedelta(seconds=4))
+    async with opened(cfg) as manager:
+        stats = manager.statistics()
+        assert (stats.max_connections, stats.open, stats.in_use, stats.idle, stats.waiting) == (
+            2,
+            1,
+            0,
+            1,
+            0,
+        )
+        fresh_redis.pause()
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(20):
+                    tg.start_soon(manager.execute, "SET", f"s{i}", i)
+                    await anyio.sleep(0.01)
+                await anyio.sleep(0.2)
+                stats = manager.statistics()
+                assert stats.waiting > 0
+                assert stats.open <= 2
+                assert stats.in_use >= 1
+                assert stats.open == sum(n.open for n in stats.nodes)
+                text = repr(manager)
+                assert f"{stats.waiting} waiting" in text
+                assert f"{stats.open} open" in text
+                assert f"{fresh_redis.host}:{fresh_redis.port}" in text
+                fresh_redis.resume()
+        finally:
+            fresh_redis.resume()
+        stats = manager.statistics()
+        assert stats.waiting == 0
+        assert stats.in_use == 0
+        assert stats.open <= 2
+        assert stats.idle == stats.open
+        assert "0 waiting" in repr(manager)
+
+
+async def test_connect_failure_is_logged_without_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A refused connection raises StoreUnavailable and logs a warning naming the node."""
+    caplog.set_level(logging.DEBUG, logger="redis_session")
+    port = free_port()  # nothing listens there
+    cfg = RedisConfig(host="127.0.0.1", port=port, password=Secret(PASSWORD))
+    with pytest.raises(StoreUnavailable) as info:
+        await ConnectionManager.open(cfg)
+    assert f"127.0.0.1:{port}" in str(info.value)
+    warnings = [r for r in caplog.records if r.name == "redis_session" and r.levelno >= 30]
+    assert any(f"127.0.0.1:{port}" in r.getMessage() for r in warnings)
+    assert PASSWORD not in caplog.text
+    assert PASSWORD not in str(info.value)
+
+
+async def test_health_check_failure_is_logged(
+    fresh_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed PING of an idle connection is logged on redis_session; the pool recovers after."""
+    caplog.set_level(logging.DEBUG, logger="redis_session")
+    fresh_redis.admin().acl_setuser(
+        "app", enabled=True, passwords=[f"+{PASSWORD}"], keys=["~*"], commands=["+@all"]
+    )
+
+    def factory() -> Connection:
+        return Connection(
+            host=fresh_redis.host,
+            port=fresh_redis.port,
+            username="app",
+            password=PASSWORD,
+            client_name=CLIENT_NAME,
+            protocol=2,
+            driver_info=None,
+            socket_timeout=0.3,
+            socket_connect_timeout=0.3,
+        )
+
+    pool = NodePool(
+        f"{fresh_redis.host}:{fresh_redis.port}",
+        factory,
+        max_connections=2,
+        min_idle=1,
+        timeout=0.3,
+        max_idle_time=60,
+        health_check_interval=0.2,
+    )
+    await pool.start(connect=1)
+    try:
+        fresh_redis.pause()
+        try:
+
+            async def logged() -> bool:
+                return any("health check" in r.getMessage() for r in caplog.records)
+
+            await eventually(logged, within=3.0)
+        finally:
+            fresh_redis.resume()
+        record = next(r for r in caplog.records if "health check" in r.getMessage())
+        assert record.name == "redis_session"
+        assert record.levelno == logging.WARNING
+        assert f"{fresh_redis.host}:{fresh_redis.port}" in record.getMessage()
+        assert PASSWORD not in caplog.text
+
+        async def pings() -> bool:
+            try:
+                return bool(await pool.execute(pack("PING"), anyio.current_time() + 1) == b"PONG")
+            except StoreUnavailable:
+                return False
+
+        await eventually(pings, within=3.0)
+    finally:
+        await pool.aclose()
