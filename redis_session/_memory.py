@@ -1,0 +1,154 @@
+"""The in-memory provider: the Redis provider's semantics in a dict of this process.
+
+Used when the configuration has no ``session.redis`` section: tests, single processes.
+
+Each operation is synchronous inside its ``async def`` (no await between check and set), and
+asyncio runs one task at a time, so every operation is atomic without a lock. Sessions live
+only as long as the process, and each process has its own.
+
+Expired entries vanish when touched; a min-heap of expiry times lets every operation also drop
+the entries that expired untouched, so memory stays bounded by the live sessions.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Sequence
+
+import attrs
+
+from ._connections import PoolStatistics
+from ._provider import Record, ttl_ms
+
+__all__ = ["MemoryProvider"]
+
+_NO_POOL = PoolStatistics(max_connections=0, open=0, in_use=0, idle=0, waiting=0)
+
+
+@attrs.define(slots=True, eq=False)
+class _Entry:
+    record: Record
+    #: When the entry disappears (unix ms): the Redis TTL as an absolute time.
+    expires_ms: int
+
+
+class MemoryProvider:
+    """Sessions in a dict of this process. Not shared between processes or event loops."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        # The whole state: live entries by key, and a heap of (expiry, tiebreak, key, entry).
+        # Each entry has at most one heap item; a slid entry's stale item is pushed again
+        # at its new expiry when it surfaces, and an item whose entry was replaced is dropped.
+        self._entries: dict[bytes, _Entry] = {}
+        self._heap: list[tuple[int, int, bytes, _Entry]] = []
+        self._tiebreak = itertools.count()
+
+    def __len__(self) -> int:
+        """Return the number of entries held (expired ones may linger until the next call)."""
+        return len(self._entries)
+
+    def _purge(self, now_ms: int) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now_ms:
+            _, _, key, entry = heapq.heappop(heap)
+            if self._entries.get(key) is not entry:
+                continue
+            if entry.expires_ms <= now_ms:
+                del self._entries[key]
+            else:
+                self._schedule(key, entry)
+
+    def _schedule(self, key: bytes, entry: _Entry) -> None:
+        heapq.heappush(self._heap, (entry.expires_ms, next(self._tiebreak), key, entry))
+
+    def _live(self, key: bytes, now_ms: int) -> _Entry | None:
+        self._purge(now_ms)
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires_ms <= now_ms:
+            del self._entries[key]
+            return None
+        return entry
+
+    def _put(self, key: bytes, record: Record, now_ms: int) -> bool:
+        ttl = ttl_ms(record.deadline_ms, record.inactivity_ms, now_ms)
+        if ttl <= 0:
+            return False
+        entry = _Entry(record, now_ms + ttl)
+        self._entries[key] = entry
+        self._schedule(key, entry)
+        return True
+
+    async def create(self, key: bytes, record: Record, now_ms: int) -> bool:
+        """Store ``record`` under a new ``key``; ``False`` if the key is taken."""
+        existing = self._live(key, now_ms)
+        if existing is not None:
+            # Taken, unless by this very record (a retried create), as the Lua script says.
+            return existing.record.version == record.version
+        # A record born expired is as good as created and gone at once, as in Redis.
+        self._put(key, record, now_ms)
+        return True
+
+    async def load(self, key: bytes, now_ms: int) -> Record | None:
+        """Return the record and slide its idle clock; ``None`` if missing or expired."""
+        entry = self._live(key, now_ms)
+        if entry is None:
+            return None
+        record = entry.record
+        entry.expires_ms = now_ms + ttl_ms(record.deadline_ms, record.inactivity_ms, now_ms)
+        if entry.expires_ms <= now_ms:
+            del self._entries[key]
+            return None
+        return record
+
+    async def save(self, key: bytes, expected: bytes, record: Record, now_ms: int) -> bool:
+        """Replace the record if its version is still ``expected``; ``False`` otherwise."""
+        entry = self._live(key, now_ms)
+        if entry is None:
+            return False
+        current = entry.record
+        if current.version == record.version:
+            return True
+        if current.version != expected:
+            return False
+        stored = attrs.evolve(current, version=record.version, blob=record.blob)
+        ttl = ttl_ms(stored.deadline_ms, stored.inactivity_ms, now_ms)
+        if ttl <= 0:
+            del self._entries[key]
+            return False
+        entry.record = stored
+        entry.expires_ms = now_ms + ttl
+        return True
+
+    async def regenerate(
+        self, old_key: bytes, new_key: bytes, expected: bytes, record: Record, now_ms: int
+    ) -> bool:
+        """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``."""
+        old = self._live(old_key, now_ms)
+        if old is None:
+            new = self._live(new_key, now_ms)
+            # Already moved by this very call (a retry): done, as the Lua script says.
+            return new is not None and new.record.version == record.version
+        if old.record.version != expected or self._live(new_key, now_ms) is not None:
+            return False
+        del self._entries[old_key]
+        return self._put(new_key, record, now_ms)
+
+    async def delete(self, keys: Sequence[bytes]) -> None:
+        """Delete ``keys``; missing keys are fine."""
+        for key in keys:
+            self._entries.pop(key, None)
+
+    def statistics(self) -> PoolStatistics:
+        """Return zeros: there is no connection pool."""
+        return _NO_POOL
+
+    async def aclose(self) -> None:
+        """Drop every session."""
+        self._entries.clear()
+        self._heap.clear()
+
+    def __repr__(self) -> str:
+        return f"<MemoryProvider [{len(self._entries)} entries]>"

@@ -1,0 +1,431 @@
+"""The session store: ids, clocks, encryption and compare-and-set on top of a provider.
+
+A session is written as one record (see ``_provider``): the payload ``[created_at, remember_me,
+data]`` is serialized by the codec, encrypted under associated data that binds it to its key,
+version, deadline and idle limit, and stored under the HMAC of its id. The store itself keeps
+no per-session state, so any number of stores (processes) can share one Redis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Generator, Mapping
+from os import PathLike
+from types import TracebackType
+from typing import Any, Generic, TypeVar, overload
+
+import attrs
+
+from ._codec import Codec
+from ._config import SessionConfig
+from ._connections import ConnectionManager, PoolStatistics
+from ._crypto import KeyRing
+from ._errors import ConfigError, SessionConflict, SessionDataError, StoreClosed
+from ._memory import MemoryProvider
+from ._provider import Provider, Record, associated_data
+from ._redis_provider import RedisProvider
+
+__all__ = ["Session", "SessionStore", "StoreOpener", "open_session_store"]
+
+logger = logging.getLogger("redis_session")
+
+T = TypeVar("T")
+
+#: What ``secrets.token_urlsafe`` produces, with room to spare; anything else cannot be an id
+#: we issued, so it is refused before any work (and any round trip).
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,100}")
+_ID_BYTES = 32
+#: A fresh 256-bit id is never taken; a second collision means something else is wrong.
+_CREATE_ATTEMPTS = 3
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _now_ms() -> int:
+    # The wall clock, not a monotonic one: deadlines are stored and compared across processes.
+    return time.time_ns() // 1_000_000
+
+
+def _datetime(ms: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(milliseconds=ms)
+
+
+def _ms(delta: dt.timedelta) -> int:
+    return delta // dt.timedelta(milliseconds=1)
+
+
+def _new_version() -> bytes:
+    return os.urandom(8).hex().encode()
+
+
+def _redact_id(session_id: str) -> str:
+    # The id is a bearer credential: a log line showing a Session must not leak it.
+    return repr(session_id[:4] + "…")
+
+
+@attrs.define(eq=False)
+class Session(Generic[T]):
+    """One session, as loaded from or created by a :class:`SessionStore`.
+
+    Change :attr:`data` (or assign a new value) and pass the session to
+    :meth:`SessionStore.save`. The other public attributes are read-only. ``repr()`` shows only
+    the first characters of the id, which is a bearer credential.
+    """
+
+    #: The opaque value to put in the cookie: 43 base64url characters (256 random bits).
+    id: str = attrs.field(repr=_redact_id, on_setattr=attrs.setters.frozen)
+    #: The application's data: a ``dict`` or an instance of the store's ``data_type``.
+    data: T
+    #: When the session was created (UTC).
+    created_at: dt.datetime = attrs.field(on_setattr=attrs.setters.frozen)
+    #: The absolute deadline (UTC): the session ends then, however active. It may end earlier
+    #: through inactivity unless :attr:`remember_me` is set.
+    expires_at: dt.datetime = attrs.field(on_setattr=attrs.setters.frozen)
+    #: Whether this is a remember-me session (``remember_me_duration``, no idle limit).
+    remember_me: bool = attrs.field(on_setattr=attrs.setters.frozen)
+    # What save needs to write a record and compare-and-set it; nothing here is for callers.
+    _version: bytes = attrs.field(repr=False, alias="_version")
+    _key: bytes = attrs.field(repr=False, alias="_key")
+    _created_ms: int = attrs.field(repr=False, alias="_created_ms")
+    _deadline_ms: int = attrs.field(repr=False, alias="_deadline_ms")
+    _inactivity_ms: int = attrs.field(repr=False, alias="_inactivity_ms")
+
+
+class SessionStore(Generic[T]):
+    """Creates, loads, saves, regenerates and deletes sessions.
+
+    Get one from :func:`open_session_store`. Belongs to the event loop it was opened on.
+    Close it with :meth:`aclose` or ``async with store:``.
+
+    Errors: :class:`~redis_session.SessionConflict` when a save or regenerate lost a race;
+    :class:`~redis_session.SessionDataError` for data that cannot be stored;
+    :class:`~redis_session.StoreUnavailable` (and its subclass
+    :class:`~redis_session.PoolTimeout`) when Redis cannot be reached, from every method
+    including :meth:`load`, because "no session" and "the store is down" call for different
+    answers (a login page versus an error page).
+    """
+
+    def __init__(
+        self, cfg: SessionConfig, provider: Provider, codec: Codec[T], keyring: KeyRing
+    ) -> None:
+        self._provider = provider
+        self._codec = codec
+        self._keyring = keyring
+        self._prefix = f"{cfg.name}:".encode()
+        self._expiration_ms = _ms(cfg.expiration)
+        self._remember_me_ms = _ms(cfg.remember_me_duration)
+        self._inactivity_ms = _ms(cfg.inactivity)
+        self._maximum_data_size = cfg.maximum_data_size
+        self._closed = False
+
+    async def create(self, data: T, *, remember_me: bool = False) -> Session[T]:
+        """Store ``data`` as a new session and return it; its :attr:`~Session.id` is new.
+
+        The session lasts ``expiration`` (``remember_me_duration`` with ``remember_me``) and,
+        unless ``remember_me``, ends earlier after ``inactivity`` without a load or save.
+        Raises :class:`~redis_session.SessionDataError` if ``data`` cannot be serialized or is
+        larger than ``session.maximum_data_size``.
+        """
+        self._check_open()
+        now = _now_ms()
+        if remember_me:
+            deadline, inactivity = now + self._remember_me_ms, 0
+        else:
+            deadline, inactivity = now + self._expiration_ms, self._inactivity_ms
+        payload = self._encode(now, remember_me, data)
+        for _ in range(_CREATE_ATTEMPTS):
+            session_id = secrets.token_urlsafe(_ID_BYTES)
+            key = self._keyring.redis_key(session_id, self._prefix)
+            record = self._seal(key, payload, deadline, inactivity)
+            if await self._provider.create(key, record, now):
+                return Session(
+                    session_id,
+                    data,
+                    _datetime(now),
+                    _datetime(deadline),
+                    remember_me,
+                    _version=record.version,
+                    _key=key,
+                    _created_ms=now,
+                    _deadline_ms=deadline,
+                    _inactivity_ms=inactivity,
+                )
+        msg = "could not find a free session id"  # pragma: no cover - 2**-256 odds
+        raise SessionConflict(msg)  # pragma: no cover
+
+    async def load(self, session_id: str) -> Session[T] | None:
+        """Return the session, or ``None`` if there is none; slides its inactivity clock.
+
+        ``None`` covers an id that is malformed, unknown, expired or idle too long, and data
+        that is tampered with, written under a secret no longer configured, or no longer fits
+        ``data_type`` (those last cases are logged as warnings, without the id, and the data is
+        left in place). Raises :class:`~redis_session.StoreUnavailable` when Redis is down.
+        """
+        self._check_open()
+        if type(session_id) is not str or _ID_PATTERN.fullmatch(session_id) is None:
+            return None
+        now = _now_ms()
+        keyring = self._keyring
+        key = keyring.redis_key(session_id, self._prefix)
+        record = await self._provider.load(key, now)
+        if record is None and keyring.has_previous:
+            # During a secret rotation, sessions written before it live under their old key
+            # name until their next save moves them.
+            for old_key in keyring.previous_redis_keys(session_id, self._prefix):
+                record = await self._provider.load(old_key, now)
+                if record is not None:
+                    key = old_key
+                    break
+        if record is None:
+            return None
+        aad = associated_data(key, record.version, record.deadline_ms, record.inactivity_ms)
+        plaintext = keyring.decrypt(record.blob, aad)
+        if plaintext is None:
+            logger.warning(
+                "ignoring a stored session that does not decrypt: tampered with, or written "
+                "under a secret that is not configured (secret or previous_secrets)"
+            )
+            return None
+        decoded = self._codec.decode(plaintext)
+        if decoded is None:
+            logger.warning(
+                "ignoring a stored session whose data does not decode as %s",
+                self._codec.data_type.__qualname__,
+            )
+            return None
+        created, remember_me, data = decoded
+        return Session(
+            session_id,
+            data,
+            _datetime(created),
+            _datetime(record.deadline_ms),
+            remember_me,
+            _version=record.version,
+            _key=key,
+            _created_ms=created,
+            _deadline_ms=record.deadline_ms,
+            _inactivity_ms=record.inactivity_ms,
+        )
+
+    async def save(self, session: Session[T]) -> None:
+        """Persist ``session.data``, if nobody else changed the session since it was loaded.
+
+        Also slides the inactivity clock. Raises :class:`~redis_session.SessionConflict` if the
+        session was saved, regenerated or deleted elsewhere since this object was loaded (or
+        last saved), or has expired; nothing is written then. After a successful save the same
+        object can be saved again.
+        """
+        self._check_open()
+        now = _now_ms()
+        payload = self._encode(session._created_ms, session.remember_me, session.data)
+        key = self._keyring.redis_key(session.id, self._prefix)
+        record = self._seal(key, payload, session._deadline_ms, session._inactivity_ms)
+        if key == session._key:
+            saved = await self._provider.save(key, session._version, record, now)
+        else:
+            # Loaded under a previous secret's key name: move it to the current one.
+            saved = await self._provider.regenerate(
+                session._key, key, session._version, record, now
+            )
+        if not saved:
+            msg = (
+                "the session was saved, regenerated or deleted elsewhere since it was loaded, "
+                "or it expired"
+            )
+            raise SessionConflict(msg)
+        session._version = record.version
+        session._key = key
+
+    async def regenerate(self, session: Session[T]) -> Session[T]:
+        """Move the session to a new id and return it; the old id stops working at once.
+
+        Call it when privileges change (after a login) against session fixation. The new
+        session has the same ``created_at``, ``expires_at`` and ``remember_me``, and holds
+        ``session.data`` as it is now. Raises :class:`~redis_session.SessionConflict` under the
+        same conditions as :meth:`save`.
+        """
+        self._check_open()
+        now = _now_ms()
+        payload = self._encode(session._created_ms, session.remember_me, session.data)
+        session_id = secrets.token_urlsafe(_ID_BYTES)
+        key = self._keyring.redis_key(session_id, self._prefix)
+        record = self._seal(key, payload, session._deadline_ms, session._inactivity_ms)
+        moved = await self._provider.regenerate(session._key, key, session._version, record, now)
+        if not moved:
+            msg = (
+                "the session was saved, regenerated or deleted elsewhere since it was loaded, "
+                "or it expired"
+            )
+            raise SessionConflict(msg)
+        return Session(
+            session_id,
+            session.data,
+            session.created_at,
+            session.expires_at,
+            session.remember_me,
+            _version=record.version,
+            _key=key,
+            _created_ms=session._created_ms,
+            _deadline_ms=session._deadline_ms,
+            _inactivity_ms=session._inactivity_ms,
+        )
+
+    async def delete(self, session_or_id: Session[T] | str) -> None:
+        """Delete the session; its id stops working, and no concurrent save can revive it.
+
+        Deleting an unknown or malformed id does nothing.
+        """
+        self._check_open()
+        if isinstance(session_or_id, Session):
+            session_id = session_or_id.id
+            keys = {session_or_id._key}
+        else:
+            session_id = session_or_id
+            keys = set()
+            if type(session_id) is not str or _ID_PATTERN.fullmatch(session_id) is None:
+                return
+        keys.add(self._keyring.redis_key(session_id, self._prefix))
+        keys.update(self._keyring.previous_redis_keys(session_id, self._prefix))
+        await self._provider.delete(sorted(keys))
+
+    def statistics(self) -> PoolStatistics:
+        """Return the connection pool figures (all zeros for the in-memory provider)."""
+        return self._provider.statistics()
+
+    async def aclose(self) -> None:
+        """Close connections and background tasks. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._provider.aclose()
+
+    async def __aenter__(self) -> SessionStore[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        state = "closed" if self._closed else "open"
+        return (
+            f"<SessionStore {self._provider.name}, {state} [Connections: {s.open} open, "
+            f"{s.in_use} in use, {s.idle} idle, {s.max_connections} max | "
+            f"Commands: {s.waiting} waiting]>"
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = "the session store is closed"
+            raise StoreClosed(msg)
+
+    def _encode(self, created_ms: int, remember_me: bool, data: T) -> bytes:
+        payload = self._codec.encode(created_ms, remember_me, data)
+        if len(payload) > self._maximum_data_size:
+            msg = (
+                f"session data is {len(payload)} bytes serialized, more than "
+                f"session.maximum_data_size ({self._maximum_data_size} bytes)"
+            )
+            raise SessionDataError(msg)
+        return payload
+
+    def _seal(self, key: bytes, payload: bytes, deadline_ms: int, inactivity_ms: int) -> Record:
+        version = _new_version()
+        aad = associated_data(key, version, deadline_ms, inactivity_ms)
+        blob = self._keyring.encrypt(payload, aad)
+        return Record(version, deadline_ms, inactivity_ms, blob)
+
+
+ConfigSource = SessionConfig | Mapping[str, Any] | str | PathLike[str]
+
+
+class StoreOpener(Generic[T]):
+    """What :func:`open_session_store` returns: await it, or use it as ``async with``.
+
+    ``await open_session_store(cfg)`` gives an open :class:`SessionStore` that the caller
+    closes; ``async with open_session_store(cfg) as store:`` closes it on exit.
+    """
+
+    def __init__(self, cfg: ConfigSource, data_type: type[T]) -> None:
+        self._cfg = cfg
+        self._data_type = data_type
+        self._store: SessionStore[T] | None = None
+
+    def __await__(self) -> Generator[Any, None, SessionStore[T]]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> SessionStore[T]:
+        if self._store is not None:
+            msg = "this open_session_store() result is already in use; call it again"
+            raise RuntimeError(msg)
+        self._store = await self._open()
+        return self._store
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            await store.aclose()
+
+    async def _open(self) -> SessionStore[T]:
+        # Imported here: the conversion layer (YAML, environment) is only needed to open.
+        from ._conversion import load_config, validate_config  # noqa: PLC0415
+
+        cfg = self._cfg
+        if isinstance(cfg, SessionConfig):
+            validate_config(cfg)
+        else:
+            cfg = load_config(cfg)
+        # Built before any connection, so a bad data_type fails without touching Redis.
+        codec = Codec(self._data_type)
+        keyring = _keyring(cfg)
+        provider: Provider
+        if cfg.redis is None:
+            provider = MemoryProvider()
+        else:
+            provider = RedisProvider(await ConnectionManager.open(cfg.redis))
+        return SessionStore(cfg, provider, codec, keyring)
+
+
+def _keyring(cfg: SessionConfig) -> KeyRing:
+    if cfg.secret is not None:
+        secret = cfg.secret.get_secret_value()
+    elif cfg.redis is None:
+        # Sessions in memory die with the process, so a per-process key loses nothing.
+        secret = secrets.token_urlsafe(32)
+    else:
+        raise ConfigError(["session.secret: required when session.redis is set"])
+    return KeyRing.from_secrets(secret, [s.get_secret_value() for s in cfg.previous_secrets])
+
+
+@overload
+def open_session_store(cfg: ConfigSource) -> StoreOpener[dict[str, Any]]: ...
+@overload
+def open_session_store(cfg: ConfigSource, *, data_type: type[T]) -> StoreOpener[T]: ...
+def open_session_store(cfg: ConfigSource, *, data_type: type[Any] = dict) -> StoreOpener[Any]:
+    """Open a session store from a configuration.
+
+    ``cfg`` is a :class:`~redis_session.SessionConfig`, or anything
+    :func:`~redis_session.load_config` accepts (a mapping, or a path to a YAML file). Without
+    a ``redis`` section the sessions live in process memory. ``data_type`` is ``dict``
+    (the default) or an attrs class that session data is structured into.
+
+    The result can be awaited (``store = await open_session_store(cfg)``; close it with
+    ``await store.aclose()``) or entered (``async with open_session_store(cfg) as store:``).
+    Raises :class:`~redis_session.ConfigError` for an invalid configuration and
+    :class:`~redis_session.StoreUnavailable` when Redis cannot be reached.
+    """
+    return StoreOpener(cfg, data_type)

@@ -1,0 +1,123 @@
+"""One storage backend per test, seen two ways: through stores, and as raw records.
+
+``Backend`` opens any number of :class:`SessionStore` objects that share one storage (one Redis
+database, or one in-memory provider), and reads or edits the stored records directly, so the
+same test runs against both providers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+import attrs
+import redis as redis_sync
+
+from redis_session._codec import Codec
+from redis_session._conversion import load_config
+from redis_session._memory import MemoryProvider
+from redis_session._store import SessionStore, _keyring, open_session_store
+
+SECRET = "a test secret that is long enough to be taken seriously"
+
+FIELDS = (b"v", b"e", b"i", b"d")
+
+
+@attrs.define
+class Backend:
+    """Stores sharing one storage, plus raw access to what they wrote."""
+
+    kind: str
+    #: The ``session.redis`` mapping, or None for memory.
+    redis_section: dict[str, Any] | None = None
+    #: Binary admin client on the same database (Redis only).
+    raw: redis_sync.Redis | None = None
+    _memory: MemoryProvider | None = None
+    _stores: list[SessionStore[Any]] = attrs.Factory(list)
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        """The session mapping for this backend, with ``overrides`` applied."""
+        cfg: dict[str, Any] = {"secret": SECRET}
+        if self.redis_section is not None:
+            cfg["redis"] = dict(self.redis_section)
+        cfg.update(overrides)
+        return cfg
+
+    async def open(self, data_type: type[Any] = dict, **overrides: Any) -> SessionStore[Any]:
+        """Open a store on the shared storage; it is closed by :meth:`aclose`."""
+        mapping = self.config(**overrides)
+        if self.kind == "redis":
+            store: SessionStore[Any] = await open_session_store(mapping, data_type=data_type)
+        else:
+            if self._memory is None:
+                self._memory = MemoryProvider()
+            cfg = load_config(mapping)
+            store = SessionStore(cfg, self._memory, Codec(data_type), _keyring(cfg))
+        self._stores.append(store)
+        return store
+
+    async def aclose(self) -> None:
+        """Close every store opened here."""
+        for store in self._stores:
+            await store.aclose()
+        self._stores.clear()
+
+    # -- raw records --
+
+    def keys(self) -> list[bytes]:
+        """Every key in the storage."""
+        if self.raw is not None:
+            return sorted(self.raw.scan_iter(count=1000))
+        assert self._memory is not None
+        return sorted(self._memory._entries)
+
+    def fields(self, key: bytes) -> dict[bytes, bytes]:
+        """The stored fields of one session (``v e i d``); empty if there is none."""
+        if self.raw is not None:
+            return cast(dict[bytes, bytes], self.raw.hgetall(key))
+        assert self._memory is not None
+        entry = self._memory._entries.get(key)
+        if entry is None:
+            return {}
+        r = entry.record
+        return {
+            b"v": r.version,
+            b"e": b"%d" % r.deadline_ms,
+            b"i": b"%d" % r.inactivity_ms,
+            b"d": r.blob,
+        }
+
+    def set_fields(self, key: bytes, values: dict[bytes, bytes]) -> None:
+        """Overwrite some fields of an existing session behind the store's back."""
+        if self.raw is not None:
+            self.raw.hset(key, mapping=values)  # type: ignore[arg-type]
+            return
+        assert self._memory is not None
+        entry = self._memory._entries[key]
+        merged = {**self.fields(key), **values}
+        entry.record = attrs.evolve(
+            entry.record,
+            version=merged[b"v"],
+            deadline_ms=int(merged[b"e"]),
+            inactivity_ms=int(merged[b"i"]),
+            blob=merged[b"d"],
+        )
+
+    def pttl(self, key: bytes) -> int:
+        """Milliseconds the key has left (Redis PTTL; -2 when missing)."""
+        if self.raw is not None:
+            return int(self.raw.pttl(key))
+        assert self._memory is not None
+        entry = self._memory._entries.get(key)
+        if entry is None:
+            return -2
+        return entry.expires_ms - time.time_ns() // 1_000_000
+
+    def dump(self) -> bytes:
+        """Every byte stored: keys, field names and values, concatenated."""
+        out = []
+        for key in self.keys():
+            out.append(key)
+            for name, value in self.fields(key).items():
+                out += [name, value]
+        return b"\n".join(out)
