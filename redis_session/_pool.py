@@ -46,6 +46,11 @@ _HEALTH_CHECK_INTERVAL = 2.0
 _MIN_PARK_INTERVAL = 0.05
 #: Bound on every cleanup await (closing sockets, stopping tasks).
 _CLEANUP_TIMEOUT = 2.0
+#: After a failed connect, more connections wait this long (doubling up to the maximum) while
+#: others still serve the queue, so a server that refuses new clients (``maxclients``) is not
+#: hammered with hundreds of connects a second.
+_CONNECT_BACKOFF_MIN = 0.05
+_CONNECT_BACKOFF_MAX = 1.0
 
 _QUEUED, _SENT = 0, 1
 
@@ -153,6 +158,9 @@ class NodePool:
         self._maintenance: asyncio.Task[None] | None = None
         self._closed = False
         self._last_error: str | None = None
+        self._connect_backoff = 0.0
+        #: ``time.monotonic()`` before which no extra connection is opened (see backoff above).
+        self._next_connect = 0.0
 
     # -- public ------------------------------------------------------------------------------
 
@@ -276,8 +284,12 @@ class NodePool:
             if c.waiter is not None and not c.waiter.done():
                 c.waiter.set_result(None)
                 return
-        if len(self._conns) < self._max:
+        if len(self._conns) < self._max and self._may_connect():
             self._spawn()
+
+    def _may_connect(self) -> bool:
+        # With no connection at all, try at once: the caller fails fast if that fails too.
+        return not self._conns or time.monotonic() >= self._next_connect
 
     def _spawn(self) -> None:
         c = _Conn(self._factory())
@@ -349,6 +361,10 @@ class NodePool:
             if reason != self._last_error:
                 logger.warning("cannot connect to %s: %s", self.node, reason)
             self._last_error = reason
+            self._connect_backoff = min(
+                max(2 * self._connect_backoff, _CONNECT_BACKOFF_MIN), _CONNECT_BACKOFF_MAX
+            )
+            self._next_connect = time.monotonic() + self._connect_backoff
             await _disconnect(c.conn)
             self._forget(c)
             if not any(other.connected for other in self._conns):
@@ -363,6 +379,8 @@ class NodePool:
         else:
             logger.debug("connected to %s", self.node)
         self._last_error = None
+        self._connect_backoff = 0.0
+        self._next_connect = 0.0
         return None
 
     async def _park(self, c: _Conn) -> bool:
@@ -463,8 +481,11 @@ class NodePool:
                 if c.dead() and c.waiter is not None and not c.waiter.done():
                     c.waiter.set_result(None)  # its worker notices and exits
             missing = min(self._min_idle, self._max) - len(self._conns)
-            for _ in range(max(0, missing)):
-                self._spawn()
+            if missing > 0 and self._may_connect():
+                for _ in range(missing):
+                    self._spawn()
+            # Work queued while connects were backing off gets its connection now.
+            self._dispatch()
             await asyncio.sleep(_MAINTENANCE_INTERVAL)
 
 

@@ -11,8 +11,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -25,60 +23,12 @@ from redis_session import PoolTimeout, RedisConfig, Secret, StoreUnavailable
 from redis_session._connections import CLIENT_NAME, ConnectionManager
 from redis_session._pool import NodePool, pack
 
+from .pool_helpers import config, eventually, kill_ours, opened, ours
 from .servers import RedisProcess, free_port
 
 pytestmark = pytest.mark.anyio
 
 PASSWORD = "pool-test-pw-7f3a"
-
-
-def config(proc: RedisProcess, **overrides: Any) -> RedisConfig:
-    """A config reaching ``proc`` over TCP, with a short timeout unless overridden."""
-    values: dict[str, Any] = {
-        "host": proc.host,
-        "port": proc.port,
-        "timeout": timedelta(seconds=2),
-    }
-    values.update(overrides)
-    return RedisConfig(**values)
-
-
-@asynccontextmanager
-async def opened(cfg: RedisConfig) -> AsyncIterator[ConnectionManager]:
-    manager = await ConnectionManager.open(cfg)
-    try:
-        yield manager
-    finally:
-        await manager.aclose()
-
-
-async def ours(proc: RedisProcess) -> list[dict[str, str]]:
-    """Our connections in ``CLIENT LIST``, read off the event loop's thread."""
-    return await anyio.to_thread.run_sync(proc.our_clients, CLIENT_NAME)
-
-
-async def kill_ours(proc: RedisProcess) -> list[str]:
-    """``CLIENT KILL`` every connection of ours (the admin link survives); return their ids."""
-
-    def kill() -> list[str]:
-        ids = [c["id"] for c in proc.our_clients(CLIENT_NAME)]
-        for client_id in ids:
-            proc.admin().client_kill_filter(_id=client_id)
-        return ids
-
-    return await anyio.to_thread.run_sync(kill)
-
-
-async def eventually(predicate: Any, within: float, interval: float = 0.05) -> Any:
-    """Await ``predicate()`` until it is truthy; fail the test after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within}s (last value {result!r})")
-        await anyio.sleep(interval)
 
 
 async def test_cap_holds_under_500_concurrent_tasks(redis: RedisProcess) -> None:
@@ -352,6 +302,34 @@ async def test_restart_is_survived(fresh_redis: RedisProcess) -> None:
 
 async def _at_least(proc: RedisProcess, n: int) -> bool:
     return len(await ours(proc)) >= n
+
+
+async def test_server_refusing_clients_is_not_hammered(fresh_redis: RedisProcess) -> None:
+    """At maxclients, one working connection serves everyone and extra connects back off."""
+    fresh_redis.admin().config_set("maxclients", 2)  # the harness's admin link and one of ours
+    cfg = config(fresh_redis, maximum_active_connections=4)
+    errors: list[BaseException] = []
+    done = 0
+
+    async def caller(i: int) -> None:
+        nonlocal done
+        for n in range(40):
+            try:
+                assert await manager.execute("ECHO", f"{i}-{n}") == f"{i}-{n}".encode()
+            except StoreUnavailable as exc:
+                errors.append(exc)
+            done += 1
+
+    async with opened(cfg) as manager:
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(caller, i)
+            await anyio.sleep(0.5)  # keep the rejected-connect counter running a while
+        assert errors == []
+        assert done == 2000
+    rejected = int(fresh_redis.admin().info("stats")["rejected_connections"])
+    # Without backoff this was ~700 rejected connects a second.
+    assert 1 <= rejected <= 15
 
 
 async def test_acl_user_and_password(acl_redis: RedisProcess) -> None:
