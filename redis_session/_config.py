@@ -65,9 +65,10 @@ class TLSConfig:
     maximum_version: ssl.TLSVersion | None = None
     #: *Extension.* PEM file of extra CA certificates to trust, on top of the system store.
     ca_file: str | None = None
-    #: *Extension.* PEM client certificate (chain) for mutual TLS; needs ``key_file``.
+    #: *Extension.* PEM client certificate (chain) for mutual TLS. Its private key is read from
+    #: ``key_file``, or from this same file when ``key_file`` is unset.
     certificate_file: str | None = None
-    #: *Extension.* PEM private key of ``certificate_file``.
+    #: *Extension.* PEM private key of ``certificate_file``; needs ``certificate_file``.
     key_file: str | None = None
 
 
