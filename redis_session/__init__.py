@@ -19,6 +19,8 @@ from ._config import (
     SessionConfig,
     TLSConfig,
 )
+from ._connections import PoolStatistics
+from ._conversion import load_config, resolve_config, validate_config
 from ._errors import (
     CommandError,
     ConfigError,
@@ -29,24 +31,33 @@ from ._errors import (
     StoreClosed,
     StoreUnavailable,
 )
+from ._pool import NodeStatistics
+from ._store import Session, SessionStore, StoreOpener, open_session_store
 
 __all__ = [
-    # errors
     "CommandError",
     "ConfigError",
-    # configuration
     "HighAvailabilityConfig",
     "NodeConfig",
+    "NodeStatistics",
+    "PoolStatistics",
     "PoolTimeout",
     "RedisConfig",
     "RedisSessionError",
     "Secret",
+    "Session",
     "SessionConfig",
     "SessionConflict",
     "SessionDataError",
+    "SessionStore",
     "StoreClosed",
+    "StoreOpener",
     "StoreUnavailable",
     "TLSConfig",
+    "load_config",
+    "open_session_store",
+    "resolve_config",
+    "validate_config",
 ]
 
 
