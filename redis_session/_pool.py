@@ -64,8 +64,9 @@ def pack(*args: bytes | str | int | float) -> bytes:
 class ConnectionLost(StoreUnavailable):
     """A command failed because its connection broke, or never opened.
 
-    ``sent`` tells whether the command may have reached the server: the connection manager
-    retries only commands it knows to be safe to repeat.
+    ``sent`` tells whether the command may have reached the server. The connection manager
+    retries both kinds within the deadline, so a command that was sent may run twice: every
+    write the store sends is written to be safe to repeat (see ``_redis_provider``).
     """
 
     def __init__(self, message: str, *, sent: bool) -> None:

@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from redis_session import StoreUnavailable
+from redis_session import RedisSessionError, StoreClosed, StoreUnavailable
 from redis_session._connections import ConnectionManager
 
 from .pool_helpers import config, eventually, kill_ours_sync, only_pool, opened, ours
@@ -284,3 +284,42 @@ async def test_connection_drops_mid_batch(redis: RedisProcess) -> None:
         assert len(kills) >= 10
         assert ok > 1000
         await assert_in_sync(manager, redis)
+
+
+async def test_aclose_with_commands_in_flight_and_queued(fresh_redis: RedisProcess) -> None:
+    """Closing the pool while commands wait on a stopped server ends every caller with our error."""
+    cfg = config(fresh_redis, maximum_active_connections=2, timeout=timedelta(seconds=5))
+    manager = await ConnectionManager.open(cfg)
+    outcomes: list[BaseException | bytes] = []
+
+    async def call(i: int) -> None:
+        try:
+            outcomes.append(await manager.execute("ECHO", f"{i}"))
+        except RedisSessionError as exc:
+            outcomes.append(exc)
+
+    fresh_redis.pause()
+    try:
+        with anyio.fail_after(4):  # well under the 5 s command timeout: nobody waits it out
+            async with anyio.create_task_group() as tg:
+                for i in range(10):
+                    tg.start_soon(call, i)
+                    await anyio.sleep(0.01)
+                await anyio.sleep(0.2)
+                stats = manager.statistics()
+                assert stats.in_use >= 1
+                assert stats.waiting >= 1
+                await manager.aclose()
+    finally:
+        fresh_redis.resume()
+    assert len(outcomes) == 10
+    assert all(isinstance(o, StoreClosed | StoreUnavailable) for o in outcomes), outcomes
+    with pytest.raises(StoreClosed):
+        await manager.execute("PING")
+    stats = manager.statistics()
+    assert (stats.open, stats.in_use, stats.idle, stats.waiting) == (0, 0, 0, 0)
+    await eventually(lambda: _none_left(fresh_redis), within=2.0)
+
+
+async def _none_left(proc: RedisProcess) -> bool:
+    return not await ours(proc)
