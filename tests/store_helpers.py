@@ -23,6 +23,26 @@ SECRET = "a test secret that is long enough to be taken seriously"
 FIELDS = (b"v", b"e", b"i", b"d")
 
 
+def raw_client(proc: Any, db: int = 0) -> redis_sync.Redis:
+    """A binary (not decoding) admin client on database ``db`` of a harness server."""
+    return redis_sync.Redis(
+        host=proc.host,
+        port=proc.port,
+        username=proc.admin_username,
+        password=proc.admin_password,
+        db=db,
+        protocol=2,
+        socket_timeout=5,
+    )
+
+
+def make_backend(kind: str, proc: Any = None) -> Backend:
+    """A ``Backend`` in memory, or on the harness server ``proc``."""
+    if kind == "memory":
+        return Backend("memory")
+    return Backend("redis", redis_section=proc.redis_section(), raw=raw_client(proc))
+
+
 @attrs.define
 class Backend:
     """Stores sharing one storage, plus raw access to what they wrote."""
@@ -61,6 +81,18 @@ class Backend:
         for store in self._stores:
             await store.aclose()
         self._stores.clear()
+
+    async def reset(self) -> None:
+        """Close the stores and empty the storage, for the next example of a property test."""
+        await self.aclose()
+        if self.raw is not None:
+            self.raw.flushdb()
+        self._memory = None
+
+    def close_raw(self) -> None:
+        """Close the raw client, if any."""
+        if self.raw is not None:
+            self.raw.close()
 
     # -- raw records --
 

@@ -12,7 +12,6 @@ from typing import Any
 import anyio
 import attrs
 import pytest
-import redis as redis_sync
 
 from redis_session import (
     SessionConflict,
@@ -24,7 +23,7 @@ from redis_session._crypto import KeyRing
 from redis_session._redis_provider import LOAD, RedisProvider
 from redis_session._store import Session, SessionStore, open_session_store
 
-from .store_helpers import SECRET, Backend
+from .store_helpers import SECRET, Backend, make_backend, raw_client
 
 pytestmark = pytest.mark.anyio
 
@@ -46,32 +45,16 @@ class Profile:
     last_seen: dt.datetime | None = None
 
 
-def _raw_client(proc: Any, db: int = 0) -> redis_sync.Redis:
-    return redis_sync.Redis(
-        host=proc.host,
-        port=proc.port,
-        username=proc.admin_username,
-        password=proc.admin_password,
-        db=db,
-        protocol=2,
-        socket_timeout=5,
-    )
-
-
 @pytest.fixture(params=["memory", "redis"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     """A storage shared by the stores a test opens: in memory, or a fresh redis-server."""
-    if request.param == "memory":
-        b = Backend("memory")
-    else:
-        proc = request.getfixturevalue("redis")
-        b = Backend("redis", redis_section=proc.redis_section(), raw=_raw_client(proc))
+    proc = None if request.param == "memory" else request.getfixturevalue("redis")
+    b = make_backend(request.param, proc)
     try:
         yield b
     finally:
         await b.aclose()
-        if b.raw is not None:
-            b.raw.close()
+        b.close_raw()
 
 
 @pytest.fixture
@@ -655,7 +638,7 @@ async def test_memory_purges_untouched_expired_sessions(backend: Backend) -> Non
 async def test_database_index_honoured(redis: Any) -> None:
     """Sessions land in the configured database, not in db 0."""
     cfg = {"secret": SECRET, "redis": redis.redis_section(database_index=3)}
-    raw0, raw3 = _raw_client(redis, 0), _raw_client(redis, 3)
+    raw0, raw3 = raw_client(redis, 0), raw_client(redis, 3)
     try:
         async with open_session_store(cfg) as store:
             s = await store.create({"a": 1})
@@ -689,7 +672,7 @@ async def test_unreadable_hashes_are_none_and_kept(
     redis: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Non-numeric fields, or a key of another type, read as None; nothing is deleted."""
-    raw = _raw_client(redis)
+    raw = raw_client(redis)
     try:
         async with open_session_store({"secret": SECRET, "redis": redis.redis_section()}) as store:
             s = await store.create({"a": 1})
