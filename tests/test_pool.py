@@ -300,6 +300,44 @@ async def test_restart_is_survived(fresh_redis: RedisProcess) -> None:
         await eventually(lambda: _at_least(fresh_redis, 2), within=2.0)
 
 
+async def test_dead_server_fails_fast_and_quietly(
+    fresh_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the server gone, commands fail fast and quietly; the pool reconnects once it is back."""
+    caplog.set_level(logging.DEBUG, logger="redis_session")
+    node = f"{fresh_redis.host}:{fresh_redis.port}"
+    cfg = config(fresh_redis, minimum_idle_connections=2, timeout=timedelta(seconds=5))
+    async with opened(cfg) as manager:
+        fresh_redis.kill()
+        failures: list[StoreUnavailable] = []
+        start = time.monotonic()
+        for _ in range(20):
+            with anyio.fail_after(5 + 0.5), pytest.raises(StoreUnavailable) as info:
+                await manager.execute("PING")
+            failures.append(info.value)
+            await anyio.sleep(0.05)
+        assert time.monotonic() - start < 5  # 20 calls: each failed long before its timeout
+        assert all(node in str(f) for f in failures)
+        refused = [
+            r
+            for r in caplog.records
+            if r.name == "redis_session" and r.levelno == logging.WARNING and node in r.message
+        ]
+        assert 1 <= len(refused) <= 4, [r.message for r in refused]  # same reason, logged once
+
+        await anyio.to_thread.run_sync(fresh_redis.restart)
+
+        async def works() -> bool:
+            try:
+                return bool(await manager.execute("PING") == b"PONG")
+            except StoreUnavailable:
+                return False
+
+        await eventually(works, within=3.0)
+        await eventually(lambda: _at_least(fresh_redis, 2), within=3.0)
+        assert any(f"connected to {node} again" in r.message for r in caplog.records)
+
+
 async def _at_least(proc: RedisProcess, n: int) -> bool:
     return len(await ours(proc)) >= n
 
