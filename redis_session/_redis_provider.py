@@ -10,7 +10,10 @@ Layout: key ``<name>:<HMAC of the id>``, a hash with fields
 The key's TTL is always ``min(e - now, i)`` (``e - now`` when ``i`` is 0), set at creation and
 refreshed by every load and save inside the same script, so Redis itself forgets expired and
 idle sessions. ``now`` is the application's clock, passed as an argument, so the in-memory
-provider and Redis agree on time and scripts stay deterministic for replication.
+provider and Redis agree on time and scripts stay deterministic for replication. The TTL is
+relative (``PEXPIRE``, not ``PEXPIREAT``) so a skew between the app's and Redis's clocks cannot
+expire every session at once; a key may therefore outlive its deadline by one command's
+latency, which is harmless because LOAD itself compares ``e`` with the app's clock.
 
 Every write script treats "the new version is already stored" as success: the connection
 manager may resend a command whose connection broke after the server ran it, and that retry

@@ -382,13 +382,12 @@ class StoreOpener(Generic[T]):
 
     async def _open(self) -> SessionStore[T]:
         # Imported here: the conversion layer (YAML, environment) is only needed to open.
-        from ._conversion import load_config, validate_config  # noqa: PLC0415
+        from ._conversion import load_config, resolve_config  # noqa: PLC0415
 
-        cfg = self._cfg
-        if isinstance(cfg, SessionConfig):
-            validate_config(cfg)
-        else:
-            cfg = load_config(cfg)
+        source = self._cfg
+        # A SessionConfig built in Python gets the same checks and derived defaults (such as
+        # tls.server_name) as one loaded from a file.
+        cfg = resolve_config(source) if isinstance(source, SessionConfig) else load_config(source)
         # Built before any connection, so a bad data_type fails without touching Redis.
         codec = Codec(self._data_type)
         keyring = _keyring(cfg)

@@ -14,11 +14,13 @@ import attrs
 import pytest
 
 from redis_session import (
+    ConfigError,
     SessionConflict,
     SessionDataError,
     StoreClosed,
     StoreUnavailable,
 )
+from redis_session._conversion import load_config
 from redis_session._crypto import KeyRing
 from redis_session._redis_provider import LOAD, RedisProvider
 from redis_session._store import Session, SessionStore, open_session_store
@@ -227,22 +229,27 @@ async def test_remember_me_ignores_inactivity(backend: Backend) -> None:
 async def test_ttl_never_above_either_limit(backend: Backend) -> None:
     """The stored TTL is min(absolute remaining, inactivity) after create, load and save."""
     store = await backend.open(expiration=2, inactivity="1500ms")
+    started = time.time()
     session = await store.create({"a": 1})
     key = session._key
 
-    def check() -> None:
-        remaining_ms = session.expires_at.timestamp() * 1000 - time.time() * 1000
+    def check(op_started: float) -> None:
+        # The TTL is computed from the app's clock when the operation began; measured from that
+        # instant (not from now, later), the key may not outlive either limit.
+        remaining_ms = (session.expires_at.timestamp() - op_started) * 1000
         ttl = backend.pttl(key)
-        assert 0 < ttl <= min(remaining_ms, 1500) + 5, (ttl, remaining_ms)
+        assert 0 < ttl <= min(remaining_ms, 1500) + 1, (ttl, remaining_ms)
 
-    check()
+    check(started)
     assert backend.pttl(key) > 1300  # inactivity bounds it right after create
     await anyio.sleep(0.8)
+    started = time.time()
     assert await store.load(session.id) is not None
-    check()
+    check(started)
     await anyio.sleep(0.5)
+    started = time.time()
     await store.save(session)
-    check()
+    check(started)
     # Now less than 1.5 s of absolute life remain: the deadline bounds the TTL.
     assert backend.pttl(key) < 800
 
@@ -598,6 +605,8 @@ async def test_open_session_store_forms(backend: Backend, tmp_path: Any) -> None
         assert (await store.load(s.id) is None) is (backend.kind == "memory")
     finally:
         await store.aclose()
+    async with open_session_store(load_config(mapping)) as from_object:
+        assert (await from_object.load(s.id) is None) is (backend.kind == "memory")
     if backend.kind == "memory":
         path = tmp_path / "config.yml"
         path.write_text("session:\n  name: fromfile\n  expiration: 1h\n")
@@ -605,6 +614,14 @@ async def test_open_session_store_forms(backend: Backend, tmp_path: Any) -> None
             s = await from_file.create({})
             assert s.expires_at - s.created_at == dt.timedelta(hours=1)
             assert from_file._prefix == b"fromfile:"
+
+
+async def test_invalid_config_refused() -> None:
+    """An invalid configuration raises ConfigError naming the option, before any connection."""
+    with pytest.raises(ConfigError, match=r"session\.redis\.port"):
+        await open_session_store({"secret": SECRET, "redis": {"host": "127.0.0.1", "port": 0}})
+    with pytest.raises(ConfigError, match=r"session\.secret"):
+        await open_session_store({"redis": {"host": "127.0.0.1"}})
 
 
 async def test_memory_store_without_secret() -> None:
