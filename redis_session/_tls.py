@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import redis.exceptions
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -75,8 +76,10 @@ def _check_readable(path: str, option: str) -> None:
 
 def _ssl_reason(exc: ssl.SSLError) -> str:
     """OpenSSL's reason in words, e.g. ``no certificate or crl found``."""
-    if exc.reason:
-        return exc.reason.lower().replace("_", " ")
+    # ``reason`` is only set on errors raised by the ssl module itself, not on hand-made ones.
+    reason = getattr(exc, "reason", None)
+    if reason:
+        return str(reason).lower().replace("_", " ")
     return _strip_ssl_noise(str(exc))
 
 
@@ -123,7 +126,7 @@ def _load_client_certificate(ctx: ssl.SSLContext, tls: TLSConfig) -> None:
         )
         raise ConfigError([msg]) from None
     except ssl.SSLError as exc:
-        if exc.reason == "KEY_VALUES_MISMATCH":
+        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
             problem = (
                 f"{_OPT}.{key_option}: {key_path} is not the private key of the certificate"
                 f" in {tls.certificate_file}"
@@ -263,11 +266,49 @@ class TLSConnection(SSLConnection):
         kwargs["server_hostname"] = self.server_hostname
         return kwargs
 
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        """Connect as redis-py does, but name a hang-up right after the TLS handshake.
+
+        In TLS 1.3 the client's handshake is done before the server has checked the client
+        certificate, so an mTLS rejection arrives on the first command of the connection: as
+        the server's alert, or, as often, as a bare reset or EOF that redis-py reports like any
+        broken socket. Raised here, inside connect(), it is known to be about the handshake.
+        """
+        try:
+            await super().connect_check_health(
+                check_health=check_health, retry_socket_connect=retry_socket_connect
+            )
+        except redis.exceptions.ConnectionError as exc:
+            if not _hung_up_after_handshake(exc):
+                raise
+            msg = f"Error connecting to {self._host_error()}: {_CLOSED_AFTER_HANDSHAKE} ({exc})"
+            raise _ClosedAfterHandshakeError(msg) from exc
+
     def repr_pieces(self) -> list[tuple[str, Any]]:
         """Name/value pairs for ``repr()``: address, db and server name; never credentials."""
         pieces: list[tuple[str, Any]] = list(super().repr_pieces())  # type: ignore[no-untyped-call]
         pieces.insert(2, ("server_hostname", self.server_hostname))
         return pieces
+
+
+_CLOSED_AFTER_HANDSHAKE = "the server closed the TLS connection right after the handshake"
+
+
+class _ClosedAfterHandshakeError(redis.exceptions.ConnectionError):
+    """The server hung up on a fresh TLS connection before answering anything."""
+
+
+def _hung_up_after_handshake(exc: redis.exceptions.ConnectionError) -> bool:
+    # Only a plain broken socket after _connect() succeeded: errors from _connect() itself say
+    # "connecting to" and are described already, and subclasses (authentication) are replies.
+    if type(exc) is not redis.exceptions.ConnectionError or " connecting to " in str(exc):
+        return False
+    chain = list(_walk(exc))
+    return "Connection closed by server" in str(exc) or any(
+        isinstance(e, ConnectionResetError | BrokenPipeError | ssl.SSLEOFError) for e in chain
+    )
 
 
 def _unbracket(host: str) -> str:
@@ -314,38 +355,21 @@ _UNTRUSTED_WORDS = ("self-signed", "self signed", "issuer certificate", "verify 
 # OpenSSL reads as a bad record header: OpenSSL 3.0 says WRONG_VERSION_NUMBER, 3.2+ says
 # RECORD_LAYER_FAILURE ("record layer failure").
 _REASON_KINDS = {
-    **dict.fromkeys(
-        (
-            "TLSV1_ALERT_PROTOCOL_VERSION",
-            "UNSUPPORTED_PROTOCOL",
-            "NO_PROTOCOLS_AVAILABLE",
-            "VERSION_TOO_LOW",
-            "VERSION_TOO_HIGH",
-            "UNKNOWN_PROTOCOL",
-        ),
-        "version",
-    ),
-    **dict.fromkeys(
-        ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG"),
-        "plaintext",
-    ),
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "cert_required",
-    **dict.fromkeys(
-        (
-            "TLSV1_ALERT_UNKNOWN_CA",
-            "SSLV3_ALERT_BAD_CERTIFICATE",
-            "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
-            "SSLV3_ALERT_CERTIFICATE_EXPIRED",
-            "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
-            "SSLV3_ALERT_CERTIFICATE_REVOKED",
-            "TLSV1_ALERT_ACCESS_DENIED",
-            "TLSV1_ALERT_DECRYPT_ERROR",
-        ),
-        "client_cert",
-    ),
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake",
-    "UNEXPECTED_EOF_WHILE_READING": "eof",
-    "EOF_OCCURRED_IN_VIOLATION_OF_PROTOCOL": "eof",
+    reason: kind
+    for kind, reasons in {
+        "version": "TLSV1_ALERT_PROTOCOL_VERSION UNSUPPORTED_PROTOCOL NO_PROTOCOLS_AVAILABLE"
+        " VERSION_TOO_LOW VERSION_TOO_HIGH UNKNOWN_PROTOCOL",
+        "plaintext": "WRONG_VERSION_NUMBER RECORD_LAYER_FAILURE HTTP_REQUEST"
+        " PACKET_LENGTH_TOO_LONG",
+        "cert_required": "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "client_cert": "TLSV1_ALERT_UNKNOWN_CA SSLV3_ALERT_BAD_CERTIFICATE"
+        " SSLV3_ALERT_CERTIFICATE_UNKNOWN SSLV3_ALERT_CERTIFICATE_EXPIRED"
+        " SSLV3_ALERT_UNSUPPORTED_CERTIFICATE SSLV3_ALERT_CERTIFICATE_REVOKED"
+        " TLSV1_ALERT_ACCESS_DENIED TLSV1_ALERT_DECRYPT_ERROR",
+        "handshake": "SSLV3_ALERT_HANDSHAKE_FAILURE",
+        "eof": "UNEXPECTED_EOF_WHILE_READING EOF_OCCURRED_IN_VIOLATION_OF_PROTOCOL",
+    }.items()
+    for reason in reasons.split()
 }
 
 _WHERE = "TLS connection to Redis at {node} failed: "
@@ -374,6 +398,9 @@ _TEMPLATES = {
     "eof": _WHERE + "the server closed the connection during the TLS handshake; check that"
     " {node} is Redis's tls-port, that {opt}.minimum_version allows a version it speaks, and"
     " whether it needs a client certificate ({opt}.certificate_file)",
+    "closed_after_handshake": _WHERE + _CLOSED_AFTER_HANDSHAKE + ", without a word; it most"
+    " likely requires a client certificate it trusts: set {opt}.certificate_file and"
+    " {opt}.key_file, signed by a CA the server accepts",
     "other": _WHERE + "{detail}",
 }
 
@@ -411,7 +438,7 @@ def _classify_verify(code: int | None, message: str, server_name: str | None) ->
         return {
             "key": "mismatch",
             "kind": "address" if ip else "name",
-            "name": found.group(1) if found else str(server_name),
+            "name": found.group(1) if found else (server_name or "(unknown)"),
         }
     if code in _UNTRUSTED_CODES or any(w in lowered for w in _UNTRUSTED_WORDS):
         return {"key": "untrusted"}
@@ -427,10 +454,12 @@ def _from_attributes(chain: list[BaseException], server_name: str | None) -> _Fo
             detail = _strip_ssl_noise(str(e.verify_message or "")) or _strip_ssl_noise(str(e))
             return {**_classify_verify(e.verify_code, detail, server_name), "detail": detail}
     for e in chain:
-        if isinstance(e, ssl.SSLEOFError):
-            return {"key": "eof"}
-        if isinstance(e, ssl.SSLError) and e.reason in _REASON_KINDS:
+        if isinstance(e, ssl.SSLError) and getattr(e, "reason", None) in _REASON_KINDS:
             return {"key": _REASON_KINDS[e.reason], "detail": _ssl_reason(e)}
+    if any(isinstance(e, _ClosedAfterHandshakeError) for e in chain):
+        return {"key": "closed_after_handshake"}
+    if any(isinstance(e, ssl.SSLEOFError) for e in chain):
+        return {"key": "eof"}
     return None
 
 
@@ -444,6 +473,8 @@ def _from_text(texts: list[str], server_name: str | None) -> _Found | None:
         for reason in _REASON_IN_TEXT.findall(text):
             if reason in _REASON_KINDS:
                 return {"key": _REASON_KINDS[reason], "detail": reason.lower().replace("_", " ")}
+        if _CLOSED_AFTER_HANDSHAKE in text:
+            return {"key": "closed_after_handshake"}
         lowered = text.lower()
         if "record layer failure" in lowered:
             return {"key": "plaintext", "detail": "record layer failure"}
@@ -496,5 +527,5 @@ def describe_tls_error(exc: BaseException, *, node: str, server_name: str | None
     found = _classify(list(_walk(exc)), server_name)
     if found is None:
         return None
-    fields = {"detail": "", "kind": "name", "name": str(server_name), **found}
+    fields = {"detail": "", **found}
     return _TEMPLATES[fields.pop("key")].format(node=node, opt=_OPT, **fields)

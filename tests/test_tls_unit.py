@@ -17,6 +17,7 @@ from redis_session._config import TLSConfig
 from redis_session._errors import ConfigError, StoreUnavailable
 from redis_session._tls import (
     TLSConnection,
+    _ClosedAfterHandshakeError,
     build_ssl_context,
     describe_tls_error,
     tls_connection_kwargs,
@@ -450,6 +451,32 @@ def test_client_certificate_required() -> None:
     assert text is not None
     assert "requires a client certificate" in text
     assert "session.redis.tls.certificate_file" in text
+
+
+def test_closed_right_after_handshake() -> None:
+    """TLSConnection's marker for a hang-up after the handshake points at client certificates."""
+    inner = redis.exceptions.ConnectionError("Error 104 while writing to socket. Reset.")
+    try:
+        raise _ClosedAfterHandshakeError(f"Error connecting to {NODE}: x") from inner
+    except _ClosedAfterHandshakeError as exc:
+        text = describe(exc)
+    assert text == (
+        f"TLS connection to Redis at {NODE} failed: the server closed the TLS connection right"
+        " after the handshake, without a word; it most likely requires a client certificate it"
+        " trusts: set session.redis.tls.certificate_file and session.redis.tls.key_file, signed"
+        " by a CA the server accepts"
+    )
+
+
+def test_closed_right_after_handshake_text_only() -> None:
+    """The same hang-up is recognised from text once the chain is gone."""
+    exc = StoreUnavailable(
+        f"Error connecting to {NODE}: the server closed the TLS connection right after the"
+        " handshake (Error 104 while writing to socket. Connection reset by peer.)"
+    )
+    text = describe(exc)
+    assert text is not None
+    assert "requires a client certificate" in text
 
 
 def test_client_certificate_rejected() -> None:
