@@ -25,8 +25,8 @@ def _short(session_id: str) -> str:
 async def _demo(config: str | None) -> None:
     from ._store import open_session_store  # noqa: PLC0415 - keep `--help` instant
 
-    source: object = config if config is not None else {}
-    async with open_session_store(source) as store:  # type: ignore[arg-type]
+    source: str | dict[str, object] = config if config is not None else {}
+    async with open_session_store(source) as store:
         print(f"opened {store!r}")
         session = await store.create({"username": "john", "groups": ["admins", "dev"]})
         print(f"create     -> id {_short(session.id)}, data {session.data}")
@@ -48,8 +48,10 @@ async def _demo(config: str | None) -> None:
             print(f"save stale -> refused: {type(exc).__name__} (no lost update)")
 
         renewed = await store.regenerate(loaded)
-        print(f"regenerate -> new id {_short(renewed.id)}; old id loads as "
-              f"{await store.load(session.id)}")
+        print(
+            f"regenerate -> new id {_short(renewed.id)}; old id loads as "
+            f"{await store.load(session.id)}"
+        )
 
         await store.delete(renewed)
         print(f"delete     -> new id loads as {await store.load(renewed.id)}")
@@ -60,14 +62,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m redis_session")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="walk a session through create, load, save, "
-                               "regenerate and delete")
-    demo.add_argument("--config", metavar="FILE", help="YAML file with a session: section "
-                      "(default: the in-memory provider)")
+    demo = commands.add_parser(
+        "demo", help="walk a session through create, load, save, regenerate and delete"
+    )
+    demo.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML file with a session: section (default: the in-memory provider)",
+    )
     demo.add_argument("-v", "--verbose", action="store_true", help="log what the store does")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         asyncio.run(_demo(args.config))
     except RedisSessionError as exc:
