@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
+from redis._parsers import _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
 
 from ._config import RedisConfig
@@ -36,6 +37,22 @@ _STATIC_RETRIES = 2
 _SENTINEL_RETRIES = 20
 #: Client name on every connection, so operators (and tests) can tell ours in CLIENT LIST.
 CLIENT_NAME = "redis_session"
+
+
+class _CodedReplyParser(_AsyncHiredisParser):
+    """redis-py's hiredis reply parser, except that error replies keep their code.
+
+    redis-py strips the code from the errors it maps to classes, so ``READONLY You can't
+    write...`` arrived as ``You can't write...`` and the failover retry (matching on
+    ``_FAILOVER_REPLIES``) and the NOSCRIPT fallback never fired; ``LOADING`` even became a
+    connection error. Only the authentication errors the connect path relies on keep theirs.
+    """
+
+    EXCEPTION_CLASSES = {  # noqa: RUF012 - overrides redis-py's class attribute of that shape
+        code: cls
+        for code, cls in _AsyncHiredisParser.EXCEPTION_CLASSES.items()
+        if code in ("ERR", "WRONGPASS", "NOAUTH")
+    }
 
 
 @attrs.frozen
@@ -107,6 +124,8 @@ def make_pool_factory(cfg: RedisConfig) -> Callable[[str, int], NodePool]:
         "client_name": CLIENT_NAME,
         # No CLIENT SETINFO: one round trip less per connection.
         "driver_info": None,
+        # Error replies keep their code (READONLY, LOADING, NOSCRIPT...): see _CodedReplyParser.
+        "parser_class": _CodedReplyParser,
     }
 
     def build(host: str, port: int) -> NodePool:
