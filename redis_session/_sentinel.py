@@ -1,0 +1,328 @@
+"""Talking to Redis Sentinel: connections, the survey questions and answers, failover events.
+
+This module only speaks the protocol; deciding what the answers mean for the connection pools
+is ``_topology``'s job. Sentinel connections are plain redis-py connections (not our pools):
+the sentinel's own password, RESP2, short timeouts, TLS like the data nodes when configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
+from ._config import HighAvailabilityConfig, RedisConfig
+from ._connections import CLIENT_NAME, node_label
+
+__all__ = [
+    "OPTION",
+    "SENTINEL_TIMEOUT",
+    "Address",
+    "Answer",
+    "Event",
+    "SentinelLink",
+    "configured_sentinels",
+    "listen",
+    "reason",
+    "replication_info",
+]
+
+logger = logging.getLogger("redis_session")
+
+Address = tuple[str, int]
+
+OPTION = "session.redis.high_availability"
+#: Bound on one sentinel round trip, connecting included: a dead sentinel costs this, not more.
+SENTINEL_TIMEOUT = 1.0
+#: Sentinel's well-known port; also tried for ``redis.host`` when ``redis.port`` is the data
+#: default 6379, because the config model cannot tell an unset port from an explicit 6379.
+_SENTINEL_PORT = 26379
+_DATA_DEFAULT_PORT = 6379
+#: A sentinel that failed is skipped by surveys for this long, doubling up to the maximum.
+_LINK_BACKOFF = (0.5, 5.0)
+#: With no event for this long a subscriber PINGs, and gives up after one more timeout.
+_LISTEN_IDLE = 3.0
+#: What the leader sentinel publishes during a failover, in order (aborts instead of the end).
+_ABORTS = (
+    "-failover-abort-not-elected",
+    "-failover-abort-no-good-slave",
+    "-failover-abort-slave-timeout",
+)
+CHANNELS = ("+selected-slave", "+promoted-slave", "+switch-master", *_ABORTS)
+_BAD_REPLICA_FLAGS = frozenset({"s_down", "o_down", "disconnected"})
+_CLEANUP_TIMEOUT = 2.0
+
+
+@attrs.frozen
+class Answer:
+    """What one sentinel said in a survey."""
+
+    sentinel: str
+    #: ``ok``, ``unknown`` (no such master), ``auth``, ``unreachable`` or ``error``.
+    kind: str = "ok"
+    master: Address | None = None
+    epoch: int = -1
+    replicas: tuple[Address, ...] = ()
+    sentinels: tuple[Address, ...] = ()
+    problem: str | None = None
+
+
+@attrs.frozen
+class Event:
+    """A failover event about our master.
+
+    ``kind`` is ``selected`` (the leader picked ``node`` to promote), ``promoted`` (``node``
+    now reports itself master), ``switched`` (the failover ended with ``node`` as master) or
+    ``aborted``; ``master`` is the master the event is about (the old one, for a switch).
+    """
+
+    kind: str
+    node: Address | None
+    master: Address
+
+
+class SentinelLink:
+    """One sentinel: a lazily opened request/reply connection and its failure backoff."""
+
+    def __init__(self, cfg: RedisConfig, address: Address) -> None:
+        self.address = address
+        self.label = node_label(*address)
+        self.new_connection = _connection_factory(cfg, address)
+        self.skip_until = 0.0
+        self.last_problem: str | None = None
+        self._ha = cfg.high_availability
+        self._failures = 0
+        self._conn: AbstractConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def survey(self, name: str, *, replicas: bool, within: float) -> Answer:
+        """Ask for the master of ``name``, its epoch, peers and replicas; never raises."""
+        commands = [
+            ("SENTINEL", "GET-MASTER-ADDR-BY-NAME", name),
+            ("SENTINEL", "MASTER", name),
+            ("SENTINEL", "SENTINELS", name),
+        ]
+        if replicas:
+            commands.append(("SENTINEL", "REPLICAS", name))
+        now = asyncio.get_running_loop().time()
+        try:
+            replies = await self._ask(commands, within)
+        except AuthenticationError as exc:
+            self._failed(now)
+            return self._problem("auth", self.auth_problem(exc))
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(now)
+            return self._problem("unreachable", reason(exc))
+        self._failures, self.skip_until, self.last_problem = 0, 0.0, None
+        where, master, peers, *rest = replies
+        if isinstance(where, ResponseError):
+            return self._problem("error", f"cannot ask it for the master ({where}); a sentinel?")
+        if not where:
+            return Answer(self.label, "unknown", problem=f"it monitors no master named {name!r}")
+        epoch = _pairs(master).get("config-epoch", "-1") if isinstance(master, list) else "-1"
+        return Answer(
+            self.label,
+            master=(where[0], int(where[1])),
+            epoch=int(epoch),
+            replicas=_healthy_replicas(rest[0]) if rest else (),
+            sentinels=_addresses(peers),
+        )
+
+    def auth_problem(self, exc: BaseException) -> str:
+        """Say that authentication failed and which option to fix, without the password."""
+        has_password = self._ha is not None and self._ha.sentinel_password is not None
+        hint = "check" if has_password else "it needs a password; set"
+        option = f"{OPTION}.sentinel_password"
+        return f"authentication to sentinel {self.label} failed ({exc}): {hint} {option}"
+
+    async def aclose(self) -> None:
+        """Drop the connection."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await drop(conn)
+
+    async def _ask(self, commands: Sequence[tuple[str, ...]], within: float) -> list[Any]:
+        """Send ``commands`` pipelined; error replies come back as ``ResponseError`` objects.
+
+        On any failure or cancellation the connection is dropped, so a stale reply can never
+        be read by the next survey.
+        """
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            try:
+                async with asyncio.timeout(within):
+                    if conn is None:
+                        conn = self.new_connection()
+                        await conn.connect()  # type: ignore[no-untyped-call]
+                    await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                    replies: list[Any] = []
+                    for _ in commands:
+                        try:
+                            replies.append(await conn.read_response())
+                        except ResponseError as exc:
+                            replies.append(exc)
+            except BaseException:
+                if conn is not None:
+                    await drop(conn)
+                raise
+            self._conn = conn
+            return replies
+
+    def _failed(self, now: float) -> None:
+        # Skip this sentinel for a while, so a dead one cannot slow every survey down.
+        self._failures += 1
+        low, high = _LINK_BACKOFF
+        self.skip_until = now + min(high, low * 2 ** (self._failures - 1))
+
+    def _problem(self, kind: str, problem: str) -> Answer:
+        if problem != self.last_problem:  # once per change, not once per survey
+            logger.warning("Sentinel %s: %s", self.label, problem)
+        self.last_problem = problem
+        return Answer(self.label, kind, problem=problem)
+
+
+async def listen(link: SentinelLink, name: str, on_event: Callable[[Event], None]) -> None:
+    """Subscribe to failover events on ``link``'s sentinel until the connection fails.
+
+    Raises ``RedisError``/``OSError``/``TimeoutError`` when it does (a sentinel that stops
+    answering is detected by a PING after a quiet spell).
+    """
+    loop = asyncio.get_running_loop()
+    conn = link.new_connection()
+    try:
+        async with asyncio.timeout(SENTINEL_TIMEOUT):
+            await conn.connect()  # type: ignore[no-untyped-call]
+            await conn.send_command("SUBSCRIBE", *CHANNELS, check_health=False)
+            for _ in CHANNELS:
+                await conn.read_response()
+        logger.debug("subscribed to failover events on sentinel %s", link.label)
+        heard = loop.time()
+        pinged = False
+        while True:
+            # A read with an explicit timeout returns None and keeps the parser intact.
+            message = await conn.read_response(timeout=SENTINEL_TIMEOUT / 2)
+            quiet = loop.time() - heard
+            if message is not None:
+                heard, pinged = loop.time(), False
+                event = parse_event(message, name)
+                if event is not None:
+                    on_event(event)
+            elif pinged and quiet > _LISTEN_IDLE + SENTINEL_TIMEOUT:
+                raise TimeoutError("no answer to PING")
+            elif not pinged and quiet > _LISTEN_IDLE:
+                await conn.send_command("PING", check_health=False)
+                pinged = True
+    finally:
+        await drop(conn)
+
+
+def parse_event(message: Any, name: str) -> Event | None:
+    """Read a pub/sub message; return the event if it is about master ``name``."""
+    if not isinstance(message, list) or len(message) != 3 or message[0] != "message":
+        return None
+    _, channel, data = message
+    p = str(data).split()
+    try:
+        # "+switch-master <name> <old ip> <old port> <new ip> <new port>"
+        if channel == "+switch-master" and len(p) == 5 and p[0] == name:
+            return Event("switched", (p[3], int(p[4])), (p[1], int(p[2])))
+        # "<event> slave <ip:port> <ip> <port> @ <name> <master ip> <master port>"
+        if channel in ("+selected-slave", "+promoted-slave") and len(p) == 8 and p[5] == name:
+            kind = "selected" if channel == "+selected-slave" else "promoted"
+            return Event(kind, (p[2], int(p[3])), (p[6], int(p[7])))
+        # "<event> master <name> <ip> <port>"
+        if channel in _ABORTS and len(p) == 4 and p[1] == name:
+            return Event("aborted", None, (p[2], int(p[3])))
+    except ValueError:
+        pass
+    return None
+
+
+def configured_sentinels(cfg: RedisConfig) -> list[Address]:
+    """``redis.host`` first (at ``redis.port``, and 26379 if that is the data default 6379)."""
+    assert cfg.high_availability is not None
+    found: list[Address] = []
+    if cfg.host:
+        found.append((cfg.host, cfg.port))
+        if cfg.port == _DATA_DEFAULT_PORT and not cfg.host.startswith("/"):
+            found.append((cfg.host, _SENTINEL_PORT))
+    found += [(node.host, node.port) for node in cfg.high_availability.nodes]
+    return list(dict.fromkeys(found))
+
+
+def replication_info(reply: Any) -> dict[str, str]:
+    """Parse an ``INFO replication`` reply into its ``key:value`` fields."""
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def reason(exc: BaseException) -> str:
+    """One readable reason for a failed sentinel exchange."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+async def drop(conn: AbstractConnection) -> None:
+    """Disconnect ``conn`` (bounded, shielded, never raising)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_CLEANUP_TIMEOUT):
+            await asyncio.shield(conn.disconnect(nowait=True))
+
+
+def _connection_factory(cfg: RedisConfig, addr: Address) -> Callable[[], AbstractConnection]:
+    ha: HighAvailabilityConfig | None = cfg.high_availability
+    assert ha is not None
+    host, port = addr
+    bare = host[1:-1] if host.startswith("[") else host
+    common: dict[str, Any] = {
+        "password": ha.sentinel_password.get_secret_value() if ha.sentinel_password else None,
+        "socket_timeout": SENTINEL_TIMEOUT,
+        "socket_connect_timeout": SENTINEL_TIMEOUT,
+        "protocol": 2,  # RESP3 misreports idle connections closed by the server (#4252)
+        "decode_responses": True,
+        "client_name": CLIENT_NAME,
+        "driver_info": None,  # no CLIENT SETINFO round trip
+    }
+    if bare.startswith("/"):
+        return lambda: UnixDomainSocketConnection(path=bare, **common)
+    if cfg.tls is not None:
+        from ._tls import TLSConnection, tls_connection_kwargs  # noqa: PLC0415 - TLS only
+
+        # Built once per sentinel: loading the trust store is too slow for every reconnect.
+        tls = tls_connection_kwargs(cfg.tls, bare)
+        tls.pop("connection_class", None)
+        return lambda: TLSConnection(host=bare, port=port, **tls, **common)
+    return lambda: Connection(host=bare, port=port, **common)
+
+
+def _pairs(flat: Any) -> dict[str, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=False))
+
+
+def _addresses(entries: Any) -> tuple[Address, ...]:
+    found = []
+    for entry in entries if isinstance(entries, list) else ():
+        fields = _pairs(entry)
+        with contextlib.suppress(KeyError, ValueError):
+            found.append((fields["ip"], int(fields["port"])))
+    return tuple(found)
+
+
+def _healthy_replicas(entries: Any) -> tuple[Address, ...]:
+    """Replicas not flagged down or disconnected, whose link to the master is up."""
+    found = []
+    for entry in entries if isinstance(entries, list) else ():
+        fields = _pairs(entry)
+        flags = set(str(fields.get("flags", "")).split(","))
+        if flags & _BAD_REPLICA_FLAGS or fields.get("master-link-status") != "ok":
+            continue
+        with contextlib.suppress(KeyError, ValueError):
+            found.append((fields["ip"], int(fields["port"])))
+    return tuple(found)

@@ -1,0 +1,404 @@
+"""Sentinel against real servers: discovery, failover under load, errors, routing, peers.
+
+Every test gets its own master, replica and three sentinels (``sentinel_cluster``: quorum 2,
+down-after 1 s). Failover figures are printed (``pytest -s`` shows them) as well as asserted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+import redis
+
+from redis_session import RedisConfig, StoreUnavailable
+from redis_session._connections import CLIENT_NAME, ConnectionManager, make_pool_factory
+from redis_session._conversion import load_config
+from redis_session._errors import RedisSessionError
+from redis_session._topology import SentinelTopology
+
+from .servers import RedisProcess, SentinelCluster, free_port, wait_until
+
+pytestmark = pytest.mark.anyio
+
+OPTION = "session.redis.high_availability"
+
+
+def config(
+    cluster: SentinelCluster, *, ha: dict[str, Any] | None = None, **redis_: Any
+) -> RedisConfig:
+    """The ``session.redis`` config for ``cluster``, through the public config loader."""
+    section = cluster.redis_section(**redis_)
+    section["high_availability"] = {**section["high_availability"], **(ha or {})}
+    cfg = load_config({"secret": "s" * 32, "redis": section}).redis
+    assert cfg is not None
+    return cfg
+
+
+@asynccontextmanager
+async def opened(cfg: RedisConfig) -> AsyncIterator[ConnectionManager]:
+    manager = await ConnectionManager.open(cfg)
+    try:
+        yield manager
+    finally:
+        await manager.aclose()
+
+
+def label(proc: RedisProcess) -> str:
+    return f"{proc.host}:{proc.port}"
+
+
+def wait_streaming(cluster: SentinelCluster) -> None:
+    """Wait until the replica receives the master's write stream, not just a linked-up status.
+
+    After a full sync Redis 7 holds the stream back until the replica's first REPLCONF ACK
+    (up to a second), so "link up" alone would let a SIGKILL lose writes for harness reasons.
+    """
+    token = secrets.token_hex(8)
+    cluster.master.admin().set("harness:stream-check", token)
+    wait_until(lambda: cluster.replica.admin().get("harness:stream-check") == token, 5.0)
+
+
+def first_switch(cluster: SentinelCluster, old: tuple[str, int], timeout: float = 15.0) -> float:
+    """Poll every sentinel; return ``time.monotonic()`` when the first one names another master."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for sentinel in cluster.sentinels:
+            try:
+                reply = sentinel.admin().execute_command(
+                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", cluster.name
+                )
+            except redis.RedisError:
+                continue
+            if reply and (reply[0], int(reply[1])) != old:
+                return time.monotonic()
+        time.sleep(0.01)
+    raise TimeoutError(f"no sentinel switched away from {old} in {timeout}s")
+
+
+async def served_by(manager: ConnectionManager) -> int:
+    """The port of the node that serves writes now."""
+    reply = await manager.execute("CONFIG", "GET", "port")
+    return int(reply[1])
+
+
+async def eventually(check: Callable[[], Any], within: float, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await anyio.sleep(interval)
+
+
+def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
+    with capsys.disabled():
+        print(f"\n[sentinel] {text}")  # the figures are the point
+
+
+# -- discovery ------------------------------------------------------------------------------------
+
+
+async def test_discovers_the_verified_master_skipping_a_dead_first_sentinel(
+    sentinel_cluster: SentinelCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``redis.host`` is asked first; when it is dead the next sentinel names the master."""
+    cluster = sentinel_cluster
+    dead = free_port()
+    caplog.set_level(logging.INFO, logger="redis_session")
+    async with opened(config(cluster, host="127.0.0.1", port=dead)) as manager:
+        topology = manager._topology
+        assert isinstance(topology, SentinelTopology)
+        assert topology.sentinels()[0] == f"127.0.0.1:{dead}"
+        assert (await manager.execute("ROLE"))[0] == b"master"
+        assert await served_by(manager) == cluster.master.port
+        assert await manager.execute("SET", "k", "v") == b"OK"
+    assert f"master for 'mymaster' is {label(cluster.master)}" in caplog.text
+
+
+async def test_sentinel_list_is_learned_from_the_one_configured(
+    sentinel_cluster: SentinelCluster,
+) -> None:
+    """Configured with one sentinel, the topology learns the other two from SENTINEL SENTINELS."""
+    cluster = sentinel_cluster
+    first = cluster.sentinels[0]
+    cfg = config(cluster, ha={"nodes": [{"host": first.host, "port": first.port}]})
+    topology = SentinelTopology(cfg, make_pool_factory(cfg))
+    try:
+        await topology.start()
+        known = topology.sentinels()
+    finally:
+        await topology.aclose()
+    assert known[0] == label(first)
+    assert sorted(known) == sorted(label(s) for s in cluster.sentinels)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+async def test_wrong_sentinel_password_names_the_option_not_the_value(
+    sentinel_cluster: SentinelCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong sentinel_password fails at once, naming the option and sentinel, never the value."""
+    wrong = "wrong-" + secrets.token_hex(8)
+    cfg = config(sentinel_cluster, ha={"sentinel_password": wrong})
+    began = time.monotonic()
+    with pytest.raises(StoreUnavailable) as info:
+        await ConnectionManager.open(cfg)
+    message = str(info.value)
+    assert f"{OPTION}.sentinel_password" in message
+    assert "authentication to sentinel 127.0.0.1:" in message
+    assert wrong not in message
+    assert wrong not in caplog.text
+    assert time.monotonic() - began < 2.0
+
+
+async def test_unknown_sentinel_name_is_a_clear_error(sentinel_cluster: SentinelCluster) -> None:
+    """An unknown sentinel_name fails at once, naming the master name and every sentinel asked."""
+    cfg = config(sentinel_cluster, ha={"sentinel_name": "nosuchmaster"})
+    with pytest.raises(StoreUnavailable) as info:
+        await ConnectionManager.open(cfg)
+    message = str(info.value)
+    assert "'nosuchmaster'" in message
+    assert f"{OPTION}.sentinel_name" in message
+    for sentinel in sentinel_cluster.sentinels:
+        assert label(sentinel) in message
+
+
+async def test_no_sentinel_reachable_lists_them_within_the_timeout() -> None:
+    """With every sentinel down, opening fails after ``timeout`` and lists each sentinel."""
+    ports = [free_port(), free_port()]
+    section = {
+        "timeout": "1s",
+        "high_availability": {
+            "sentinel_name": "mymaster",
+            "nodes": [{"host": "127.0.0.1", "port": p} for p in ports],
+        },
+    }
+    cfg = load_config({"secret": "s" * 32, "redis": section}).redis
+    assert cfg is not None
+    began = time.monotonic()
+    with pytest.raises(StoreUnavailable) as info:
+        await ConnectionManager.open(cfg)
+    elapsed = time.monotonic() - began
+    message = str(info.value)
+    assert "no sentinel reachable" in message
+    for port in ports:
+        assert f"127.0.0.1:{port}" in message
+    assert 0.9 < elapsed < 2.0
+
+
+# -- failover -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_sigkill_of_the_master_under_writes(
+    sentinel_cluster: SentinelCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After SIGKILL, writes succeed within 2 s of the sentinels' switch; no call overruns."""
+    cluster = sentinel_cluster
+    await anyio.to_thread.run_sync(wait_streaming, cluster)
+    old = cluster.master_address()
+    cfg = config(cluster)
+    timeout = cfg.timeout.total_seconds()
+    acks: list[float] = []
+    errors: list[str] = []
+    longest = 0.0
+    stop = anyio.Event()
+
+    async with opened(cfg) as manager:
+
+        async def writer() -> None:
+            nonlocal longest
+            while not stop.is_set():
+                began = time.monotonic()
+                try:
+                    await manager.execute("INCR", "counter")
+                except RedisSessionError as exc:  # counted and reported below
+                    errors.append(repr(exc))
+                else:
+                    acks.append(time.monotonic())
+                longest = max(longest, time.monotonic() - began)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(writer)
+            await anyio.sleep(0.3)
+            killed_at = time.monotonic()
+            await anyio.to_thread.run_sync(cluster.master.kill)
+            switched_at = await anyio.to_thread.run_sync(first_switch, cluster, old)
+
+            async def written_since_switch() -> bool:
+                return bool(acks) and acks[-1] > switched_at
+
+            await eventually(written_since_switch, within=5.0)
+            await anyio.sleep(0.3)
+            stop.set()
+
+        # The outage is the longest gap between acknowledgements around the kill.
+        times = sorted(acks)
+        gaps = [(b - a, b) for a, b in itertools.pairwise(times) if b > killed_at]
+        gap, first_ok = max(gaps)
+        final = int(await manager.execute("GET", "counter"))
+        new_port = await served_by(manager)
+
+    # The old master comes back as a replica: none of our connections go there.
+    await anyio.to_thread.run_sync(cluster.rejoin_as_replica, cluster.master)
+    await anyio.sleep(0.5)
+    leftover = await anyio.to_thread.run_sync(cluster.master.our_clients, CLIENT_NAME)
+
+    report(
+        capsys,
+        f"SIGKILL: sentinels switched {switched_at - killed_at:.2f}s after the kill; "
+        f"first good write {first_ok - switched_at:+.3f}s after the switch; "
+        f"outage {gap:.2f}s; longest call {longest:.2f}s (timeout {timeout:g}s); "
+        f"{len(acks)} INCR acknowledged, counter {final} (lost {max(0, len(acks) - final)}, "
+        f"applied but unacknowledged {max(0, final - len(acks))}); {len(errors)} errors",
+    )
+    assert new_port == cluster.replica.port
+    assert first_ok - switched_at < 2.0
+    assert longest < timeout + 0.5
+    assert errors == []
+    assert leftover == []
+
+
+@pytest.mark.slow
+async def test_graceful_failover_keeps_every_acknowledged_write(
+    sentinel_cluster: SentinelCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SENTINEL FAILOVER under writes: each write acknowledged before it is readable after it."""
+    cluster = sentinel_cluster
+    await anyio.to_thread.run_sync(wait_streaming, cluster)
+    old = cluster.master_address()
+    acked: list[str] = []
+    errors: list[str] = []
+    stop = anyio.Event()
+
+    async with opened(config(cluster)) as manager:
+
+        async def writer(w: int) -> None:
+            n = 0
+            while not stop.is_set():
+                key = f"g:{w}:{n}"
+                n += 1
+                try:
+                    await manager.execute("SET", key, "1")
+                except RedisSessionError as exc:  # counted and reported below
+                    errors.append(repr(exc))
+                else:
+                    acked.append(key)
+
+        async def moved() -> bool:
+            return await served_by(manager) == cluster.replica.port
+
+        async with anyio.create_task_group() as tg:
+            for w in range(4):
+                tg.start_soon(writer, w)
+            await anyio.sleep(0.3)
+            before = list(acked)
+            began = time.monotonic()
+            await anyio.to_thread.run_sync(
+                cluster.sentinels[0].admin().execute_command, "SENTINEL", "FAILOVER", cluster.name
+            )
+            switched_at = await anyio.to_thread.run_sync(first_switch, cluster, old)
+            assert await eventually(moved, within=3.0)
+            followed_at = time.monotonic()
+            await anyio.sleep(0.3)
+            stop.set()
+
+    new = cluster.replica.admin()
+    missing_before = [k for k, v in zip(before, new.mget(before), strict=True) if v is None]
+    during = acked[len(before) :]
+    lost_during = sum(1 for v in new.mget(during) if v is None) if during else 0
+    report(
+        capsys,
+        f"SENTINEL FAILOVER: sentinels switched {switched_at - began:.2f}s after the command; "
+        f"client on the new master {followed_at - switched_at:+.3f}s after the switch; "
+        f"{len(before)} writes before, all readable: {not missing_before}; "
+        f"{len(during)} during/after, {lost_during} lost with the old master; "
+        f"{len(errors)} errors {sorted(set(errors))[:3]}",
+    )
+    assert missing_before == []
+
+
+async def test_connections_to_the_old_master_are_dropped(sentinel_cluster: SentinelCluster) -> None:
+    """Right after a graceful failover the old master (still up) holds none of our connections."""
+    cluster = sentinel_cluster
+    old = cluster.master
+    async with opened(config(cluster, minimum_idle_connections=2)) as manager:
+        assert len(await anyio.to_thread.run_sync(old.our_clients, CLIENT_NAME)) == 2
+        await anyio.to_thread.run_sync(
+            cluster.sentinels[0].admin().execute_command, "SENTINEL", "FAILOVER", cluster.name
+        )
+
+        async def moved() -> bool:
+            return await served_by(manager) == cluster.replica.port
+
+        assert await eventually(moved, within=5.0)
+        moved_at = time.monotonic()
+
+        async def none_left() -> bool:
+            return not await anyio.to_thread.run_sync(old.our_clients, CLIENT_NAME)
+
+        assert await eventually(none_left, within=1.0)
+        # Sentinel itself would only demote the old master (and kill its clients) ~8 s later.
+        assert time.monotonic() - moved_at < 2.0
+        assert (await anyio.to_thread.run_sync(old.admin().execute_command, "ROLE"))[0] in (
+            "master",
+            "slave",
+        )
+
+
+# -- routing --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["route_randomly", "route_by_latency"])
+async def test_read_only_commands_reach_the_replica_and_writes_never_do(
+    sentinel_cluster: SentinelCluster, flag: str
+) -> None:
+    """With read routing, GETs land on the replica too; writes only ever on the master.
+
+    A replica counts the writes it replicates under their own names, so the writes here are
+    ``INCRBYFLOAT``, which a master propagates as ``SET``: any INCRBYFLOAT on the replica was
+    sent there by us.
+    """
+    cluster = sentinel_cluster
+    await anyio.to_thread.run_sync(wait_streaming, cluster)
+    async with opened(config(cluster, ha={flag: True})) as manager:
+        for proc in (cluster.master, cluster.replica):
+            await anyio.to_thread.run_sync(proc.admin().config_resetstat)
+        for i in range(50):
+            await manager.execute("INCRBYFLOAT", f"r{i % 5}", "1.5")
+        for i in range(200):
+            await manager.execute("GET", f"r{i % 5}", read_only=True)
+        replica = await anyio.to_thread.run_sync(cluster.replica.admin().info, "commandstats")
+        errors = await anyio.to_thread.run_sync(cluster.replica.admin().info, "errorstats")
+        master = await anyio.to_thread.run_sync(cluster.master.admin().info, "commandstats")
+    replica_gets = replica.get("cmdstat_get", {}).get("calls", 0)
+    master_gets = master.get("cmdstat_get", {}).get("calls", 0)
+    assert replica_gets > 0
+    assert master_gets + replica_gets >= 200
+    assert "cmdstat_incrbyfloat" not in replica
+    assert "errorstat_READONLY" not in errors
+    assert master["cmdstat_incrbyfloat"]["calls"] == 50
+
+
+async def test_without_routing_reads_stay_on_the_master(sentinel_cluster: SentinelCluster) -> None:
+    """Routing off (Authelia's default): read-only commands go to the master like writes."""
+    cluster = sentinel_cluster
+    async with opened(config(cluster)) as manager:
+        await anyio.to_thread.run_sync(cluster.replica.admin().config_resetstat)
+        for _ in range(50):
+            await manager.execute("GET", "x", read_only=True)
+        replica = await anyio.to_thread.run_sync(cluster.replica.admin().info, "commandstats")
+        assert manager.statistics().nodes[0].node == label(cluster.master)
+        assert len(manager.statistics().nodes) == 1
+    assert "cmdstat_get" not in replica
