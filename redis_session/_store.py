@@ -19,8 +19,6 @@ from os import PathLike
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
-import attrs
-
 from ._codec import Codec
 from ._config import SessionConfig
 from ._connections import ConnectionManager, PoolStatistics
@@ -67,32 +65,82 @@ def _redact_id(session_id: str) -> str:
     return repr(session_id[:4] + "…")
 
 
-@attrs.define(eq=False)
 class Session(Generic[T]):
     """One session, as loaded from or created by a :class:`SessionStore`.
 
     Change :attr:`data` (or assign a new value) and pass the session to
-    :meth:`SessionStore.save`. The other public attributes are read-only. ``repr()`` shows only
-    the first characters of the id, which is a bearer credential.
+    :meth:`SessionStore.save`. The other attributes are read-only. ``repr()`` shows only the
+    first characters of the id, which is a bearer credential. Sessions compare by identity:
+    each is a handle on one version of the stored session.
     """
 
-    #: The opaque value to put in the cookie: 43 base64url characters (256 random bits).
-    id: str = attrs.field(repr=_redact_id, on_setattr=attrs.setters.frozen)
-    #: The application's data: a ``dict`` or an instance of the store's ``data_type``.
-    data: T
-    #: When the session was created (UTC).
-    created_at: dt.datetime = attrs.field(on_setattr=attrs.setters.frozen)
-    #: The absolute deadline (UTC): the session ends then, however active. It may end earlier
-    #: through inactivity unless :attr:`remember_me` is set.
-    expires_at: dt.datetime = attrs.field(on_setattr=attrs.setters.frozen)
-    #: Whether this is a remember-me session (``remember_me_duration``, no idle limit).
-    remember_me: bool = attrs.field(on_setattr=attrs.setters.frozen)
-    # What save needs to write a record and compare-and-set it; nothing here is for callers.
-    _version: bytes = attrs.field(repr=False, alias="_version")
-    _key: bytes = attrs.field(repr=False, alias="_key")
-    _created_ms: int = attrs.field(repr=False, alias="_created_ms")
-    _deadline_ms: int = attrs.field(repr=False, alias="_deadline_ms")
-    _inactivity_ms: int = attrs.field(repr=False, alias="_inactivity_ms")
+    # A plain slotted class rather than attrs: one is built per load, and attrs' per-field
+    # setattr hooks (for the read-only fields) cost more than the rest of the Python side of a
+    # load. The datetimes are computed on access from the stored milliseconds for the same
+    # reason.
+    __slots__ = (
+        "_created_ms",
+        "_deadline_ms",
+        "_id",
+        "_inactivity_ms",
+        "_key",
+        "_remember_me",
+        "_version",
+        "data",
+    )
+
+    def __init__(
+        self,
+        session_id: str,
+        data: T,
+        *,
+        created_ms: int,
+        deadline_ms: int,
+        inactivity_ms: int,
+        remember_me: bool,
+        version: bytes,
+        key: bytes,
+    ) -> None:
+        self._id = session_id
+        #: The application's data: a ``dict`` or an instance of the store's ``data_type``.
+        self.data: T = data
+        self._created_ms = created_ms
+        self._deadline_ms = deadline_ms
+        # What save needs to rebuild the record and compare-and-set it.
+        self._inactivity_ms = inactivity_ms
+        self._remember_me = remember_me
+        self._version = version
+        self._key = key
+
+    @property
+    def id(self) -> str:
+        """The opaque value to put in the cookie: 43 base64url characters (256 random bits)."""
+        return self._id
+
+    @property
+    def created_at(self) -> dt.datetime:
+        """When the session was created (UTC)."""
+        return _datetime(self._created_ms)
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        """The absolute deadline (UTC): the session ends then, however active.
+
+        It may end earlier through inactivity unless :attr:`remember_me` is set.
+        """
+        return _datetime(self._deadline_ms)
+
+    @property
+    def remember_me(self) -> bool:
+        """Whether this is a remember-me session (``remember_me_duration``, no idle limit)."""
+        return self._remember_me
+
+    def __repr__(self) -> str:
+        return (
+            f"Session(id={_redact_id(self._id)}, data={self.data!r}, "
+            f"created_at={self.created_at!r}, expires_at={self.expires_at!r}, "
+            f"remember_me={self._remember_me!r})"
+        )
 
 
 class SessionStore(Generic[T]):
@@ -145,14 +193,12 @@ class SessionStore(Generic[T]):
                 return Session(
                     session_id,
                     data,
-                    _datetime(now),
-                    _datetime(deadline),
-                    remember_me,
-                    _version=record.version,
-                    _key=key,
-                    _created_ms=now,
-                    _deadline_ms=deadline,
-                    _inactivity_ms=inactivity,
+                    created_ms=now,
+                    deadline_ms=deadline,
+                    inactivity_ms=inactivity,
+                    remember_me=remember_me,
+                    version=record.version,
+                    key=key,
                 )
         msg = "could not find a free session id"  # pragma: no cover - 2**-256 odds
         raise SessionConflict(msg)  # pragma: no cover
@@ -201,14 +247,12 @@ class SessionStore(Generic[T]):
         return Session(
             session_id,
             data,
-            _datetime(created),
-            _datetime(record.deadline_ms),
-            remember_me,
-            _version=record.version,
-            _key=key,
-            _created_ms=created,
-            _deadline_ms=record.deadline_ms,
-            _inactivity_ms=record.inactivity_ms,
+            created_ms=created,
+            deadline_ms=record.deadline_ms,
+            inactivity_ms=record.inactivity_ms,
+            remember_me=remember_me,
+            version=record.version,
+            key=key,
         )
 
     async def save(self, session: Session[T]) -> None:
@@ -264,14 +308,12 @@ class SessionStore(Generic[T]):
         return Session(
             session_id,
             session.data,
-            session.created_at,
-            session.expires_at,
-            session.remember_me,
-            _version=record.version,
-            _key=key,
-            _created_ms=session._created_ms,
-            _deadline_ms=session._deadline_ms,
-            _inactivity_ms=session._inactivity_ms,
+            created_ms=session._created_ms,
+            deadline_ms=session._deadline_ms,
+            inactivity_ms=session._inactivity_ms,
+            remember_me=session.remember_me,
+            version=record.version,
+            key=key,
         )
 
     async def delete(self, session_or_id: Session[T] | str) -> None:
