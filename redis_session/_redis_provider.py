@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 import anyio
 
 from ._connections import ConnectionManager, PoolStatistics
-from ._errors import CommandError
 from ._provider import Record
 from ._scripts import Script
 
@@ -176,44 +175,33 @@ class RedisProvider:
         """The connection manager (for statistics and tests)."""
         return self._manager
 
-    async def _run(self, script: Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
-        try:
-            return await self._manager.run_script(script, keys, args)
-        except CommandError as exc:
-            # redis-py's reply parser turns "NOSCRIPT No matching script..." into a NoScriptError
-            # without the code, which ConnectionManager.run_script (matching on "NOSCRIPT") then
-            # misses; cover that here until the manager recognises both forms.
-            if not str(exc).startswith("No matching script"):
-                raise
-        return await self._manager.execute("EVAL", script.source, len(keys), *keys, *args)
-
     async def create(self, key: bytes, record: Record, now_ms: int) -> bool:
         """Store ``record`` under a new ``key``; ``False`` if the key is taken."""
         args = (record.version, record.deadline_ms, record.inactivity_ms, record.blob, now_ms)
-        return bool(await self._run(CREATE, (key,), args))
+        return bool(await self._manager.run_script(CREATE, (key,), args))
 
     async def load(self, key: bytes, now_ms: int) -> Record | None:
         """Return the record and slide its TTL; ``None`` if missing or expired."""
         manager = self._manager
         if not manager.routes_reads:
-            return _record(await self._run(LOAD, (key,), (now_ms,)))
+            return _record(await self._manager.run_script(LOAD, (key,), (now_ms,)))
         # The blob comes from a replica while the master slides the TTL, concurrently. The
         # master's version says whether the replica's copy is current; when replication lags
         # (a session created or saved a moment ago), read the master instead.
         read, version = await _both(
             manager.execute("HMGET", key, "v", "e", "i", "d", read_only=True),
-            self._run(SLIDE, (key,), (now_ms,)),
+            manager.run_script(SLIDE, (key,), (now_ms,)),
         )
         if version is None:
             return None
         if not isinstance(read, list) or read[0] != version:
-            return _record(await self._run(LOAD, (key,), (now_ms,)))
+            return _record(await self._manager.run_script(LOAD, (key,), (now_ms,)))
         return _record(read)
 
     async def save(self, key: bytes, expected: bytes, record: Record, now_ms: int) -> bool:
         """Replace the record if its version is still ``expected``; ``False`` otherwise."""
         args = (expected, record.version, record.blob, now_ms)
-        return bool(await self._run(SAVE, (key,), args))
+        return bool(await self._manager.run_script(SAVE, (key,), args))
 
     async def regenerate(
         self, old_key: bytes, new_key: bytes, expected: bytes, record: Record, now_ms: int
@@ -227,7 +215,7 @@ class RedisProvider:
             record.blob,
             now_ms,
         )
-        return bool(await self._run(REGENERATE, (old_key, new_key), args))
+        return bool(await self._manager.run_script(REGENERATE, (old_key, new_key), args))
 
     async def delete(self, keys: Sequence[bytes]) -> None:
         """Delete ``keys``; missing keys are fine."""

@@ -771,7 +771,7 @@ async def test_load_script_on_expired_record_deletes(redis: Any) -> None:
         provider = store._provider
         assert isinstance(provider, RedisProvider)
         later = s._deadline_ms + 1
-        assert await provider._run(LOAD, (s._key,), (later,)) is None
+        assert await provider.manager.run_script(LOAD, (s._key,), (later,)) is None
         assert redis.admin().exists(s._key) == 0
 
 
