@@ -779,3 +779,31 @@ def test_keyring_of_store_hides_secret() -> None:
     """The store's key ring never shows the secret."""
     ring = KeyRing.from_secrets(SECRET)
     assert SECRET not in repr(ring)
+
+
+async def test_replica_reads_on_a_real_replica(sentinel_cluster: Any) -> None:
+    """Under Sentinel with route_randomly, loads read replicas yet always see the latest save."""
+    cluster = sentinel_cluster
+    section = cluster.redis_section(
+        high_availability={
+            **cluster.redis_section()["high_availability"],
+            "route_randomly": True,
+        }
+    )
+    cfg = {"secret": SECRET, "redis": section, "inactivity": 5}
+    async with open_session_store(cfg) as store:
+        await anyio.to_thread.run_sync(cluster.replica.admin().config_resetstat)
+        for n in range(40):
+            session = await store.create({"n": n})
+            # Read straight after the write: a lagging replica must not hide it.
+            loaded = await store.load(session.id)
+            assert loaded is not None
+            assert loaded.data == {"n": n}
+            loaded.data["n"] = -n
+            await store.save(loaded)
+            again = await store.load(session.id)
+            assert again is not None
+            assert again.data == {"n": -n}
+        stats = await anyio.to_thread.run_sync(cluster.replica.admin().info, "commandstats")
+    assert stats.get("cmdstat_hmget", {}).get("calls", 0) > 0
+    assert "cmdstat_evalsha" not in stats
