@@ -130,19 +130,32 @@ def make_pool_factory(cfg: RedisConfig) -> Callable[[str, int], NodePool]:
 
     def build(host: str, port: int) -> NodePool:
         bare = host[1:-1] if host.startswith("[") else host
+        label = node_label(bare, port)
         factory: Callable[[], AbstractConnection]
+        describe: Callable[[BaseException], str | None] | None = None
         if host.startswith("/"):
 
             def factory() -> AbstractConnection:
                 return UnixDomainSocketConnection(path=host, **common)
 
         elif cfg.tls is not None:
-            from ._tls import TLSConnection, tls_connection_kwargs  # noqa: PLC0415 - TLS only
+            from ._tls import (  # noqa: PLC0415 - TLS only
+                TLSConnection,
+                describe_tls_error,
+                tls_connection_kwargs,
+            )
 
             tls_kwargs = tls_connection_kwargs(cfg.tls, bare)
+            # That is ConnectionPool's argument list; a connection is built here directly.
+            del tls_kwargs["connection_class"]
+            server_name = tls_kwargs["server_hostname"]
 
             def factory() -> AbstractConnection:
                 return TLSConnection(host=bare, port=port, **tls_kwargs, **common)
+
+            def describe(exc: BaseException) -> str | None:
+                # Only for TLS: on plain TCP a reset while connecting is not a handshake.
+                return describe_tls_error(exc, node=label, server_name=server_name)
 
         else:
 
@@ -150,12 +163,13 @@ def make_pool_factory(cfg: RedisConfig) -> Callable[[str, int], NodePool]:
                 return Connection(host=bare, port=port, **common)
 
         return NodePool(
-            node_label(bare, port),
+            label,
             factory,
             max_connections=cfg.maximum_active_connections,
             min_idle=cfg.minimum_idle_connections,
             timeout=timeout,
             max_idle_time=cfg.maximum_idle_time.total_seconds(),
+            describe_error=describe,
         )
 
     return build

@@ -141,8 +141,12 @@ class NodePool:
         timeout: float,
         max_idle_time: float,
         health_check_interval: float = _HEALTH_CHECK_INTERVAL,
+        describe_error: Callable[[BaseException], str | None] | None = None,
     ) -> None:
         self.node = node
+        #: Explains a failure in one sentence, or returns ``None`` to fall back to its text;
+        #: TLS connections pass the TLS describer (only they may blame a handshake).
+        self._describe_error = describe_error
         self._factory = connection_factory
         self._max = max_connections
         self._min_idle = min_idle
@@ -358,7 +362,7 @@ class NodePool:
             async with asyncio.timeout(self._timeout):
                 await c.conn.connect()  # type: ignore[no-untyped-call]
         except (RedisError, OSError, TimeoutError) as exc:
-            reason = _describe(exc, self.node)
+            reason = self._describe(exc)
             if reason != self._last_error:
                 logger.warning("cannot connect to %s: %s", self.node, reason)
             self._last_error = reason
@@ -447,7 +451,7 @@ class NodePool:
                         p.future.set_result(reply)
                 delivered += 1
         except (RedisError, OSError, TimeoutError) as exc:
-            reason = _describe(exc, self.node)
+            reason = self._describe(exc)
             if not idle_probe:
                 logger.warning("connection to %s failed mid-batch: %s", self.node, reason)
             lost = ConnectionLost(f"connection to {self.node} failed: {reason}", sent=True)
@@ -469,6 +473,16 @@ class NodePool:
             c.checked_at = time.monotonic()
             if not idle_probe:
                 c.used_at = c.checked_at
+
+    def _describe(self, exc: BaseException) -> str:
+        """One readable reason for a connection failure (TLS problems named precisely)."""
+        if self._describe_error is not None:
+            described = self._describe_error(exc)
+            if described is not None:
+                return described
+        if isinstance(exc, TimeoutError):
+            return "timed out"
+        return str(exc) or type(exc).__name__
 
     def _requeue(self, batch: list[_Pending]) -> None:
         for p in reversed(batch):
@@ -498,15 +512,3 @@ async def _disconnect(conn: AbstractConnection) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(_CLEANUP_TIMEOUT):
             await asyncio.shield(conn.disconnect(nowait=True))
-
-
-def _describe(exc: BaseException, node: str) -> str:
-    """One readable reason for a connection failure (TLS problems named precisely)."""
-    from ._tls import describe_tls_error  # noqa: PLC0415 - TLS module is optional at import
-
-    tls = describe_tls_error(exc, node=node, server_name=None)
-    if tls is not None:
-        return tls
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
 import time
 from datetime import timedelta
@@ -16,15 +17,17 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import attrs
 import pytest
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from redis_session import PoolTimeout, RedisConfig, Secret, StoreUnavailable
-from redis_session._connections import CLIENT_NAME, ConnectionManager
+from redis_session import PoolTimeout, RedisConfig, Secret, StoreUnavailable, TLSConfig
+from redis_session._connections import CLIENT_NAME, ConnectionManager, make_pool_factory
 from redis_session._pool import NodePool, pack
 
 from .pool_helpers import config, eventually, kill_ours, opened, ours
-from .servers import RedisProcess, free_port
+from .servers import RedisProcess, TLSFiles, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -439,6 +442,63 @@ async def test_unix_socket(redis: RedisProcess) -> None:
         assert clients
         assert all("U" in c["flags"] for c in clients)
     assert redis.admin().get("via-unix") == "1"
+
+
+async def test_tls_through_the_manager(tls_redis: RedisProcess, tls_files: TLSFiles) -> None:
+    """A TLS config connects with SNI; a server name the certificate lacks fails at open."""
+    assert tls_redis.tls_port is not None
+    tls = TLSConfig(server_name=tls_files.server_name, ca_file=tls_files.ca_file)
+    cfg = RedisConfig(
+        host=tls_redis.host, port=tls_redis.tls_port, tls=tls, minimum_idle_connections=2
+    )
+    before = {c["id"] for c in await ours(tls_redis)}
+    async with opened(cfg) as manager:
+        assert await manager.execute("ECHO", "over tls") == b"over tls"
+        assert len([c for c in await ours(tls_redis) if c["id"] not in before]) == 2
+
+    wrong = attrs.evolve(cfg, tls=attrs.evolve(tls, server_name="other.example.com"))
+    with pytest.raises(StoreUnavailable) as info:
+        await ConnectionManager.open(wrong)
+    assert f"{tls_redis.host}:{tls_redis.tls_port}" in str(info.value)
+    assert "other.example.com" in str(info.value)
+    assert "session.redis.tls.server_name" in str(info.value)
+
+
+async def test_plain_tcp_reset_is_not_blamed_on_tls() -> None:
+    """A connection reset on a plain TCP connection is reported as such, not as a TLS handshake."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def reset_everyone() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # the listener was closed: the test is over
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # linger 0: RST instead of FIN
+
+    thread = threading.Thread(target=reset_everyone, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            await ConnectionManager.open(RedisConfig(host="127.0.0.1", port=port))
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(5)
+    message = str(info.value)
+    node = f"127.0.0.1:{port}"
+    assert node in message
+    # The wording depends on where the reset lands (connect, write or read); none is TLS.
+    assert "TLS" not in message
+    assert "handshake" not in message
+    # The case that used to be blamed on TLS, a reset while connecting, exactly:
+    pool = make_pool_factory(RedisConfig(host="127.0.0.1", port=port))("127.0.0.1", port)
+    reset = RedisConnectionError(f"Error 104 connecting to {node}. Connection reset by peer.")
+    assert "TLS" not in pool._describe(reset)
 
 
 def _has_ipv6_loopback() -> bool:
