@@ -227,8 +227,15 @@ class NodePool:
                 raise PoolTimeout(msg) from None
             msg = f"{self.node} did not answer within {self._timeout:g}s"
             raise ConnectionLost(msg, sent=True) from None
-        # On cancellation the future is cancelled with us; a worker skips a queued command
-        # whose future is done, and reads (then drops) the reply of one already sent.
+        except BaseException:
+            # Usually the future is cancelled with us; a worker skips a queued command whose
+            # future is done, and reads (then drops) the reply of one already sent. If an error
+            # reached the future just before the cancellation did, mark it seen: nobody else
+            # will, and asyncio would log it as never retrieved.
+            future = pending.future
+            if future.done() and not future.cancelled():
+                future.exception()
+            raise
 
     def statistics(self) -> NodeStatistics:
         """Return a snapshot of this pool."""
