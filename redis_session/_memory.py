@@ -46,10 +46,6 @@ class MemoryProvider:
         self._heap: list[tuple[int, int, bytes, _Entry]] = []
         self._tiebreak = itertools.count()
 
-    def __len__(self) -> int:
-        """Return the number of entries held (expired ones may linger until the next call)."""
-        return len(self._entries)
-
     def _purge(self, now_ms: int) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now_ms:
@@ -65,12 +61,11 @@ class MemoryProvider:
         heapq.heappush(self._heap, (entry.expires_ms, next(self._tiebreak), key, entry))
 
     def _live(self, key: bytes, now_ms: int) -> _Entry | None:
+        # After a purge every entry left is live: an entry's heap item is never later than its
+        # expiry (expiries only grow), so an expired entry's item has surfaced and removed it.
+        # And a live entry has time left before its deadline too, as expiry <= deadline.
         self._purge(now_ms)
-        entry = self._entries.get(key)
-        if entry is not None and entry.expires_ms <= now_ms:
-            del self._entries[key]
-            return None
-        return entry
+        return self._entries.get(key)
 
     def _put(self, key: bytes, record: Record, now_ms: int) -> bool:
         ttl = ttl_ms(record.deadline_ms, record.inactivity_ms, now_ms)
@@ -98,9 +93,6 @@ class MemoryProvider:
             return None
         record = entry.record
         entry.expires_ms = now_ms + ttl_ms(record.deadline_ms, record.inactivity_ms, now_ms)
-        if entry.expires_ms <= now_ms:
-            del self._entries[key]
-            return None
         return record
 
     async def save(self, key: bytes, expected: bytes, record: Record, now_ms: int) -> bool:
@@ -113,13 +105,8 @@ class MemoryProvider:
             return True
         if current.version != expected:
             return False
-        stored = attrs.evolve(current, version=record.version, blob=record.blob)
-        ttl = ttl_ms(stored.deadline_ms, stored.inactivity_ms, now_ms)
-        if ttl <= 0:
-            del self._entries[key]
-            return False
-        entry.record = stored
-        entry.expires_ms = now_ms + ttl
+        entry.record = attrs.evolve(current, version=record.version, blob=record.blob)
+        entry.expires_ms = now_ms + ttl_ms(current.deadline_ms, current.inactivity_ms, now_ms)
         return True
 
     async def regenerate(

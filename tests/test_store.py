@@ -489,6 +489,34 @@ async def test_write_scripts_are_idempotent(backend: Backend, store: SessionStor
     assert not await provider.create(new_key, attrs.evolve(moved, version=b"3" * 16), now)
 
 
+async def test_provider_expired_records(backend: Backend, store: SessionStore[Any]) -> None:
+    """A record born past its deadline is accepted and gone; moving onto one fails."""
+    provider = store._provider
+    now = time.time_ns() // 1_000_000
+    session = await store.create({"a": 1})
+    payload = store._encode(0, False, {})
+    dead = store._seal(b"authelia_session:dead", payload, now - 1, 0)
+    assert await provider.create(b"authelia_session:dead", dead, now)
+    assert await provider.load(b"authelia_session:dead", now) is None
+    moved = store._seal(b"authelia_session:moved", payload, now - 1, 0)
+    assert not await provider.regenerate(
+        session._key, b"authelia_session:moved", session._version, moved, now
+    )
+    assert backend.keys() == []
+
+
+async def test_deleted_then_purged(backend: Backend) -> None:
+    """Deleting, recreating and expiring many sessions leaves only the live ones behind."""
+    store = await backend.open(expiration=10, inactivity=1)
+    doomed = [await store.create({}) for _ in range(3)]
+    await store.delete(doomed[0])
+    regenerated = await store.regenerate(doomed[1])
+    await anyio.sleep(1.1)
+    survivor = await store.create({})
+    assert backend.keys() == [survivor._key]
+    assert await store.load(regenerated.id) is None
+
+
 # --- rotation ----------------------------------------------------------------------------------
 
 
@@ -519,6 +547,20 @@ async def test_secret_rotation(backend: Backend) -> None:
     with pytest.raises(SessionConflict):
         await old.save(stale)
     assert len(backend.keys()) == 1
+
+
+async def test_rotation_through_several_secrets(backend: Backend) -> None:
+    """A session written two rotations ago loads while its secret is still listed."""
+    oldest = await backend.open(secret="secret one")
+    session = await oldest.create({"v": 1})
+    current = await backend.open(
+        secret="secret three", previous_secrets=["secret two", "secret one"]
+    )
+    loaded = await current.load(session.id)
+    assert loaded is not None
+    assert loaded.data == {"v": 1}
+    await current.delete(session.id)
+    assert backend.keys() == []
 
 
 # --- lifecycle ---------------------------------------------------------------------------------
@@ -616,6 +658,18 @@ async def test_open_session_store_forms(backend: Backend, tmp_path: Any) -> None
             s = await from_file.create({})
             assert s.expires_at - s.created_at == dt.timedelta(hours=1)
             assert from_file._prefix == b"fromfile:"
+
+
+async def test_store_as_context_manager_and_opener_reuse(backend: Backend) -> None:
+    """A store closes at the end of `async with store`; an entered opener cannot be re-entered."""
+    async with await open_session_store(backend.config()) as store:
+        await store.create({})
+    with pytest.raises(StoreClosed):
+        await store.create({})
+    opener = open_session_store(backend.config())
+    async with opener:
+        with pytest.raises(RuntimeError, match="already in use"):
+            await opener.__aenter__()
 
 
 async def test_invalid_config_refused() -> None:
@@ -724,12 +778,15 @@ class _ReplicaRouting:
     def __init__(self, manager: Any, *, lagging: bool = False) -> None:
         self._manager = manager
         self.lagging = lagging
+        self.failing = False
         self.read_only_calls = 0
         self.routes_reads = True
 
     async def execute(self, *args: Any, read_only: bool = False) -> Any:
         if read_only:
             self.read_only_calls += 1
+            if self.failing:
+                raise StoreUnavailable("replica down")
             if self.lagging:
                 return [None, None, None, None]
         return await self._manager.execute(*args, read_only=read_only)
@@ -762,6 +819,11 @@ async def test_replica_reads(redis: Any, lagging: bool) -> None:
         assert 1900 < redis.admin().pttl(s._key) <= 2000  # slid by the master
         await store.delete(s)
         assert await store.load(s.id) is None
+        # A failing replica surfaces as the library's own error, not an exception group.
+        s = await store.create({"a": 1})
+        routed.failing = True
+        with pytest.raises(StoreUnavailable, match="replica down"):
+            await store.load(s.id)
 
 
 async def test_load_script_on_expired_record_deletes(redis: Any) -> None:
