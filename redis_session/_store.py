@@ -261,7 +261,10 @@ class SessionStore(Generic[T]):
         Also slides the inactivity clock. Raises :class:`~redis_session.SessionConflict` if the
         session was saved, regenerated or deleted elsewhere since this object was loaded (or
         last saved), or has expired; nothing is written then. After a successful save the same
-        object can be saved again.
+        object can be saved again. If a save is cancelled (or fails with
+        :class:`~redis_session.StoreUnavailable`) it may or may not have been applied; the next
+        save of the same object then raises :class:`~redis_session.SessionConflict` if it was,
+        so reload before retrying.
         """
         self._check_open()
         now = _now_ms()
