@@ -81,11 +81,17 @@ _CLEANUP_TIMEOUT = 4.0
 
 @attrs.frozen
 class _Fence:
-    """Writes go to ``new``, selected for promotion away from ``old``, until ``until``."""
+    """Writes go to ``new``, selected for promotion away from ``old``.
+
+    Until ``promoted`` the fence holds writes back (READONLY); after it, ``old`` is ignored
+    even though it still says master, until the sentinels name ``new`` themselves. Either
+    phase ends at ``until`` at the latest.
+    """
 
     old: Address
     new: Address
     until: float
+    promoted: bool = False
 
 
 class SentinelTopology:
@@ -198,19 +204,29 @@ class SentinelTopology:
         loop = asyncio.get_running_loop()
         if self._first_failure is None:
             self._first_failure = loop.time()
-        switched = self._switched
-        task = self._kick()
-        remaining = deadline - loop.time()
-        if remaining > 0:
+        while True:
+            switched = self._switched
+            task = self._kick()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
             # asyncio.wait neither raises the task's outcome nor cancels it on timeout.
             await asyncio.wait({task}, timeout=remaining)
-        if self._master is failed:
+            if self._master is not failed:
+                return
             # No new master yet: pause so retries do not spin, but wake the moment any survey
             # (periodic, event-driven or another caller's) changes the writer.
-            pause = _FENCE_PAUSE if self._fence is not None else _RETRY_PAUSE
+            fenced = self._fence is not None and not self._fence.promoted
+            pause = _FENCE_PAUSE if fenced else _RETRY_PAUSE
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, min(pause, deadline - loop.time()))):
                     await switched.wait()
+            # While fenced, promotion is a sentinel tick away: hold this caller (one retry of
+            # the manager's budget) and poll ROLE through shared surveys until it happens.
+            if not fenced or self._master is not failed or self._fence is None:
+                return
+            if self._fence.promoted:
+                return
 
     async def aclose(self) -> None:
         """Stop the background tasks and close every pool and sentinel connection (bounded)."""
@@ -239,7 +255,7 @@ class SentinelTopology:
 
     def __repr__(self) -> str:
         master = self._master.node if self._master is not None else "?"
-        fenced = " (being promoted)" if self._fence is not None else ""
+        fenced = " (being promoted)" if self._fence and not self._fence.promoted else ""
         healthy = sum(1 for a in self._replicas if a not in self._down)
         return (
             f"<SentinelTopology {self._name!r} [master {master}{fenced} | "
@@ -314,30 +330,42 @@ class SentinelTopology:
         return ranked
 
     async def _follow(self, answers: list[Answer], deadline: float) -> None:
-        """Make the best verified candidate the writer, unless it already is; lift a fence."""
-        fence = self._fence
-        if fence is not None and self._master is not None:
-            if await self._role(self._master, deadline) == "master":
-                logger.info("%s is promoted: it is the master of %r", self._master.node, self._name)
-                self._fence = fence = None
-                self._changed()
-            elif asyncio.get_running_loop().time() > fence.until:
-                logger.warning(
-                    "%s was not promoted within %gs; following the sentinels for %r again",
-                    node_label(*fence.new),
-                    _FENCE_LIMIT,
-                    self._name,
-                )
-                self._fence = fence = None
-        for addr in self._rank(answers):
+        """Make the best verified candidate the writer, unless it already is; track a fence."""
+        fence = await self._check_fence(deadline)
+        ranked = self._rank(answers)
+        if fence is not None and fence.promoted and ranked and ranked[0] == fence.new:
+            self._fence = fence = None  # the sentinels have caught up
+        for addr in ranked:
             if fence is not None and addr == fence.old:
-                continue  # sentinels lag behind the failover that is under way
+                # It may well still say master: the sentinels demote it only seconds later.
+                continue
             if addr == self._master_addr:
                 return  # the sentinels still name the master in use
             pool = await self._verified_master(addr, deadline)
             if pool is not None:
                 self._install(addr, pool)
                 return
+
+    async def _check_fence(self, deadline: float) -> _Fence | None:
+        """Notice the fenced replica's promotion, or give the fence up when it is overdue."""
+        fence = self._fence
+        if fence is None or self._master is None:
+            return None
+        now = asyncio.get_running_loop().time()
+        if now > fence.until:
+            if not fence.promoted:
+                logger.warning(
+                    "%s was not promoted within %gs; following the sentinels for %r again",
+                    node_label(*fence.new),
+                    _FENCE_LIMIT,
+                    self._name,
+                )
+            self._fence = None
+        elif not fence.promoted and await self._role(self._master, deadline) == "master":
+            logger.info("%s is promoted: it is the master of %r", self._master.node, self._name)
+            self._fence = attrs.evolve(fence, promoted=True, until=now + _FENCE_LIMIT)
+            self._changed()
+        return self._fence
 
     async def _role(self, pool: NodePool, deadline: float) -> str | None:
         """``ROLE`` of the node behind ``pool`` (``master``, ``slave``), None if it failed."""
@@ -392,7 +420,9 @@ class SentinelTopology:
     async def _begin_fence(self, event: Event, deadline: float) -> None:
         """Send writes to the replica the leader selected, if it is still a read-only replica."""
         addr = event.node
-        if addr is None or event.master != self._master_addr or self._fence is not None:
+        if addr is None or event.master != self._master_addr:
+            return
+        if self._fence is not None and not self._fence.promoted:
             return
         opened = await self._open(addr, deadline)
         if isinstance(opened, str):
