@@ -7,6 +7,8 @@ to the master. ``INFO commandstats`` on each node is the ground truth for where 
 
 from __future__ import annotations
 
+import threading
+
 import anyio
 import anyio.to_thread
 import pytest
@@ -88,3 +90,28 @@ async def test_replicas_follow_a_failover(sentinel_cluster: SentinelCluster) -> 
             await manager.execute("GET", "x", read_only=True)
         stats = await anyio.to_thread.run_sync(cluster.replica.admin().info, "commandstats")
     assert stats["cmdstat_get"]["calls"] == 50
+
+
+async def test_route_by_latency_avoids_a_slow_replica(sentinel_cluster: SentinelCluster) -> None:
+    """A replica whose PINGs are slow (it keeps sleeping) gets no reads with route_by_latency."""
+    cluster = sentinel_cluster
+    stop = threading.Event()
+
+    def keep_replica_busy() -> None:
+        admin = cluster.replica.admin()  # a pooled client: safe to share between threads
+        while not stop.is_set():
+            admin.execute_command("DEBUG", "SLEEP", "0.02")
+
+    cfg = config(cluster, ha={"route_by_latency": True})
+    async with opened(cfg) as manager, anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, keep_replica_busy)
+        try:
+            # Two rounds of latency PINGs (one a second) see the replica's sleeps.
+            await anyio.sleep(2.2)
+            await anyio.to_thread.run_sync(cluster.replica.admin().config_resetstat)
+            for _ in range(100):
+                await manager.execute("GET", "x", read_only=True)
+            stats = await anyio.to_thread.run_sync(cluster.replica.admin().info, "commandstats")
+        finally:
+            stop.set()
+    assert "cmdstat_get" not in stats

@@ -6,6 +6,7 @@ down-after 1 s). Failover figures are printed (``pytest -s`` shows them) as well
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -139,6 +140,9 @@ async def test_sentinel_list_is_learned_from_the_one_configured(
         await topology.aclose()
     assert known[0] == label(first)
     assert sorted(known) == sorted(label(s) for s in cluster.sentinels)
+    # aclose() stopped every background task: monitor, subscribers, surveys, pool workers.
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("redis_session")]
+    assert left == []
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -272,7 +276,9 @@ async def test_sigkill_of_the_master_under_writes(
 
 @pytest.mark.slow
 async def test_graceful_failover_keeps_every_acknowledged_write(
-    sentinel_cluster: SentinelCluster, capsys: pytest.CaptureFixture[str]
+    sentinel_cluster: SentinelCluster,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """SENTINEL FAILOVER under writes: every acknowledged write is readable on the new master."""
     cluster = sentinel_cluster
@@ -326,6 +332,9 @@ async def test_graceful_failover_keeps_every_acknowledged_write(
         f"{len(during)} during/after, {lost_during} lost with the old master; "
         f"{len(errors)} errors {sorted(set(errors))[:3]}",
     )
+    assert f"failover of 'mymaster': {label(cluster.master)} -> {label(cluster.replica)}" in (
+        caplog.text
+    )
     assert missing_before == []
     # Fencing (writes wait on the selected replica from +selected-slave on) keeps the old
     # master from acknowledging writes that its demotion then discards.
@@ -358,3 +367,21 @@ async def test_connections_to_the_old_master_are_dropped(sentinel_cluster: Senti
             "master",
             "slave",
         )
+
+
+async def test_a_dead_sentinel_does_not_stop_failover_following(
+    sentinel_cluster: SentinelCluster,
+) -> None:
+    """With the first sentinel gone, the others still lead the client to the new master."""
+    cluster = sentinel_cluster
+    async with opened(config(cluster)) as manager:
+        await anyio.to_thread.run_sync(cluster.sentinels[0].kill)
+        await anyio.to_thread.run_sync(
+            cluster.sentinels[1].admin().execute_command, "SENTINEL", "FAILOVER", cluster.name
+        )
+
+        async def moved() -> bool:
+            return await served_by(manager) == cluster.replica.port
+
+        assert await eventually(moved, within=5.0)
+        assert await manager.execute("SET", "after", "1") == b"OK"
