@@ -18,10 +18,9 @@ redis-py's own Sentinel support is not used: its retries reconnect to the old ma
   The fence is lifted when ``ROLE`` says master, or dropped on an abort event or after
   ``_FENCE_LIMIT``. A writable replica (``replica-read-only no``) is never used as a fence.
 
-The mutable state is ``_master``/``_master_addr`` (the writer), ``_fence``, ``_replicas``
-(pools of healthy replicas), ``_down`` (replicas our PINGs or commands found failing),
-``_latency`` (EWMA of PING round trips per pool) and ``_links`` (the sentinels). Only the
-survey task changes the writer; background tasks open replica pools and close retired ones.
+The mutable state is ``_master``/``_master_addr`` (the writer), ``_fence``, ``_links`` (the
+sentinels) and the replica pools in ``_router`` (``_routing``). Only the survey task changes the
+writer; background tasks open replica pools and close retired ones.
 """
 
 from __future__ import annotations
@@ -29,8 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -40,6 +38,7 @@ from ._config import RedisConfig
 from ._connections import node_label
 from ._errors import RedisSessionError, StoreClosed, StoreUnavailable
 from ._pool import NodePool, pack
+from ._routing import ReadRouter
 from ._sentinel import (
     OPTION,
     SENTINEL_TIMEOUT,
@@ -71,11 +70,6 @@ _FENCE_LIMIT = 5.0
 #: Pause before subscribing again, doubling up to the maximum; reset after a healthy spell.
 _WATCH_BACKOFF = (0.1, 5.0)
 _WATCH_HEALTHY = 5.0
-#: Weight of the newest PING in the latency average.
-_LATENCY_ALPHA = 0.3
-#: Nodes this close to the fastest are equally near: reads are spread among them. (go-redis uses
-#: the same 1 ms threshold but then keeps the first node, which starves loopback replicas.)
-_LATENCY_TIE = 0.001
 _CLEANUP_TIMEOUT = 4.0
 
 
@@ -114,11 +108,12 @@ class SentinelTopology:
         self._master: NodePool | None = None
         self._master_addr: Address | None = None
         self._fence: _Fence | None = None
-        self._replicas: dict[Address, NodePool] = {}
-        self._wanted: set[Address] = set()
-        self._opening: dict[Address, asyncio.Task[None]] = {}
-        self._down: set[Address] = set()
-        self._latency: dict[NodePool, float] = {}
+        self._router = ReadRouter(
+            build,
+            by_latency=self._ha.route_by_latency,
+            open_timeout=cfg.timeout.total_seconds(),
+            retire=self._retire,
+        )
         self._links = {a: SentinelLink(cfg, a) for a in configured_sentinels(cfg)}
         #: Why each recently named candidate was not accepted as master (for messages).
         self._problems: dict[Address, str] = {}
@@ -129,7 +124,6 @@ class SentinelTopology:
         self._round_task: asyncio.Task[list[Answer]] | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self._watchers: dict[Address, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._closers: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         #: Set (then replaced) whenever the writer changes: wakes callers paused in recover().
@@ -156,11 +150,10 @@ class SentinelTopology:
             if definite or loop.time() >= deadline:
                 raise StoreUnavailable(self._explain(answers))
             await asyncio.sleep(min(_RETRY_PAUSE, max(0.0, deadline - loop.time())))
-        if self._opening:
-            # Routing starts with the replicas in place rather than a second later.
-            await asyncio.wait(self._opening.values(), timeout=SENTINEL_TIMEOUT)
         if self.routes_reads:
-            await self._measure()
+            # Routing starts with the replicas in place and measured, not a second later.
+            await self._router.settle(SENTINEL_TIMEOUT)
+            await self._router.measure(self._master)
         self._started = True
         self._monitor_task = asyncio.create_task(self._monitor(), name="redis_session sentinel")
         for link in self._links.values():
@@ -175,20 +168,11 @@ class SentinelTopology:
     def reader(self) -> NodePool:
         """Return a pool for a read-only command: the master unless reads are routed."""
         master = self.writer()
-        if not self.routes_reads:
-            return master
-        nodes = [master, *(p for a, p in self._replicas.items() if a not in self._down)]
-        if len(nodes) > 1 and self._ha.route_by_latency:
-            measured = [(self._latency[p], p) for p in nodes if p in self._latency]
-            if not measured:
-                return master
-            best = min(rtt for rtt, _ in measured)
-            nodes = [p for rtt, p in measured if rtt - best <= _LATENCY_TIE]
-        return nodes[0] if len(nodes) == 1 else random.choice(nodes)  # noqa: S311 - spreading
+        return self._router.pick(master) if self.routes_reads else master
 
     def pools(self) -> list[NodePool]:
         """Return the master's pool and the replicas' pools."""
-        return [p for p in (self._master, *self._replicas.values()) if p is not None]
+        return [p for p in (self._master, *self._router.replicas.values()) if p is not None]
 
     async def recover(self, failed: NodePool, deadline: float) -> None:
         """Before a retry: wait (bounded by ``deadline``) until the sentinels name a new master.
@@ -197,9 +181,7 @@ class SentinelTopology:
         new master); a failing replica is left out of routing until it answers a PING again.
         """
         if failed is not self._master:
-            for addr, pool in self._replicas.items():
-                if pool is failed:
-                    self._down.add(addr)
+            self._router.failed(failed)
             return
         loop = asyncio.get_running_loop()
         if self._first_failure is None:
@@ -236,16 +218,19 @@ class SentinelTopology:
         tasks: list[asyncio.Task[Any]] = [
             t for t in (self._monitor_task, self._round_task) if t is not None
         ]
-        tasks += [*self._watchers.values(), *self._tasks]
+        tasks += self._watchers.values()
         for task in tasks:
             task.cancel()
+        opening, replicas = self._router.close()
         # Pools already closing are left to finish: cancelling a close half-way leaks sockets.
-        tasks += self._closers
-        closing = [p.aclose() for p in self.pools()]
+        tasks += [*opening, *self._closers]
+        closing = [p.aclose() for p in (self._master, *replicas) if p is not None]
         closing += [link.aclose() for link in self._links.values()]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_CLEANUP_TIMEOUT):
                 await asyncio.shield(asyncio.gather(*tasks, *closing, return_exceptions=True))
+                while self._closers:  # closes begun while the tasks above wound down
+                    await asyncio.shield(asyncio.gather(*self._closers, return_exceptions=True))
 
     # -- introspection ---------------------------------------------------------------------------
 
@@ -256,10 +241,10 @@ class SentinelTopology:
     def __repr__(self) -> str:
         master = self._master.node if self._master is not None else "?"
         fenced = " (being promoted)" if self._fence and not self._fence.promoted else ""
-        healthy = sum(1 for a in self._replicas if a not in self._down)
+        healthy = self._router.healthy()
         return (
             f"<SentinelTopology {self._name!r} [master {master}{fenced} | "
-            f"replicas: {healthy} healthy of {len(self._replicas)} | "
+            f"replicas: {healthy} healthy of {len(self._router.replicas)} | "
             f"sentinels: {len(self._links)}]>"
         )
 
@@ -312,7 +297,12 @@ class SentinelTopology:
                     self._links[addr] = SentinelLink(self._cfg, addr)
                     self._start_watcher(self._links[addr])
         await self._follow(answers, deadline)
-        self._plan_replicas(answers)
+        if self.routes_reads:
+            # The freshest word on our master's replicas: the newest epoch naming it.
+            naming = [a for a in answers if a.master == self._master_addr]
+            if naming:
+                replicas = max(naming, key=lambda a: a.epoch).replicas
+                self._router.plan(replicas, self._master_addr)
         return answers
 
     def _rank(self, answers: Iterable[Answer]) -> list[Address]:
@@ -377,7 +367,7 @@ class SentinelTopology:
 
     async def _open(self, addr: Address, deadline: float) -> tuple[NodePool, bool] | str:
         """Take over the replica pool for ``addr`` or open one; else say why not."""
-        reused = self._replicas.pop(addr, None)
+        reused = self._router.take(addr)
         if reused is not None:
             return reused, True
         pool = self._build(*addr)
@@ -393,8 +383,8 @@ class SentinelTopology:
         return pool, False
 
     def _give_back(self, addr: Address, pool: NodePool, reused: bool) -> None:
-        if reused and not self._closed:
-            self._replicas[addr] = pool  # a healthy replica that is not promoted (yet)
+        if reused:
+            self._router.give_back(addr, pool)  # a healthy replica, not promoted (yet)
         else:
             self._retire(pool)
 
@@ -451,7 +441,6 @@ class SentinelTopology:
         """
         old = self._master
         self._master, self._master_addr = pool, addr
-        self._down.discard(addr)
         if old is None:
             logger.info("master for %r is %s", self._name, pool.node)
         else:
@@ -463,7 +452,7 @@ class SentinelTopology:
             if self._fence is not None and self._fence.new == addr:
                 since += "; writes wait for its promotion, which the leader sentinel has begun"
             logger.warning("failover of %r: %s -> %s, %s", self._name, old.node, pool.node, since)
-            self._latency.pop(old, None)
+            self._router.forget(old)
             self._retire(old)
         self._first_failure = None
         self._changed()
@@ -472,61 +461,6 @@ class SentinelTopology:
     def _changed(self) -> None:
         self._switched.set()
         self._switched = asyncio.Event()
-
-    # -- replicas and latency --------------------------------------------------------------------
-
-    def _plan_replicas(self, answers: list[Answer]) -> None:
-        """Decide which replica pools should exist; opening them happens in the background."""
-        if not self.routes_reads or self._closed:
-            return
-        naming = [a for a in answers if a.master == self._master_addr]
-        if not naming:
-            return  # no fresh word about our master's replicas: keep what we have
-        source = max(naming, key=lambda a: a.epoch)
-        self._wanted = {r for r in source.replicas if r != self._master_addr}
-        for addr in [a for a in self._replicas if a not in self._wanted]:
-            self._latency.pop(self._replicas[addr], None)
-            self._retire(self._replicas.pop(addr))
-            self._down.discard(addr)
-        for addr in self._wanted - self._replicas.keys() - self._opening.keys():
-            self._opening[addr] = self._spawn(self._open_replica(addr), f"replica {addr}")
-
-    async def _open_replica(self, addr: Address) -> None:
-        pool = self._build(*addr)
-        try:
-            async with asyncio.timeout(self._cfg.timeout.total_seconds()):
-                await pool.start(connect=1)
-        except (RedisSessionError, TimeoutError):
-            self._opening.pop(addr, None)
-            await _close_pool(pool)  # the pool logged why; the next survey tries again
-            return
-        except BaseException:
-            self._opening.pop(addr, None)
-            await _close_pool(pool)
-            raise
-        self._opening.pop(addr, None)
-        if self._closed or addr not in self._wanted or addr == self._master_addr:
-            self._retire(pool)
-        else:
-            logger.info("routing read-only commands to replica %s too", pool.node)
-            self._replicas[addr] = pool
-
-    async def _measure(self) -> None:
-        """PING every node through its pool: latency for routing, health for replicas."""
-        nodes: list[tuple[Address | None, NodePool]] = list(self._replicas.items())
-        if self._master is not None:
-            nodes.append((None, self._master))
-        rtts = await asyncio.gather(*(_ping(p) for _, p in nodes))
-        for (addr, pool), rtt in zip(nodes, rtts, strict=True):
-            if rtt is None:
-                self._latency.pop(pool, None)
-                if addr is not None:
-                    self._down.add(addr)
-                continue
-            if addr is not None:
-                self._down.discard(addr)
-            prev = self._latency.get(pool)
-            self._latency[pool] = rtt if prev is None else prev + _LATENCY_ALPHA * (rtt - prev)
 
     # -- background ------------------------------------------------------------------------------
 
@@ -539,8 +473,8 @@ class SentinelTopology:
             self._wake.clear()
             try:
                 await asyncio.wait({self._kick()})
-                if self.routes_reads:
-                    await self._measure()
+                if self.routes_reads and self._master is not None:
+                    await self._router.measure(self._master)
             except Exception:  # the monitor must outlive any one bad round
                 logger.warning("Sentinel monitor round failed", exc_info=True)
 
@@ -590,12 +524,6 @@ class SentinelTopology:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=f"redis_session {what}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     def _retire(self, pool: NodePool) -> None:
         """Close ``pool`` in the background, without blocking the caller."""
         task = asyncio.create_task(_close_pool(pool), name=f"redis_session close {pool.node}")
@@ -623,17 +551,6 @@ class SentinelTopology:
         if all(a.kind == "unreachable" for a in answers):
             return f"no sentinel reachable to find master {name!r}: {details}"
         return f"cannot find the master {name!r} through Sentinel: {details}"
-
-
-async def _ping(pool: NodePool) -> float | None:
-    """Round trip of one PING through ``pool``, or None when it failed."""
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    try:
-        await pool.execute(pack("PING"), began + SENTINEL_TIMEOUT)
-    except RedisSessionError:
-        return None
-    return loop.time() - began
 
 
 async def _close_pool(pool: NodePool) -> None:
