@@ -28,6 +28,7 @@ __all__ = [
     "Event",
     "SentinelLink",
     "configured_sentinels",
+    "explain",
     "listen",
     "reason",
     "replication_info",
@@ -242,6 +243,31 @@ def parse_event(message: Any, name: str) -> Event | None:
     except ValueError:
         pass
     return None
+
+
+def explain(name: str, answers: list[Answer], rejected: dict[Address, str]) -> str:
+    """Say why no master was found, naming every sentinel asked and no secret.
+
+    ``rejected`` maps candidates the sentinels named to why they were not accepted.
+    """
+    asked = ", ".join(a.sentinel for a in answers)
+    details = "; ".join(f"{a.sentinel}: {a.problem}" for a in answers if a.problem)
+    if rejected:
+        addr, problem = next(iter(rejected.items()))
+        others = f" (sentinel problems: {details})" if details else ""
+        where = node_label(*addr)
+        return f"the sentinels name {where} as master of {name!r}, but {problem}{others}"
+    auth = [a.problem for a in answers if a.kind == "auth" and a.problem]
+    if auth:
+        return auth[0]
+    if all(a.kind == "unknown" for a in answers):
+        return (
+            f"no sentinel knows a master named {name!r} (check {OPTION}.sentinel_name); "
+            f"asked {asked}"
+        )
+    if all(a.kind == "unreachable" for a in answers):
+        return f"no sentinel reachable to find master {name!r}: {details}"
+    return f"cannot find the master {name!r} through Sentinel: {details}"
 
 
 def configured_sentinels(cfg: RedisConfig) -> list[Address]:

@@ -40,13 +40,13 @@ from ._errors import RedisSessionError, StoreClosed, StoreUnavailable
 from ._pool import NodePool, pack
 from ._routing import ReadRouter
 from ._sentinel import (
-    OPTION,
     SENTINEL_TIMEOUT,
     Address,
     Answer,
     Event,
     SentinelLink,
     configured_sentinels,
+    explain,
     listen,
     reason,
     replication_info,
@@ -148,7 +148,7 @@ class SentinelTopology:
                 break
             definite = all(a.kind in ("unknown", "auth", "error") for a in answers)
             if definite or loop.time() >= deadline:
-                raise StoreUnavailable(self._explain(answers))
+                raise StoreUnavailable(explain(self._name, answers, self._problems))
             await asyncio.sleep(min(_RETRY_PAUSE, max(0.0, deadline - loop.time())))
         if self.routes_reads:
             # Routing starts with the replicas in place and measured, not a second later.
@@ -529,28 +529,6 @@ class SentinelTopology:
         task = asyncio.create_task(_close_pool(pool), name=f"redis_session close {pool.node}")
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
-
-    def _explain(self, answers: list[Answer]) -> str:
-        """Why ``start()`` found no master, naming every sentinel asked and no secret."""
-        name = self._name
-        asked = ", ".join(a.sentinel for a in answers)
-        details = "; ".join(f"{a.sentinel}: {a.problem}" for a in answers if a.problem)
-        if self._problems:
-            addr, problem = next(iter(self._problems.items()))
-            others = f" (sentinel problems: {details})" if details else ""
-            where = node_label(*addr)
-            return f"the sentinels name {where} as master of {name!r}, but {problem}{others}"
-        auth = [a.problem for a in answers if a.kind == "auth" and a.problem]
-        if auth:
-            return auth[0]
-        if all(a.kind == "unknown" for a in answers):
-            return (
-                f"no sentinel knows a master named {name!r} (check {OPTION}.sentinel_name); "
-                f"asked {asked}"
-            )
-        if all(a.kind == "unreachable" for a in answers):
-            return f"no sentinel reachable to find master {name!r}: {details}"
-        return f"cannot find the master {name!r} through Sentinel: {details}"
 
 
 async def _close_pool(pool: NodePool) -> None:

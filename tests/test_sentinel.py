@@ -21,9 +21,11 @@ import pytest
 import redis
 
 from redis_session import RedisConfig, StoreUnavailable
+from redis_session._config import HighAvailabilityConfig, NodeConfig
 from redis_session._connections import CLIENT_NAME, ConnectionManager, make_pool_factory
 from redis_session._conversion import load_config
 from redis_session._errors import RedisSessionError
+from redis_session._sentinel import configured_sentinels
 from redis_session._topology import SentinelTopology
 
 from .servers import RedisProcess, SentinelCluster, free_port, wait_until
@@ -385,3 +387,21 @@ async def test_a_dead_sentinel_does_not_stop_failover_following(
 
         assert await eventually(moved, within=5.0)
         assert await manager.execute("SET", "after", "1") == b"OK"
+
+
+def test_redis_host_is_the_first_sentinel_with_26379_as_a_fallback() -> None:
+    """``redis.host`` comes first; at the data default port 6379 its 26379 is tried too."""
+    ha = HighAvailabilityConfig(
+        sentinel_name="mymaster",
+        nodes=(NodeConfig("s2.example"), NodeConfig("s1.example", 26380)),
+    )
+    default_port = RedisConfig(host="s1.example", high_availability=ha)
+    assert configured_sentinels(default_port) == [
+        ("s1.example", 6379),
+        ("s1.example", 26379),
+        ("s2.example", 26379),
+        ("s1.example", 26380),
+    ]
+    explicit = RedisConfig(host="s1.example", port=26380, high_availability=ha)
+    assert configured_sentinels(explicit) == [("s1.example", 26380), ("s2.example", 26379)]
+    assert configured_sentinels(RedisConfig(high_availability=ha))[0] == ("s2.example", 26379)
