@@ -108,6 +108,15 @@ class _Invalid(ValueError):
 # -- small helpers -----------------------------------------------------------------------------
 
 
+def _show(value: object) -> str:
+    """Return a short, always printable repr of a value a user wrote, for a message."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - e.g. an int past Python's digit limit
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
 def _kind(value: object) -> str:
     if value is None:
         return "nothing (null)"
@@ -162,9 +171,9 @@ def _structure_int(value: object, _: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        msg = f"expected an integer, got the string {value!r}; remove the quotes"
+        msg = f"expected an integer, got the string {_show(value)}; remove the quotes"
     elif isinstance(value, float):
-        msg = f"expected an integer, got {value!r}"
+        msg = f"expected an integer, got {_show(value)}"
     else:
         msg = f"expected an integer, got {_kind(value)}"
     raise _Invalid(msg)
@@ -208,11 +217,11 @@ def _structure_tls_version(value: object, _: object) -> ssl.TLSVersion:
     if isinstance(value, str):
         match = _TLS_PATTERN.fullmatch(value.strip())
         if match and match[1].lower() == "ssl":
-            msg = f"must not be below TLS1.0, got {value!r}"
+            msg = f"must not be below TLS1.0, got {_show(value)}"
             raise _Invalid(msg)
         if match and f"{match[2]}.{match[3]}" in _TLS_VERSIONS:
             return _TLS_VERSIONS[f"{match[2]}.{match[3]}"]
-        msg = f"{expected}, got {value!r}"
+        msg = f"{expected}, got {_show(value)}"
         raise _Invalid(msg)
     msg = f"{expected}, got {_kind(value)}"
     raise _Invalid(msg)
@@ -250,7 +259,7 @@ def _positive(value: timedelta) -> None:
 
 def _cookie_name(value: str) -> None:
     if not _COOKIE_NAME.fullmatch(value):
-        msg = f"{value!r} is not a valid cookie name (use letters, digits and !#$%&'*+-.^_`|~)"
+        msg = f"{_show(value)} is not a valid cookie name (use letters, digits and !#$%&'*+-.^_`|~)"
         raise _Invalid(msg)
 
 
@@ -278,7 +287,7 @@ def _host(value: str, *, socket: bool) -> None:
     if value.startswith("[") and value.endswith("]"):
         if _is_address(value[1:-1], ipaddress.IPv6Address):
             return
-        msg = f"{value!r} is not a valid IPv6 address in brackets"
+        msg = f"{_show(value)} is not a valid IPv6 address in brackets"
         raise _Invalid(msg)
     if _is_address(value, ipaddress.IPv6Address):
         msg = f'an IPv6 address must be in square brackets and quoted: "[{value}]"'
@@ -287,14 +296,16 @@ def _host(value: str, *, socket: bool) -> None:
         return
     match = _HOST_AND_PORT.fullmatch(value)
     if match and _is_hostname(match[1]):
-        msg = f"{value!r} includes a port; give the port in the port option"
+        msg = f"{_show(value)} includes a port; give the port in the port option"
     elif all(part.isdigit() for part in value.split(".")):
-        msg = f"{value!r} is not a valid IPv4 address"
+        msg = f"{_show(value)} is not a valid IPv4 address"
     elif _is_hostname(value):
         return
     else:
         forms = "a host name, an IPv4 address or a bracketed IPv6 address"
-        msg = f"{value!r} is not {forms}" + (" or an absolute unix socket path" if socket else "")
+        msg = f"{_show(value)} is not {forms}" + (
+            " or an absolute unix socket path" if socket else ""
+        )
     raise _Invalid(msg)
 
 
@@ -304,7 +315,7 @@ def _server_name(value: str) -> None:
         msg = "give an IPv6 address without brackets here"
         raise _Invalid(msg)
     if not (_is_hostname(value) or _is_address(value, ipaddress.IPv6Address)):
-        msg = f"{value!r} is not a valid host name or address"
+        msg = f"{_show(value)} is not a valid host name or address"
         raise _Invalid(msg)
 
 
@@ -391,7 +402,9 @@ def _unknown(key: object, section: type[Any]) -> str:
             return f"unknown option (did you mean {close[0]!r}?)"
         for other, path in _SECTIONS.items():
             if other is not section and key in attrs.fields_dict(other):
-                return f"unknown option ({key!r} is an option of {path}; check the indentation)"
+                return (
+                    f"unknown option ({_show(key)} is an option of {path}; check the indentation)"
+                )
     return "unknown option"
 
 
@@ -432,8 +445,11 @@ def _section_hook(converter: cattrs.Converter, section: type[Any]) -> Callable[.
             problems: list[Exception] = []
             for problem in exc.exceptions:
                 if isinstance(problem, ForbiddenExtraKeysError):
-                    keys = sorted(problem.extra_fields, key=repr)
-                    problems.extend(_at(str(key), _unknown(key, section)) for key in keys)
+                    keys = sorted(problem.extra_fields, key=_show)
+                    problems.extend(
+                        _at(_show(key) if not isinstance(key, str) else key, _unknown(key, section))
+                        for key in keys
+                    )
                 else:
                     problems.append(problem)
             failed = _noted_names(exc.exceptions)
@@ -607,7 +623,13 @@ def _read_yaml(path: Path) -> object:
         msg = f"{path}: invalid YAML{where}: {what}"
         raise ConfigError([msg]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
+        raise ConfigError([f"{path}: invalid YAML: {type(exc).__name__}"]) from None
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        # PyYAML's constructors raise these for explicit tags that do not parse
+        # (``!!int abc``), absurd nesting or huge integers; their text quotes the scalar,
+        # which may be a secret, so only the kind of failure is reported.
+        msg = f"{path}: invalid YAML: a value could not be read ({type(exc).__name__})"
+        raise ConfigError([msg]) from None
 
 
 def _session_mapping(document: object, problems: list[str]) -> Mapping[Any, Any] | None:

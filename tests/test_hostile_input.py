@@ -904,16 +904,6 @@ YAML_BUGS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG _conversion.py _read_yaml (yaml.load at line ~601) only catches yaml.YAMLError: "
-        "PyYAML constructors raise ValueError/KeyError/AttributeError for explicit tags "
-        "(the ValueError and KeyError messages quote the scalar, i.e. the secret), "
-        "RecursionError for deep nesting, ValueError past Python's int digit limit"
-    ),
-)
 @pytest.mark.parametrize("text", list(YAML_BUGS.values()), ids=list(YAML_BUGS))
 def test_yaml_constructor_errors_are_config_errors(tmp_path: Path, text: str) -> None:
     """Explicitly tagged scalars that do not parse, and absurd nesting, are ConfigErrors."""
@@ -922,14 +912,6 @@ def test_yaml_constructor_errors_are_config_errors(tmp_path: Path, text: str) ->
     assert_config_error_without_secrets(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG _conversion.py: an unknown option whose key is an int too long to print "
-        "(repr() in _section_hook's sorted(..., key=repr)) raises ValueError, not ConfigError"
-    ),
-)
 def test_unprintable_unknown_key_is_config_error() -> None:
     """An unknown option named by a 5000-digit integer is reported as a ConfigError."""
     assert_config_error_without_secrets({10**5000: 1})
