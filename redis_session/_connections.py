@@ -33,8 +33,9 @@ Arg = bytes | str | int | float
 _FAILOVER_REPLIES = ("READONLY", "MASTERDOWN", "LOADING", "NOREPLICAS")
 #: Retries after a connection failure on a single server (no Sentinel to ask for another).
 _STATIC_RETRIES = 2
-#: Most retries of one command under Sentinel; the deadline usually ends them first.
-_SENTINEL_RETRIES = 20
+#: Under Sentinel the deadline bounds retries; this only guards against a spinning bug
+#: (``recover`` pauses between attempts, so a 5 s deadline allows a few dozen).
+_SENTINEL_RETRIES = 1000
 #: Client name on every connection, so operators (and tests) can tell ours in CLIENT LIST.
 CLIENT_NAME = "redis_session"
 

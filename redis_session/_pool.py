@@ -470,10 +470,15 @@ class NodePool:
             raise _WorkerDone from None
         except BaseException:
             # Cancelled (the pool is closing): nobody will read the rest of these replies.
-            closed = StoreClosed(f"the connection pool for {self.node} closed")
+            # They may have run; ConnectionLost lets the manager retry them elsewhere (a new
+            # master after a failover), and a store that is closing refuses the retry itself.
+            lost = ConnectionLost(
+                f"the connection pool for {self.node} closed with this command in flight",
+                sent=True,
+            )
             for p in batch[delivered:]:
                 if not p.future.done():
-                    p.future.set_exception(closed)
+                    p.future.set_exception(lost)
             raise
         finally:
             c.busy = False
