@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from .servers import (
     RedisProcess,
@@ -16,6 +18,18 @@ from .servers import (
     start_redis,
     start_sentinel_cluster,
 )
+
+# Hypothesis: CI runs a fixed, derandomized profile so a red run can be reproduced; each test
+# still bounds its own example count. ``HYPOTHESIS_PROFILE=dev`` explores with fresh seeds.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 APP_USER = "app"
 APP_PASSWORD = "app-secret-pw"
