@@ -10,10 +10,11 @@ What ``data`` may hold:
 * ``data_type=dict``: a ``dict`` of msgpack types: ``str``, ``int`` (64-bit), ``float``,
   ``bool``, ``None``, ``bytes``, ``list``, ``dict``, and timezone-aware ``datetime`` (stored as a
   msgpack Timestamp; read back as the same instant in UTC). Tuples are stored as lists and read
-  back as lists. Subclasses of these types (``IntEnum``, ``StrEnum``, ``OrderedDict``…) are
-  stored as their base type. Map keys may be ``str``, ``int``, ``float``, ``bool``, ``None`` or
-  ``bytes``. Anything else (sets, naive datetimes, arbitrary objects) raises
-  :class:`SessionDataError` when saved, naming the type.
+  back as lists, except as map keys, where they come back as tuples. Subclasses of these types
+  (``IntEnum``, ``StrEnum``, ``OrderedDict``…) are stored as their base type. Map keys may be
+  ``str``, ``int``, ``float``, ``bool``, ``None``, ``bytes`` or tuples of these. Anything
+  else (sets, naive datetimes, arbitrary objects) raises :class:`SessionDataError` when saved,
+  naming the type.
 * an attrs class: unstructured and structured by a private cattrs converter (the msgpack
   preset, except that datetimes keep full precision as msgpack Timestamps). A payload that
   does not structure into the class (the class changed since it was written) reads as
@@ -91,6 +92,14 @@ def _default(obj: object) -> object:
     raise SessionDataError(msg)
 
 
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if type(key) is list else key
+
+
+def _tuple_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    return {_hashable(key): value for key, value in pairs}
+
+
 class Codec(Generic[T]):
     """Encodes session payloads of one ``data_type`` to bytes and back.
 
@@ -146,7 +155,15 @@ class Codec(Generic[T]):
     def decode(self, payload: bytes) -> tuple[int, bool, T] | None:
         """Return ``(created_at_ms, remember_me, data)``, or ``None`` for any unusable payload."""
         try:
-            obj = msgpack.unpackb(payload, timestamp=3, strict_map_key=False)
+            try:
+                obj = msgpack.unpackb(payload, timestamp=3, strict_map_key=False)
+            except TypeError:
+                # A tuple map key was stored as an array, which reads back as an unhashable
+                # list; read again, turning such keys back into tuples. Only payloads with
+                # tuple keys pay for the per-map hook.
+                obj = msgpack.unpackb(
+                    payload, timestamp=3, strict_map_key=False, object_pairs_hook=_tuple_keys
+                )
             created, remember_me, raw = obj
             if type(obj) is not list or type(created) is not int or type(remember_me) is not bool:
                 return None

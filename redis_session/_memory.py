@@ -103,7 +103,10 @@ class MemoryProvider:
         current = entry.record
         if current.version == record.version:
             return True
-        if current.version != expected:
+        if current.version != expected or (current.deadline_ms, current.inactivity_ms) != (
+            record.deadline_ms,
+            record.inactivity_ms,
+        ):
             return False
         entry.record = attrs.evolve(current, version=record.version, blob=record.blob)
         entry.expires_ms = now_ms + ttl_ms(current.deadline_ms, current.inactivity_ms, now_ms)
@@ -118,7 +121,13 @@ class MemoryProvider:
             new = self._live(new_key, now_ms)
             # Already moved by this very call (a retry): done, as the Lua script says.
             return new is not None and new.record.version == record.version
-        if old.record.version != expected or self._live(new_key, now_ms) is not None:
+        current = old.record
+        if current.version != expected or (current.deadline_ms, current.inactivity_ms) != (
+            record.deadline_ms,
+            record.inactivity_ms,
+        ):
+            return False
+        if self._live(new_key, now_ms) is not None:
             return False
         del self._entries[old_key]
         return self._put(new_key, record, now_ms)

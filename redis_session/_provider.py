@@ -70,9 +70,10 @@ class Provider(Protocol):
     async def save(self, key: bytes, expected: bytes, record: Record, now_ms: int) -> bool:
         """Replace the record if its version is still ``expected``; ``False`` otherwise.
 
-        Only ``record.version`` and ``record.blob`` are written; the stored deadline and idle
-        limit stay (the caller builds ``record`` from them). A save whose new version is already
-        stored counts as done, so a retried save that did apply is not a conflict.
+        Only ``record.version`` and ``record.blob`` are written. The stored deadline and idle
+        limit must equal the record's (the blob is bound to them), else ``False``. A save whose
+        new version is already stored counts as done, so a retried save that did apply is not a
+        conflict.
         """
         ...
 
@@ -81,7 +82,8 @@ class Provider(Protocol):
     ) -> bool:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``.
 
-        ``False`` if the old record's version is not ``expected`` or ``new_key`` is taken.
+        ``False`` if the old record's version is not ``expected``, its deadline or idle limit
+        differ from the record's, or ``new_key`` is taken.
         """
         ...
 

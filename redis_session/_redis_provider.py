@@ -36,17 +36,32 @@ __all__ = ["CREATE", "LOAD", "REGENERATE", "SAVE", "SLIDE", "RedisProvider"]
 A = TypeVar("A")
 B = TypeVar("B")
 
-# The TTL rule, shared by every script: ttl = e - now, capped by i when i > 0.
+# Shared by every script. ttl_of applies the TTL rule (e - now, capped by i when i > 0) to the
+# stored strings. e and i are clear text that a writer to Redis can edit, so it returns nil
+# (unreadable: leave the record alone) unless both are whole numbers, i is in 0..2^50 and e,
+# unless already past, is below 2^50 ms (some 35,000 years; every figure stays an exact
+# integer in Lua's doubles). NaN, 1.5 or 1e18 must not reach PEXPIRE, which would fail.
+# expire() formats the TTL with %d because Redis may turn a Lua number into text with an
+# exponent, which PEXPIRE refuses.
 _TTL = """
+local LIMIT = 2 ^ 50
 local function ttl_of(e, i, now)
+  e, i = tonumber(e), tonumber(i)
+  if not (e and i) or e ~= math.floor(e) or i ~= math.floor(i) then return nil end
+  if i < 0 or i >= LIMIT then return nil end
   local ttl = e - now
+  if ttl <= 0 then return ttl end
+  if e >= LIMIT then return nil end
   if i > 0 and i < ttl then ttl = i end
   return ttl
+end
+local function expire(key, ttl)
+  redis.call('PEXPIRE', key, string.format('%d', ttl))
 end
 """
 
 #: KEYS: key. ARGV: v, e, i, d, now. 1 = created (or this very create already applied),
-#: 0 = the key is taken.
+#: 0 = the key is taken (or e and i are not integers).
 CREATE = Script(
     _TTL
     + """
@@ -55,31 +70,31 @@ if redis.call('EXISTS', key) == 1 then
   if redis.call('HGET', key, 'v') == ARGV[1] then return 1 end
   return 0
 end
-local ttl = ttl_of(tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5]))
+local ttl = ttl_of(ARGV[2], ARGV[3], tonumber(ARGV[5]))
+if not ttl then return 0 end
 if ttl <= 0 then return 1 end
 redis.call('HSET', key, 'v', ARGV[1], 'e', ARGV[2], 'i', ARGV[3], 'd', ARGV[4])
-redis.call('PEXPIRE', key, ttl)
+expire(key, ttl)
 return 1
 """
 )
 
 #: KEYS: key. ARGV: now. Returns {v, e, i, d} and slides the TTL, or nil when missing or
-#: expired. A hash it cannot interpret is returned unchanged and not touched (the store logs
-#: it as unreadable); a key of another type reads as missing. Neither is ever deleted.
+#: expired. A hash whose e or i is not an integer is returned unchanged and not touched (the
+#: store logs it as unreadable); a key of another type reads as missing. Neither is deleted.
 LOAD = Script(
     _TTL
     + """
 local key = KEYS[1]
 local r = redis.pcall('HMGET', key, 'v', 'e', 'i', 'd')
 if r.err or not r[1] then return nil end
-local e, i = tonumber(r[2]), tonumber(r[3])
-if not (e and i) then return r end
-local ttl = ttl_of(e, i, tonumber(ARGV[1]))
+local ttl = ttl_of(r[2], r[3], tonumber(ARGV[1]))
+if not ttl then return r end
 if ttl <= 0 then
   redis.call('DEL', key)
   return nil
 end
-redis.call('PEXPIRE', key, ttl)
+expire(key, ttl)
 return r
 """
 )
@@ -93,57 +108,63 @@ SLIDE = Script(
 local key = KEYS[1]
 local r = redis.pcall('HMGET', key, 'v', 'e', 'i')
 if r.err or not r[1] then return nil end
-local e, i = tonumber(r[2]), tonumber(r[3])
-if not (e and i) then return r[1] end
-local ttl = ttl_of(e, i, tonumber(ARGV[1]))
+local ttl = ttl_of(r[2], r[3], tonumber(ARGV[1]))
+if not ttl then return r[1] end
 if ttl <= 0 then
   redis.call('DEL', key)
   return nil
 end
-redis.call('PEXPIRE', key, ttl)
+expire(key, ttl)
 return r[1]
 """
 )
 
-#: KEYS: key. ARGV: expected v, new v, d, now. Writes v and d if the stored version is the
-#: expected one, keeping e and i and sliding the TTL. 1 = saved (or this very save already
-#: applied), 0 = conflict: saved or deleted by someone else, or expired.
+#: KEYS: key. ARGV: expected v, new v, d, now, e, i. Writes v and d if the stored version is
+#: the expected one and the stored e and i are the ones given (those the blob is bound to),
+#: and slides the TTL. 1 = saved (or this very save already applied), 0 = conflict: saved or
+#: deleted by someone else, expired, or e or i edited behind our back (left as they are).
 SAVE = Script(
     _TTL
     + """
 local key = KEYS[1]
-local r = redis.call('HMGET', key, 'v', 'e', 'i')
+local r = redis.pcall('HMGET', key, 'v', 'e', 'i')
+if r.err then return 0 end
 if r[1] == ARGV[2] then return 1 end
-if r[1] ~= ARGV[1] then return 0 end
-local ttl = ttl_of(tonumber(r[2]), tonumber(r[3]), tonumber(ARGV[4]))
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[5] or r[3] ~= ARGV[6] then return 0 end
+local ttl = ttl_of(r[2], r[3], tonumber(ARGV[4]))
+if not ttl then return 0 end
 if ttl <= 0 then
   redis.call('DEL', key)
   return 0
 end
 redis.call('HSET', key, 'v', ARGV[2], 'd', ARGV[3])
-redis.call('PEXPIRE', key, ttl)
+expire(key, ttl)
 return 1
 """
 )
 
 #: KEYS: old key, new key. ARGV: expected v, new v, e, i, d, now. If the old record is at the
-#: expected version and the new key is free: write the new record, set its TTL, delete the old
-#: key; 1. Otherwise 0 and nothing changes (1 if this very move already applied).
+#: expected version with the given e and i, and the new key is free: write the new record, set
+#: its TTL, delete the old key; 1. Otherwise 0 and nothing changes (1 if this very move
+#: already applied).
 REGENERATE = Script(
     _TTL
     + """
 local old, new = KEYS[1], KEYS[2]
-local cur = redis.call('HGET', old, 'v')
-if not cur then
-  if redis.call('HGET', new, 'v') == ARGV[2] then return 1 end
+local r = redis.pcall('HMGET', old, 'v', 'e', 'i')
+if r.err then return 0 end
+if not r[1] then
+  if redis.pcall('HGET', new, 'v') == ARGV[2] then return 1 end
   return 0
 end
-if cur ~= ARGV[1] or redis.call('EXISTS', new) == 1 then return 0 end
-local ttl = ttl_of(tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6]))
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[3] or r[3] ~= ARGV[4] then return 0 end
+if redis.call('EXISTS', new) == 1 then return 0 end
+local ttl = ttl_of(ARGV[3], ARGV[4], tonumber(ARGV[6]))
+if not ttl then return 0 end
 redis.call('DEL', old)
 if ttl <= 0 then return 0 end
 redis.call('HSET', new, 'v', ARGV[2], 'e', ARGV[3], 'i', ARGV[4], 'd', ARGV[5])
-redis.call('PEXPIRE', new, ttl)
+expire(new, ttl)
 return 1
 """
 )
@@ -200,7 +221,14 @@ class RedisProvider:
 
     async def save(self, key: bytes, expected: bytes, record: Record, now_ms: int) -> bool:
         """Replace the record if its version is still ``expected``; ``False`` otherwise."""
-        args = (expected, record.version, record.blob, now_ms)
+        args = (
+            expected,
+            record.version,
+            record.blob,
+            now_ms,
+            record.deadline_ms,
+            record.inactivity_ms,
+        )
         return bool(await self._manager.run_script(SAVE, (key,), args))
 
     async def regenerate(

@@ -342,15 +342,6 @@ async def test_mutated_clear_field_is_none(
     await store.delete(session)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RedisSessionError,
-    reason=(
-        "BUG _redis_provider.py LOAD (line 18) / SAVE: a non-integer ttl computed from a "
-        "tampered e or i ('nan', '1.5', or a huge deadline of a remember-me session) is passed "
-        "to PEXPIRE, which fails: load raises CommandError instead of returning None"
-    ),
-)
 @pytest.mark.parametrize(
     ("field", "value", "remember_me"),
     [
@@ -644,15 +635,6 @@ async def test_attrs_data_with_unstorable_field(backend: Backend) -> None:
     assert backend.keys() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG _codec.py _COERCIONS: a tuple used as a dict key is packed as a msgpack array "
-        "key, which Codec.decode cannot read back (unhashable list), so create/save succeed "
-        "and every later load of the session returns None with a 'does not decode' warning"
-    ),
-)
 async def test_tuple_key_is_refused_or_round_trips(backend: Backend) -> None:
     """A tuple dict key is either refused on create or read back: never stored unreadable."""
     store = await backend.open()

@@ -498,11 +498,36 @@ async def test_provider_expired_records(backend: Backend, store: SessionStore[An
     dead = store._seal(b"authelia_session:dead", payload, now - 1, 0)
     assert await provider.create(b"authelia_session:dead", dead, now)
     assert await provider.load(b"authelia_session:dead", now) is None
-    moved = store._seal(b"authelia_session:moved", payload, now - 1, 0)
-    assert not await provider.regenerate(
-        session._key, b"authelia_session:moved", session._version, moved, now
+    # Moving a session whose deadline passed (by the app's clock) fails and ends it.
+    moved = store._seal(
+        b"authelia_session:moved", payload, session._deadline_ms, session._inactivity_ms
     )
+    later = session._deadline_ms + 1
+    assert not await provider.regenerate(
+        session._key, b"authelia_session:moved", session._version, moved, later
+    )
+    assert await provider.load(session._key, later) is None
     assert backend.keys() == []
+
+
+async def test_save_refuses_other_clock_fields(store: SessionStore[Any]) -> None:
+    """A save or move whose deadline or idle limit differs from the stored one is refused."""
+    provider = store._provider
+    now = time.time_ns() // 1_000_000
+    session = await store.create({"a": 1})
+    payload = store._encode(session._created_ms, False, {"a": 2})
+    for deadline, inactivity in (
+        (session._deadline_ms + 1, session._inactivity_ms),
+        (session._deadline_ms, 0),
+    ):
+        record = store._seal(session._key, payload, deadline, inactivity)
+        assert not await provider.save(session._key, session._version, record, now)
+        assert not await provider.regenerate(
+            session._key, session._key + b"x", session._version, record, now
+        )
+    loaded = await store.load(session.id)
+    assert loaded is not None
+    assert loaded.data == {"a": 1}
 
 
 async def test_deleted_then_purged(backend: Backend) -> None:
@@ -741,6 +766,27 @@ async def test_acl_credentials(acl_redis: Any) -> None:
         await open_session_store({"secret": SECRET, "redis": bad})
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("e", "nan"), ("e", "inf"), ("e", "1e18"), ("e", "1.5"), ("i", "1.5"), ("i", "-1")],
+)
+async def test_non_integer_clock_fields(redis: Any, field: str, value: str) -> None:
+    """Clock fields edited into non-integers read as None, block saves, and are kept."""
+    raw = raw_client(redis)
+    try:
+        async with open_session_store({"secret": SECRET, "redis": redis.redis_section()}) as store:
+            s = await store.create({"a": 1}, remember_me=True)
+            raw.hset(s._key, field, value)
+            assert await store.load(s.id) is None
+            with pytest.raises(SessionConflict):
+                await store.save(s)
+            with pytest.raises(SessionConflict):
+                await store.regenerate(s)
+            assert raw.hget(s._key, field) == value.encode()
+    finally:
+        raw.close()
+
+
 async def test_unreadable_hashes_are_none_and_kept(
     redis: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -757,6 +803,10 @@ async def test_unreadable_hashes_are_none_and_kept(
             raw.delete(s._key)
             raw.set(s._key, "a string")
             assert await store.load(s.id) is None
+            with pytest.raises(SessionConflict):
+                await store.save(s)
+            with pytest.raises(SessionConflict):
+                await store.regenerate(s)
             assert raw.get(s._key) == b"a string"
     finally:
         raw.close()
