@@ -19,7 +19,7 @@ from redis._parsers import _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
 
 from ._config import RedisConfig
-from ._errors import CommandError, StoreUnavailable
+from ._errors import CommandError, PoolTimeout, StoreUnavailable
 from ._pool import ConnectionLost, NodePool, NodeStatistics, pack
 from ._scripts import Script
 
@@ -36,6 +36,9 @@ _STATIC_RETRIES = 2
 #: Under Sentinel the deadline bounds retries; this only guards against a spinning bug
 #: (``recover`` pauses between attempts, so a 5 s deadline allows a few dozen).
 _SENTINEL_RETRIES = 1000
+#: Share of the time left that a read-only command may spend on a replica before the retry
+#: on the master.
+_REPLICA_SHARE = 0.5
 #: Client name on every connection, so operators (and tests) can tell ours in CLIENT LIST.
 CLIENT_NAME = "redis_session"
 
@@ -243,37 +246,62 @@ class ConnectionManager:
         """Whether read-only commands may be served by a replica."""
         return self._topology.routes_reads
 
-    async def execute(self, *args: Arg, read_only: bool = False) -> Any:
+    def deadline(self) -> float:
+        """Return the loop time by which a call started now must end: ``redis.timeout`` on.
+
+        Pass it to several calls that make up one operation to bound them all together.
+        """
+        return asyncio.get_running_loop().time() + self._timeout
+
+    async def execute(
+        self, *args: Arg, read_only: bool = False, deadline: float | None = None
+    ) -> Any:
         """Run one command and return its raw RESP2 reply.
 
         ``read_only`` commands may go to a replica when ``route_by_latency`` or
-        ``route_randomly`` is set; everything else goes to the master.
+        ``route_randomly`` is set; everything else goes to the master. ``deadline`` (loop
+        time, see :meth:`deadline`) bounds the command and its retries; by default
+        ``redis.timeout`` from now.
         """
-        return await self.execute_packed(pack(*args), read_only=read_only)
+        return await self.execute_packed(pack(*args), read_only=read_only, deadline=deadline)
 
-    async def execute_packed(self, packed: bytes, *, read_only: bool = False) -> Any:
+    async def execute_packed(
+        self, packed: bytes, *, read_only: bool = False, deadline: float | None = None
+    ) -> Any:
         """Run one command already encoded with :func:`~redis_session._pool.pack`."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
+        if deadline is None:
+            deadline = loop.time() + self._timeout
         topology = self._topology
         attempt = 0
         while True:
             pool = topology.reader() if read_only else topology.writer()
+            until = deadline
+            if read_only and pool is not topology.writer():
+                # A replica gets part of what is left: if it hangs, the retry on the master
+                # (the replica is then left out of routing) still fits within the deadline.
+                until = loop.time() + (deadline - loop.time()) * _REPLICA_SHARE
             try:
-                return await pool.execute(packed, deadline)
+                return await pool.execute(packed, until)
             except ConnectionLost as exc:
                 failure: StoreUnavailable | CommandError = exc
+            except PoolTimeout as exc:
+                if until >= deadline:
+                    raise  # the master's pool is full: no other node can take the command
+                failure = exc  # the replica's pool is stuck: go to the master
             except CommandError as exc:
                 if not str(exc).startswith(_FAILOVER_REPLIES):
                     raise
                 failure = exc
             attempt += 1
             if attempt > self._retries or loop.time() >= deadline:
-                if isinstance(failure, CommandError):
-                    msg = f"{pool.node} is not a writable master: {failure}"
-                    raise StoreUnavailable(msg) from None
-                raise failure
+                raise _unavailable(pool, failure) from None
             await topology.recover(pool, deadline)
+            if loop.time() >= deadline:
+                # recover() waited until the deadline for a new master: report what failed.
+                # A retry now would only find the deadline passed in the pool's queue, and
+                # blame a full pool (PoolTimeout) for a dead node.
+                raise _unavailable(pool, failure) from None
 
     async def run_script(
         self,
@@ -282,17 +310,30 @@ class ConnectionManager:
         args: Sequence[Arg],
         *,
         read_only: bool = False,
+        deadline: float | None = None,
     ) -> Any:
-        """Run a Lua script by its SHA; on NOSCRIPT send the source (which caches it)."""
+        """Run a Lua script by its SHA; on NOSCRIPT send the source (which caches it).
+
+        Both tries share one deadline (by default ``redis.timeout`` from now), so a NOSCRIPT
+        late in the first does not give the second a whole timeout more.
+        """
+        if deadline is None:
+            deadline = self.deadline()
         try:
             return await self.execute(
-                "EVALSHA", script.sha, len(keys), *keys, *args, read_only=read_only
+                "EVALSHA",
+                script.sha,
+                len(keys),
+                *keys,
+                *args,
+                read_only=read_only,
+                deadline=deadline,
             )
         except CommandError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         return await self.execute(
-            "EVAL", script.source, len(keys), *keys, *args, read_only=read_only
+            "EVAL", script.source, len(keys), *keys, *args, read_only=read_only, deadline=deadline
         )
 
     def statistics(self) -> PoolStatistics:
@@ -318,3 +359,10 @@ class ConnectionManager:
     async def aclose(self) -> None:
         """Close every connection and background task (bounded, shielded)."""
         await self._topology.aclose()
+
+
+def _unavailable(pool: NodePool, failure: StoreUnavailable | CommandError) -> StoreUnavailable:
+    """Return what a caller gets when retries end: the connection failure or failover reply."""
+    if isinstance(failure, CommandError):
+        return StoreUnavailable(f"{pool.node} is not a writable master: {failure}")
+    return failure
