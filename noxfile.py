@@ -60,3 +60,24 @@ def demo(session: nox.Session) -> None:
     """Walk a session through its life on the in-memory provider (or ``-- --config FILE``)."""
     session.install("-e", ".[yaml]")
     session.run("python", "-m", "redis_session", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmark the hot path and the store against peers (``-- --quick`` for a short run)."""
+    _ensure_redis_server(session)
+    session.install("-e", ".[yaml]", *_group("bench"))
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """Faults under mixed load, long form (tests/chaos); prints the table, writes a report."""
+    _ensure_redis_server(session)
+    session.install("-e", ".[yaml]", *_group("tests"))
+    report = os.path.join(session.create_tmp(), "chaos-report.md")
+    session.run(
+        "pytest",
+        *(session.posargs or ["tests/chaos"]),
+        env={"REDIS_SESSION_CHAOS": "full", "REDIS_SESSION_CHAOS_REPORT": report},
+    )

@@ -1,0 +1,151 @@
+"""Profile the store's load + save at 64 tasks and 8 connections: where a pair's time goes.
+
+``python -m benchmarks.profile_store [--seconds 5] [--tasks 64] [--size 1024]``
+
+Runs the same workload as the macro benchmark under cProfile (deterministic, so absolute times
+are inflated by its per-call hook; the split between functions is what to read), then prints:
+
+* the cost per pair grouped by where the code lives (the event loop, redis-py's connection,
+  this library's pool, store, codec, crypto, msgpack, AES-GCM...);
+* the functions with the most own time per pair, and call counts per pair (an extra
+  allocation or round trip shows up as a count above what one load + save needs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from collections import defaultdict
+from typing import Any
+
+import redis
+
+from benchmarks import macro
+from benchmarks._server import HOST, redis_server
+
+#: (label, substring of the code's file name or function name), first match wins.
+_GROUPS = (
+    ("redis_session._pool", "redis_session/_pool.py"),
+    ("redis_session._connections", "redis_session/_connections.py"),
+    ("redis_session._redis_provider", "redis_session/_redis_provider.py"),
+    ("redis_session._store", "redis_session/_store.py"),
+    ("redis_session._codec", "redis_session/_codec.py"),
+    ("redis_session._crypto", "redis_session/_crypto.py"),
+    ("redis_session (other)", "redis_session/"),
+    ("redis-py connection/parser", "redis/"),
+    ("hiredis (pack/parse, C)", "hiredis"),
+    ("asyncio event loop", "asyncio/"),
+    ("benchmark loop", "benchmarks/"),
+    ("msgpack (C)", "msgpack"),
+    ("cryptography AES-GCM (C)", "cryptography"),
+    ("attrs __init__ (generated)", "<attrs generated"),
+)
+
+
+def _group(filename: str, funcname: str) -> str:
+    where = f"{filename}:{funcname}"
+    for label, needle in _GROUPS:
+        if needle in where:
+            return label
+    if filename == "~":
+        # Builtins: name the interesting ones.
+        for needle, label in (
+            ("socket", "socket send/recv (C)"),
+            ("select", "epoll (C)"),
+            ("epoll", "epoll (C)"),
+            ("urandom", "os.urandom"),
+            ("hmac", "hmac / hashlib"),
+            ("digest", "hmac / hashlib"),
+            ("msgpack", "msgpack (C)"),
+            ("Packer", "msgpack (C)"),
+            ("unpackb", "msgpack (C)"),
+        ):
+            if needle in funcname:
+                return label
+        return "other builtins"
+    return "other Python"
+
+
+def _commandstats(port: int) -> dict[str, tuple[int, float]]:
+    """``{command: (calls, total usec)}`` from the server's INFO commandstats."""
+    with redis.Redis(host=HOST, port=port, protocol=2) as admin:
+        info = admin.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"]))
+        for name, v in info.items()
+    }
+
+
+async def _workload(
+    port: int, tasks: int, size: int, seconds: float
+) -> tuple[Any, int, dict[str, tuple[int, float]]]:
+    client = await macro.StoreClient.open(port)
+    try:
+        pair = await client.prepare(size)
+        await macro.run_pairs(pair, tasks, warmup=0.5, duration=0.5)  # warm up, untimed
+        before = _commandstats(port)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        result = await macro.run_pairs(pair, tasks, warmup=0.0, duration=seconds)
+        profiler.disable()
+        after = _commandstats(port)
+    finally:
+        await client.aclose()
+    server = {
+        name: (calls - before.get(name, (0, 0.0))[0], usec - before.get(name, (0, 0.0))[1])
+        for name, (calls, usec) in after.items()
+    }
+    return profiler, result["pairs"], server
+
+
+def main() -> None:
+    """Run the profile and print the summary."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_store")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--tasks", type=int, default=64)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--dump", help="also write the raw pstats to this file")
+    args = parser.parse_args()
+    with redis_server() as port:
+        began = time.perf_counter()
+        profiler, pairs, server = asyncio.run(_workload(port, args.tasks, args.size, args.seconds))
+        wall = time.perf_counter() - began
+    stats = pstats.Stats(profiler)
+    if args.dump:
+        stats.dump_stats(args.dump)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]  # pstats has no public API
+    total = sum(own for (_cc, _nc, own, _cum, _callers) in raw.values())
+    print(
+        f"{pairs} pairs at {args.tasks} tasks, {args.size} B payload, profiled for "
+        f"{args.seconds:g} s (run took {wall:.1f} s with setup); profiled CPU "
+        f"{total / pairs * 1e6:.1f} us per pair\n"
+    )
+    groups: dict[str, float] = defaultdict(float)
+    for (filename, _line, funcname), (_cc, _nc, own, _cum, _callers) in raw.items():
+        groups[_group(filename, funcname)] += own
+    print(f"{'own time per pair, by where the code lives':<44} {'us/pair':>8} {'share':>6}")
+    for label, own in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {label:<42} {own / pairs * 1e6:8.1f} {own / total:6.1%}")
+    print("\nredis-server, per pair (INFO commandstats; includes Lua, excludes network I/O):")
+    for name, (calls, usec) in sorted(server.items(), key=lambda kv: -kv[1][1]):
+        if calls:
+            print(
+                f"  {name:<42} {calls / pairs:5.2f} calls {usec / pairs:6.1f} us "
+                f"({usec / calls:.1f} us/call)"
+            )
+    print(f"\n{'top functions by own time':<70} {'calls/pair':>10} {'us/pair':>8} {'cum':>8}")
+    rows = sorted(raw.items(), key=lambda kv: -kv[1][2])[: args.top]
+    for (filename, line, funcname), (_cc, ncalls, own, cum, _callers) in rows:
+        short = filename.split("site-packages/")[-1].split("/work/main/")[-1]
+        name = f"{short}:{line}({funcname})"[-70:]
+        print(
+            f"  {name:<68} {ncalls / pairs:10.2f} {own / pairs * 1e6:8.1f} {cum / pairs * 1e6:8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
