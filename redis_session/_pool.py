@@ -357,8 +357,9 @@ class NodePool:
             return
         finally:
             self._forget(c)
-            if c.connected:
-                await _disconnect(c.conn)
+            # Also when never marked connected: a connect cancelled half-way (the pool
+            # closing) may have a socket open already, which would otherwise leak.
+            await _disconnect(c.conn)
             # Work may be left for a connection that no longer exists; open another.
             if not self._closed:
                 self._dispatch()
