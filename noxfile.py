@@ -68,3 +68,16 @@ def bench(session: nox.Session) -> None:
     _ensure_redis_server(session)
     session.install("-e", ".[yaml]", *_group("bench"))
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """Faults under mixed load, long form (tests/chaos); prints the table, writes a report."""
+    _ensure_redis_server(session)
+    session.install("-e", ".[yaml]", *_group("tests"))
+    report = os.path.join(session.create_tmp(), "chaos-report.md")
+    session.run(
+        "pytest",
+        *(session.posargs or ["tests/chaos"]),
+        env={"REDIS_SESSION_CHAOS": "full", "REDIS_SESSION_CHAOS_REPORT": report},
+    )

@@ -1,0 +1,1 @@
+"""Fault injection under mixed load: proxy, load driver, scenarios (``nox -s chaos``)."""
