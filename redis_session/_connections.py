@@ -318,23 +318,16 @@ class ConnectionManager:
         late in the first does not give the second a whole timeout more.
         """
         if deadline is None:
-            deadline = self.deadline()
+            deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            return await self.execute(
-                "EVALSHA",
-                script.sha,
-                len(keys),
-                *keys,
-                *args,
-                read_only=read_only,
-                deadline=deadline,
-            )
+            # Packed here rather than through execute(): this is the store's hot path.
+            packed = pack("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.execute_packed(packed, read_only=read_only, deadline=deadline)
         except CommandError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        return await self.execute(
-            "EVAL", script.source, len(keys), *keys, *args, read_only=read_only, deadline=deadline
-        )
+        packed = pack("EVAL", script.source, len(keys), *keys, *args)
+        return await self.execute_packed(packed, read_only=read_only, deadline=deadline)
 
     def statistics(self) -> PoolStatistics:
         """Return a snapshot of every pool, summed and per node."""

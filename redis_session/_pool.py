@@ -38,12 +38,13 @@ logger = logging.getLogger("redis_session")
 #: Most commands written to one connection in one batch. Large enough to amortise the
 #: per-batch cost, small enough that one slow batch does not delay everyone else.
 _MAX_BATCH = 128
-#: How often the maintenance task looks for dead idle connections and refills the floor.
-_MAINTENANCE_INTERVAL = 0.25
+#: How often the maintenance task runs: it fails commands past their deadline (callers wait
+#: on a bare future, with no timer of their own, which is most of the per-command cost of
+#: asyncio timeouts), wakes parked connections that are due a health check, are dead or idle
+#: too long, and refills the floor. It bounds how late a deadline can fire.
+_MAINTENANCE_INTERVAL = 0.05
 #: An idle connection is PINGed after this long without traffic (default; see ``NodePool``).
 _HEALTH_CHECK_INTERVAL = 2.0
-#: Shortest wait between two looks at a parked connection, so a tiny max idle time cannot spin.
-_MIN_PARK_INTERVAL = 0.05
 #: Bound on every cleanup await (closing sockets, stopping tasks).
 _CLEANUP_TIMEOUT = 2.0
 #: After a failed connect, more connections wait this long (doubling up to the maximum) while
@@ -94,23 +95,36 @@ class NodeStatistics:
 class _Pending:
     """One queued command and the future its caller awaits."""
 
-    __slots__ = ("future", "packed", "state")
+    __slots__ = ("deadline", "future", "packed", "state")
 
-    def __init__(self, packed: bytes, future: asyncio.Future[Any]) -> None:
+    def __init__(self, packed: bytes, future: asyncio.Future[Any], deadline: float) -> None:
         self.packed = packed
         self.future = future
+        #: Loop time at which the caller gives up (PoolTimeout while queued).
+        self.deadline = deadline
         self.state = _QUEUED
 
 
 class _Conn:
     """A connection and the bookkeeping of the worker that drives it."""
 
-    __slots__ = ("busy", "checked_at", "conn", "connected", "task", "used_at", "waiter")
+    __slots__ = (
+        "batch",
+        "busy",
+        "checked_at",
+        "conn",
+        "connected",
+        "task",
+        "used_at",
+        "waiter",
+    )
 
     def __init__(self, conn: AbstractConnection) -> None:
         self.conn = conn
         self.connected = False
         self.busy = False
+        #: The commands in flight on this connection, for the deadline sweep.
+        self.batch: list[_Pending] = []
         self.waiter: asyncio.Future[None] | None = None
         now = time.monotonic()
         #: Last batch of callers' commands: what ``max_idle_time`` counts from.
@@ -153,9 +167,6 @@ class NodePool:
         self._timeout = timeout
         self._max_idle_time = max_idle_time
         self._health_check_interval = health_check_interval
-        # A parked worker looks again at least this often, so a connection above the floor is
-        # retired soon after max_idle_time even when that is shorter than the health check.
-        self._park_interval = max(_MIN_PARK_INTERVAL, min(health_check_interval, max_idle_time))
         self._queue: deque[_Pending] = deque()
         self._conns: set[_Conn] = set()
         self._idle: deque[_Conn] = deque()
@@ -211,22 +222,12 @@ class NodePool:
         if self._closed:
             msg = f"the connection pool for {self.node} is closed"
             raise StoreClosed(msg)
-        pending = _Pending(packed, asyncio.get_running_loop().create_future())
+        pending = _Pending(packed, asyncio.get_running_loop().create_future(), deadline)
         self._queue.append(pending)
         self._dispatch()
         try:
-            async with asyncio.timeout_at(deadline):
-                return await pending.future
-        except TimeoutError:
-            if pending.state == _QUEUED:
-                msg = (
-                    f"no connection to {self.node} became free within {self._timeout:g}s "
-                    f"(maximum_active_connections={self._max}, "
-                    f"{self._waiting()} commands waiting)"
-                )
-                raise PoolTimeout(msg) from None
-            msg = f"{self.node} did not answer within {self._timeout:g}s"
-            raise ConnectionLost(msg, sent=True) from None
+            # No timer here: the maintenance task fails the future at its deadline.
+            return await pending.future
         except BaseException:
             # Usually the future is cancelled with us; a worker skips a queued command whose
             # future is done, and reads (then drops) the reply of one already sent. If an error
@@ -402,10 +403,8 @@ class NodePool:
         c.waiter = loop.create_future()
         self._idle.append(c)
         try:
-            async with asyncio.timeout(self._park_interval):
-                await c.waiter
-        except TimeoutError:
-            pass
+            # No timer: work, or the maintenance task when a check is due, wakes us.
+            await c.waiter
         finally:
             c.waiter = None
             with contextlib.suppress(ValueError):
@@ -427,7 +426,8 @@ class NodePool:
         return True
 
     async def _ping(self, c: _Conn) -> bool:
-        probe = _Pending(pack("PING"), asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        probe = _Pending(pack("PING"), loop.create_future(), loop.time() + self._timeout)
         probe.state = _SENT
         # A broken connection ends _run_batch with _WorkerDone; catch it so the failure is
         # logged here (the worker then stops because we return False).
@@ -445,19 +445,28 @@ class NodePool:
         """Write a batch and deliver each reply to its caller; on failure, fail the rest."""
         conn = c.conn
         c.busy = True
+        c.batch = batch
         delivered = 0
         try:
-            await conn.send_packed_command([p.packed for p in batch], check_health=False)
-            for p in batch:
-                try:
-                    reply = await conn.read_response()
-                except ResponseError as exc:
-                    if not p.future.done():
-                        p.future.set_exception(CommandError(str(exc)))
-                else:
-                    if not p.future.done():
-                        p.future.set_result(reply)
-                delivered += 1
+            # One timer for the whole batch: a server that cannot answer it within the timeout
+            # is hung, and the connection is dropped. Callers' own deadlines are enforced by
+            # the maintenance sweep, so this is not on the per-command path.
+            async with asyncio.timeout(self._timeout):
+                writer = conn._writer  # redis-py's own send adds a task per write (wait_for)
+                parser: Any = conn._parser  # the connection's hiredis reply parser
+                if writer is None:
+                    raise ConnectionError("not connected")  # noqa: TRY301 - same handling
+                writer.writelines([p.packed for p in batch])
+                await writer.drain()
+                for p in batch:
+                    reply = await parser.read_response()
+                    future = p.future
+                    if not future.done():
+                        if isinstance(reply, ResponseError):
+                            future.set_exception(CommandError(str(reply)))
+                        else:
+                            future.set_result(reply)
+                    delivered += 1
         except (RedisError, OSError, TimeoutError) as exc:
             reason = self._describe(exc)
             if not idle_probe:
@@ -483,6 +492,7 @@ class NodePool:
             raise
         finally:
             c.busy = False
+            c.batch = []
             c.checked_at = time.monotonic()
             if not idle_probe:
                 c.used_at = c.checked_at
@@ -503,18 +513,55 @@ class NodePool:
             self._queue.appendleft(p)
 
     async def _maintain(self) -> None:
-        """Keep the idle floor, and retire idle connections the server has closed."""
+        """Enforce deadlines, wake parked connections that need a look, keep the idle floor."""
+        loop = asyncio.get_running_loop()
         while not self._closed:
-            for c in [*self._idle]:
-                if c.dead() and c.waiter is not None and not c.waiter.done():
-                    c.waiter.set_result(None)  # its worker notices and exits
-            missing = min(self._min_idle, self._max) - len(self._conns)
-            if missing > 0 and self._may_connect():
-                for _ in range(missing):
-                    self._spawn()
-            # Work queued while connects were backing off gets its connection now.
-            self._dispatch()
+            try:
+                self._maintain_once(loop)
+            except Exception:
+                # Deadlines depend on this task: a bug in one round must not end it.
+                logger.exception("connection pool maintenance for %s failed", self.node)
             await asyncio.sleep(_MAINTENANCE_INTERVAL)
+
+    def _maintain_once(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One round of maintenance: deadlines, parked connections, the floor."""
+        self._expire(loop.time())
+        now = time.monotonic()
+        surplus = len(self._conns) > self._min_idle
+        for c in [*self._idle]:
+            due = (
+                c.dead()
+                or now - c.checked_at >= self._health_check_interval
+                or (surplus and now - c.used_at >= self._max_idle_time)
+            )
+            if due and c.waiter is not None and not c.waiter.done():
+                c.waiter.set_result(None)  # its worker looks, and pings, retires or exits
+        missing = min(self._min_idle, self._max) - len(self._conns)
+        if missing > 0 and self._may_connect():
+            for _ in range(missing):
+                self._spawn()
+        # Work queued while connects were backing off gets its connection now.
+        self._dispatch()
+
+    def _expire(self, now: float) -> None:
+        """Fail every command whose caller's deadline has passed, queued or in flight."""
+        timed_out: PoolTimeout | None = None
+        for p in self._queue:
+            if now >= p.deadline and not p.future.done():
+                if timed_out is None:
+                    msg = (
+                        f"no connection to {self.node} became free within {self._timeout:g}s "
+                        f"(maximum_active_connections={self._max}, "
+                        f"{self._waiting()} commands waiting)"
+                    )
+                    timed_out = PoolTimeout(msg)
+                p.future.set_exception(timed_out)
+        for c in self._conns:
+            for p in c.batch:
+                if now >= p.deadline and not p.future.done():
+                    msg = f"{self.node} did not answer within {self._timeout:g}s"
+                    # The worker reads (and drops) the reply if it ever comes.
+                    p.future.set_exception(ConnectionLost(msg, sent=True))
 
 
 class _WorkerDone(Exception):

@@ -269,7 +269,10 @@ class SessionStore(Generic[T]):
         self._check_open()
         now = _now_ms()
         payload = self._encode(session._created_ms, session.remember_me, session.data)
-        key = self._keyring.redis_key(session.id, self._prefix)
+        keyring = self._keyring
+        # Without previous secrets the key a session was loaded under is the current one; only
+        # during a rotation can it differ (and the session then moves). Saves an HMAC.
+        key = keyring.redis_key(session.id, self._prefix) if keyring.has_previous else session._key
         record = self._seal(key, payload, session._deadline_ms, session._inactivity_ms)
         if key == session._key:
             saved = await self._provider.save(key, session._version, record, now)
