@@ -125,7 +125,8 @@ class _Conn:
         self.busy = False
         #: The commands in flight on this connection, for the deadline sweep.
         self.batch: list[_Pending] = []
-        self.waiter: asyncio.Future[None] | None = None
+        #: Set while parked; its result says whether it was woken for work.
+        self.waiter: asyncio.Future[bool] | None = None
         now = time.monotonic()
         #: Last batch of callers' commands: what ``max_idle_time`` counts from.
         self.used_at = now
@@ -170,6 +171,8 @@ class NodePool:
         self._queue: deque[_Pending] = deque()
         self._conns: set[_Conn] = set()
         self._idle: deque[_Conn] = deque()
+        #: Parked workers woken for work that have not run yet.
+        self._waking = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._maintenance: asyncio.Task[None] | None = None
         self._closed = False
@@ -292,12 +295,16 @@ class NodePool:
             self._queue.popleft()  # abandoned by a cancelled or timed-out caller
         if not self._queue or self._closed:
             return
-        while self._idle:
-            c = self._idle.popleft()
-            if c.waiter is not None and not c.waiter.done():
-                c.waiter.set_result(None)
-                return
-        if len(self._conns) < self._max and self._may_connect():
+        # A worker already woken for work takes up to a batch of what is queued when it runs;
+        # waking another for the same commands would only park it again.
+        if len(self._queue) > _MAX_BATCH * self._waking:
+            while self._idle:
+                c = self._idle.popleft()
+                if c.waiter is not None and not c.waiter.done():
+                    c.waiter.set_result(True)
+                    self._waking += 1
+                    return
+        if not self._idle and len(self._conns) < self._max and self._may_connect():
             self._spawn()
 
     def _may_connect(self) -> bool:
@@ -399,14 +406,16 @@ class NodePool:
 
     async def _park(self, c: _Conn) -> bool:
         """Wait idle for work; health-check or retire on the way. False means stop this worker."""
-        loop = asyncio.get_running_loop()
-        c.waiter = loop.create_future()
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        c.waiter = waiter
         self._idle.append(c)
         try:
             # No timer: work, or the maintenance task when a check is due, wakes us.
-            await c.waiter
+            await waiter
         finally:
             c.waiter = None
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self._waking -= 1
             with contextlib.suppress(ValueError):
                 self._idle.remove(c)
         if c.dead():
@@ -535,7 +544,7 @@ class NodePool:
                 or (surplus and now - c.used_at >= self._max_idle_time)
             )
             if due and c.waiter is not None and not c.waiter.done():
-                c.waiter.set_result(None)  # its worker looks, and pings, retires or exits
+                c.waiter.set_result(False)  # its worker looks, and pings, retires or exits
         missing = min(self._min_idle, self._max) - len(self._conns)
         if missing > 0 and self._may_connect():
             for _ in range(missing):

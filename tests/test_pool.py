@@ -280,8 +280,9 @@ async def test_restart_is_survived(fresh_redis: RedisProcess) -> None:
     """After the server restarts, commands succeed on fresh connections without any reset."""
     cfg = config(fresh_redis, maximum_active_connections=4, minimum_idle_connections=2)
     async with opened(cfg) as manager:
+        # More than one batch at once: the pool wakes its idle connections and opens more.
         async with anyio.create_task_group() as tg:
-            for i in range(50):
+            for i in range(300):
                 tg.start_soon(manager.execute, "SET", f"before{i}", i)
         assert manager.statistics().open == 4
 
