@@ -188,8 +188,16 @@ class SentinelLink:
         return Answer(self.label, kind, problem=problem)
 
 
-async def listen(link: SentinelLink, name: str, on_event: Callable[[Event], None]) -> None:
+async def listen(
+    link: SentinelLink,
+    name: str,
+    on_event: Callable[[Event], None],
+    stopped: Callable[[], bool] = lambda: False,
+) -> None:
     """Subscribe to failover events on ``link``'s sentinel until the connection fails.
+
+    Returns when ``stopped()`` turns true: a cancellation can be lost inside redis-py's
+    ``asyncio.wait_for`` on Python 3.11, so the owner's closed flag is checked too.
 
     Raises ``RedisError``/``OSError``/``TimeoutError`` when it does (a sentinel that stops
     answering is detected by a PING after a quiet spell).
@@ -205,7 +213,7 @@ async def listen(link: SentinelLink, name: str, on_event: Callable[[Event], None
         logger.debug("subscribed to failover events on sentinel %s", link.label)
         heard = loop.time()
         pinged = False
-        while True:
+        while not stopped():
             # A read with an explicit timeout returns None and keeps the parser intact.
             message = await conn.read_response(timeout=SENTINEL_TIMEOUT / 2)
             quiet = loop.time() - heard

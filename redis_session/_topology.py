@@ -71,6 +71,8 @@ _FENCE_LIMIT = 5.0
 _WATCH_BACKOFF = (0.1, 5.0)
 _WATCH_HEALTHY = 5.0
 _CLEANUP_TIMEOUT = 4.0
+#: How long aclose() waits before cancelling a background task again (see there).
+_RECANCEL_INTERVAL = 0.1
 
 
 @attrs.frozen
@@ -221,6 +223,7 @@ class SentinelTopology:
         tasks += self._watchers.values()
         for task in tasks:
             task.cancel()
+        background = [*tasks]
         opening, replicas = self._router.close()
         # Pools already closing are left to finish: cancelling a close half-way leaks sockets.
         tasks += [*opening, *self._closers]
@@ -228,6 +231,12 @@ class SentinelTopology:
         closing += [link.aclose() for link in self._links.values()]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_CLEANUP_TIMEOUT):
+                # Python 3.11's wait_for (inside redis-py) can swallow a cancellation that
+                # lands as its inner await completes: cancel again until the tasks are gone.
+                while pending := [t for t in background if not t.done()]:
+                    await asyncio.wait(pending, timeout=_RECANCEL_INTERVAL)
+                    for task in pending:
+                        task.cancel()
                 await asyncio.shield(asyncio.gather(*tasks, *closing, return_exceptions=True))
                 while self._closers:  # closes begun while the tasks above wound down
                     await asyncio.shield(asyncio.gather(*self._closers, return_exceptions=True))
@@ -466,7 +475,9 @@ class SentinelTopology:
 
     async def _monitor(self) -> None:
         """Every second (sooner after a failover): survey, then PING the nodes when routing."""
-        while True:
+        # Not `while True`: a cancellation lost in redis-py's wait_for (Python 3.11) must not
+        # keep this task alive after aclose().
+        while not self._closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CHECK_INTERVAL):
                     await self._wake.wait()
@@ -488,10 +499,10 @@ class SentinelTopology:
         loop = asyncio.get_running_loop()
         pause = _WATCH_BACKOFF[0]
         last: str | None = None
-        while True:
+        while not self._closed:  # see _monitor
             began = loop.time()
             try:
-                await listen(link, self._name, self._on_event)
+                await listen(link, self._name, self._on_event, lambda: self._closed)
             except AuthenticationError as exc:
                 problem = link.auth_problem(exc)
             except (RedisError, OSError, TimeoutError) as exc:

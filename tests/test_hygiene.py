@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -212,19 +211,6 @@ async def test_redis_store_cycles(redis: RedisProcess, capsys: pytest.CaptureFix
     assert 2 * done <= received <= 2 * done + 20
 
 
-@pytest.mark.xfail(
-    sys.version_info < (3, 12),
-    strict=True,
-    reason=(
-        "BUG _topology.py SentinelTopology.aclose / _sentinel.py listen: closing a store "
-        "soon after opening leaks the failover-event watcher tasks (and their subscriber "
-        "connections, and through them the topology and its pools) and makes aclose() wait "
-        "its whole 4 s cleanup timeout. aclose() cancels each watcher once; a cancel that "
-        "lands while redis-py's send_packed_command is in asyncio.wait_for (socket_timeout "
-        "set) is swallowed by Python 3.11's wait_for when the send completes in the same "
-        "loop step, and _watch()/listen() loop forever (while True) with no closed check"
-    ),
-)
 async def test_sentinel_store_cycles(
     sentinel_cluster: SentinelCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
