@@ -33,7 +33,11 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[yaml]", *_group("tests"))
     session.run("coverage", "erase")
     session.run(
-        "coverage", "run", "-m", "pytest", *(session.posargs or ["tests"]),
+        "coverage",
+        "run",
+        "-m",
+        "pytest",
+        *(session.posargs or ["tests"]),
         env={"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci")},
     )
     session.run("coverage", "combine", success_codes=[0, 1])
