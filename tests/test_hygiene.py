@@ -3,8 +3,9 @@
 After thousands of open/use/close cycles, this process has the same asyncio tasks and file
 descriptors as before, no store, pool or connection object survives a garbage collection, and
 the servers hold none of our connections. Counts: 10,000 cycles on the memory provider; on
-Redis, as many as fit in ``REDIS_SECONDS`` (at least ``REDIS_MIN_CYCLES``); on Sentinel, as many
-as fit in ``SENTINEL_SECONDS`` (at least ``SENTINEL_MIN_CYCLES``). The figures are printed.
+Redis, as many as fit in ``REDIS_SECONDS`` (at least ``REDIS_MIN_CYCLES``, at most
+``REDIS_MAX_CYCLES``); on Sentinel, as many as fit in ``SENTINEL_SECONDS`` (at least
+``SENTINEL_MIN_CYCLES``). The figures are printed.
 (The fault scenarios in ``tests/chaos`` check the same after every fault.)
 """
 
