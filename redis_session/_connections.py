@@ -357,5 +357,8 @@ class ConnectionManager:
 def _unavailable(pool: NodePool, failure: StoreUnavailable | CommandError) -> StoreUnavailable:
     """Return what a caller gets when retries end: the connection failure or failover reply."""
     if isinstance(failure, CommandError):
-        return StoreUnavailable(f"{pool.node} is not a writable master: {failure}")
+        # LOADING also comes from a standalone server that is restarting: not a failover.
+        loading = str(failure).startswith("LOADING")
+        state = "is still loading its data set" if loading else "is not a writable master"
+        return StoreUnavailable(f"{pool.node} {state}: {failure}")
     return failure
