@@ -211,9 +211,7 @@ class NodePool:
         # Let the new workers park (their first step does not await), so the first command
         # wakes one of them instead of opening a connection beyond the floor.
         await asyncio.sleep(0)
-        self._maintenance = asyncio.create_task(
-            self._maintain(), name=f"redis_session maintenance {self.node}"
-        )
+        self._ensure_maintenance()
 
     async def execute(self, packed: bytes, deadline: float) -> Any:
         """Send one packed command and return its reply; ``deadline`` is in loop time.
@@ -225,6 +223,10 @@ class NodePool:
         if self._closed:
             msg = f"the connection pool for {self.node} is closed"
             raise StoreClosed(msg)
+        if self._maintenance is None:
+            # Deadlines are enforced by the maintenance task: never wait without it, even on a
+            # pool used before start().
+            self._ensure_maintenance()
         pending = _Pending(packed, asyncio.get_running_loop().create_future(), deadline)
         self._queue.append(pending)
         self._dispatch()
@@ -306,6 +308,12 @@ class NodePool:
                     return
         if not self._idle and len(self._conns) < self._max and self._may_connect():
             self._spawn()
+
+    def _ensure_maintenance(self) -> None:
+        if self._maintenance is None:
+            self._maintenance = asyncio.create_task(
+                self._maintain(), name=f"redis_session maintenance {self.node}"
+            )
 
     def _may_connect(self) -> bool:
         # With no connection at all, try at once: the caller fails fast if that fails too.

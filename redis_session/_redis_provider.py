@@ -209,14 +209,16 @@ class RedisProvider:
         # The blob comes from a replica while the master slides the TTL, concurrently. The
         # master's version says whether the replica's copy is current; when replication lags
         # (a session created or saved a moment ago), read the master instead.
+        # One deadline for the whole load, so the fallback read cannot extend it.
+        deadline = manager.deadline()
         read, version = await _both(
-            manager.execute("HMGET", key, "v", "e", "i", "d", read_only=True),
-            manager.run_script(SLIDE, (key,), (now_ms,)),
+            manager.execute("HMGET", key, "v", "e", "i", "d", read_only=True, deadline=deadline),
+            manager.run_script(SLIDE, (key,), (now_ms,), deadline=deadline),
         )
         if version is None:
             return None
         if not isinstance(read, list) or read[0] != version:
-            return _record(await self._manager.run_script(LOAD, (key,), (now_ms,)))
+            return _record(await manager.run_script(LOAD, (key,), (now_ms,), deadline=deadline))
         return _record(read)
 
     async def save(self, key: bytes, expected: bytes, record: Record, now_ms: int) -> bool:

@@ -832,14 +832,17 @@ class _ReplicaRouting:
         self.read_only_calls = 0
         self.routes_reads = True
 
-    async def execute(self, *args: Any, read_only: bool = False) -> Any:
+    def deadline(self) -> float:
+        return float(self._manager.deadline())
+
+    async def execute(self, *args: Any, read_only: bool = False, **kwargs: Any) -> Any:
         if read_only:
             self.read_only_calls += 1
             if self.failing:
                 raise StoreUnavailable("replica down")
             if self.lagging:
                 return [None, None, None, None]
-        return await self._manager.execute(*args, read_only=read_only)
+        return await self._manager.execute(*args, read_only=read_only, **kwargs)
 
     async def run_script(self, *args: Any, **kwargs: Any) -> Any:
         return await self._manager.run_script(*args, **kwargs)
