@@ -14,7 +14,7 @@ import anyio.to_thread
 import pytest
 
 from .servers import SentinelCluster
-from .test_sentinel import config, eventually, label, opened, served_by, wait_streaming
+from .test_sentinel import config, eventually, label, opened, served_by
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +30,7 @@ async def test_read_only_commands_reach_the_replica_and_writes_never_do(
     sent there by us.
     """
     cluster = sentinel_cluster
-    await anyio.to_thread.run_sync(wait_streaming, cluster)
+    await anyio.to_thread.run_sync(cluster.wait_streaming)
     async with opened(config(cluster, ha={flag: True})) as manager:
         for proc in (cluster.master, cluster.replica):
             await anyio.to_thread.run_sync(proc.admin().config_resetstat)

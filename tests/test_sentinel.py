@@ -28,7 +28,7 @@ from redis_session._errors import RedisSessionError
 from redis_session._sentinel import configured_sentinels
 from redis_session._topology import SentinelTopology
 
-from .servers import RedisProcess, SentinelCluster, free_port, wait_until
+from .servers import RedisProcess, SentinelCluster, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -57,17 +57,6 @@ async def opened(cfg: RedisConfig) -> AsyncIterator[ConnectionManager]:
 
 def label(proc: RedisProcess) -> str:
     return f"{proc.host}:{proc.port}"
-
-
-def wait_streaming(cluster: SentinelCluster) -> None:
-    """Wait until the replica receives the master's write stream, not just a linked-up status.
-
-    After a full sync Redis 7 holds the stream back until the replica's first REPLCONF ACK
-    (up to a second), so "link up" alone would let a SIGKILL lose writes for harness reasons.
-    """
-    token = secrets.token_hex(8)
-    cluster.master.admin().set("harness:stream-check", token)
-    wait_until(lambda: cluster.replica.admin().get("harness:stream-check") == token, 5.0)
 
 
 def first_switch(cluster: SentinelCluster, old: tuple[str, int], timeout: float = 15.0) -> float:
@@ -211,7 +200,7 @@ async def test_sigkill_of_the_master_under_writes(
 ) -> None:
     """After SIGKILL, writes succeed within 2 s of the sentinels' switch; no call overruns."""
     cluster = sentinel_cluster
-    await anyio.to_thread.run_sync(wait_streaming, cluster)
+    await anyio.to_thread.run_sync(cluster.wait_streaming)
     old = cluster.master_address()
     cfg = config(cluster)
     timeout = cfg.timeout.total_seconds()
@@ -284,7 +273,7 @@ async def test_graceful_failover_keeps_every_acknowledged_write(
 ) -> None:
     """SENTINEL FAILOVER under writes: every acknowledged write is readable on the new master."""
     cluster = sentinel_cluster
-    await anyio.to_thread.run_sync(wait_streaming, cluster)
+    await anyio.to_thread.run_sync(cluster.wait_streaming)
     old = cluster.master_address()
     acked: list[str] = []
     errors: list[str] = []

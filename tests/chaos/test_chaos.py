@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -311,16 +310,6 @@ def cluster_nodes(cluster: SentinelCluster) -> list[RedisProcess]:
     return [*cluster.data_nodes, *cluster.sentinels]
 
 
-def wait_streaming(cluster: SentinelCluster) -> None:
-    """Wait until every live replica has received a fresh write of the current master."""
-    master = cluster.node_at(cluster.master_address())
-    token = secrets.token_hex(8)
-    master.admin().set("harness:stream-check", token)
-    for node in cluster.data_nodes:
-        if node is not master and node.alive():
-            wait_until(lambda n=node: n.admin().get("harness:stream-check") == token, 5.0)
-
-
 def first_switch(cluster: SentinelCluster, old: tuple[str, int], timeout: float = 15.0) -> float:
     """``time.monotonic()`` when the first sentinel names a master other than ``old``."""
     deadline = time.monotonic() + timeout
@@ -369,7 +358,7 @@ async def test_sentinel_master_sigkill(sentinel_cluster: SentinelCluster) -> Non
                 await anyio.to_thread.run_sync(cluster.rejoin_as_replica, victim)
                 await anyio.to_thread.run_sync(wait_sentinels_ready, cluster)
             await anyio.sleep(WARM)
-            await anyio.to_thread.run_sync(wait_streaming, cluster)
+            await anyio.to_thread.run_sync(cluster.wait_streaming)
             old = await anyio.to_thread.run_sync(cluster.master_address)
             victim = cluster.node_at(old)
             sc.load.mark("fault")
@@ -406,7 +395,7 @@ async def test_sentinel_graceful_failover(sentinel_cluster: SentinelCluster) -> 
             # A replica fresh from a full sync gets no stream until its first REPLCONF ACK
             # (up to 1 s, Redis 7): a failover then loses every write since the sync, for
             # reasons that have nothing to do with the client.
-            await anyio.to_thread.run_sync(wait_streaming, cluster)
+            await anyio.to_thread.run_sync(cluster.wait_streaming)
             await anyio.sleep(WARM)
             old = await anyio.to_thread.run_sync(cluster.master_address)
             snapshots.append(sc.load.snapshot())
