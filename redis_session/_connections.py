@@ -31,6 +31,12 @@ Arg = bytes | str | int | float
 
 #: Error replies that mean "this node is not (or no longer) the writable master".
 _FAILOVER_REPLIES = ("READONLY", "MASTERDOWN", "LOADING", "NOREPLICAS")
+#: Error replies worth retrying within the deadline: the above, and a server busy running a
+#: long script (BUSY), which answers again once the script ends.
+_RETRY_REPLIES = (*_FAILOVER_REPLIES, "BUSY")
+#: Error replies that mean the server cannot take writes now (out of memory, failing
+#: snapshots): the store is unavailable, not misused, so callers get StoreUnavailable.
+_UNAVAILABLE_REPLIES = ("MISCONF", "OOM")
 #: Retries after a connection failure on a single server (no Sentinel to ask for another).
 _STATIC_RETRIES = 2
 #: Under Sentinel the deadline bounds retries; this only guards against a spinning bug
@@ -290,7 +296,11 @@ class ConnectionManager:
                     raise  # the master's pool is full: no other node can take the command
                 failure = exc  # the replica's pool is stuck: go to the master
             except CommandError as exc:
-                if not str(exc).startswith(_FAILOVER_REPLIES):
+                text = str(exc)
+                if text.startswith(_UNAVAILABLE_REPLIES):
+                    msg = f"{pool.node} cannot take writes now: {text}"
+                    raise StoreUnavailable(msg) from None
+                if not text.startswith(_RETRY_REPLIES):
                     raise
                 failure = exc
             attempt += 1
@@ -358,7 +368,12 @@ def _unavailable(pool: NodePool, failure: StoreUnavailable | CommandError) -> St
     """Return what a caller gets when retries end: the connection failure or failover reply."""
     if isinstance(failure, CommandError):
         # LOADING also comes from a standalone server that is restarting: not a failover.
-        loading = str(failure).startswith("LOADING")
-        state = "is still loading its data set" if loading else "is not a writable master"
+        text = str(failure)
+        if text.startswith("LOADING"):
+            state = "is still loading its data set"
+        elif text.startswith("BUSY"):
+            state = "is busy running a script"
+        else:
+            state = "is not a writable master"
         return StoreUnavailable(f"{pool.node} {state}: {failure}")
     return failure

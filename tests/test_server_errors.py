@@ -1,0 +1,81 @@
+"""Error replies that mean "the server cannot serve now" reach callers as StoreUnavailable."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import anyio
+import pytest
+import redis as redis_py
+
+from redis_session import CommandError, StoreUnavailable, open_session_store
+
+from .pool_helpers import config, opened
+from .servers import RedisProcess
+
+pytestmark = pytest.mark.anyio
+
+# Busy-waits on the server for about 1.5 s: long enough to outlast a 0.5 s timeout.
+BUSY_SCRIPT = """
+local t = redis.call('TIME')
+while true do
+  local n = redis.call('TIME')
+  if (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 1500000 then break end
+end
+return 1
+"""
+
+
+def _run_busy_script(proc: RedisProcess, started: threading.Event) -> None:
+    client = redis_py.Redis(
+        host=proc.host,
+        port=proc.port,
+        username=proc.admin_username,
+        password=proc.admin_password,
+        protocol=2,
+    )
+    try:
+        started.set()
+        client.eval(BUSY_SCRIPT, 0)
+    finally:
+        client.close()
+
+
+async def test_busy_server_is_unavailable_not_a_command_error(fresh_redis: RedisProcess) -> None:
+    """While a long script runs, a command gets StoreUnavailable naming the node, in time."""
+    fresh_redis.admin().config_set("busy-reply-threshold", 100)
+    cfg = config(fresh_redis, timeout=timedelta(seconds=0.5))
+    async with opened(cfg) as manager:
+        started = threading.Event()
+        worker = threading.Thread(target=_run_busy_script, args=(fresh_redis, started))
+        worker.start()
+        try:
+            started.wait(5)
+            await anyio.sleep(0.3)  # past busy-reply-threshold: the server now answers BUSY
+            with pytest.raises(StoreUnavailable) as info:
+                await manager.execute("PING")
+            assert not isinstance(info.value, CommandError)
+            assert "busy running a script" in str(info.value)
+            assert f"{fresh_redis.host}:{fresh_redis.port}" in str(info.value)
+        finally:
+            worker.join(10)
+        assert await manager.execute("PING") == b"PONG"  # and it recovers by itself
+
+
+async def test_out_of_memory_on_save_is_unavailable(fresh_redis: RedisProcess) -> None:
+    """A server at maxmemory (noeviction) makes create raise StoreUnavailable, not CommandError."""
+    section = fresh_redis.redis_section()
+    async with open_session_store({"secret": "s" * 40, "redis": section}) as store:
+        session = await store.create({"user": "john"})
+        admin = fresh_redis.admin()
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        try:
+            with pytest.raises(StoreUnavailable) as info:
+                await store.create({"user": "jane", "pad": "x" * 2000})
+            assert "cannot take writes now" in str(info.value)
+            assert "OOM" in str(info.value)
+        finally:
+            admin.config_set("maxmemory", 0)
+        assert await store.load(session.id) is not None
