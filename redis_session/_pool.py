@@ -55,6 +55,10 @@ _CONNECT_BACKOFF_MAX = 1.0
 
 _QUEUED, _SENT = 0, 1
 
+#: What a broken or confused connection raises: redis-py's errors, socket errors, our batch
+#: timer, and hiredis's own protocol errors (not RedisErrors) on a garbled stream.
+_CONNECTION_FAILURES = (RedisError, OSError, TimeoutError, hiredis.HiredisError)
+
 
 def pack(*args: bytes | str | int | float) -> bytes:
     """Encode one command in RESP, in the caller's task (hiredis does it in C)."""
@@ -223,9 +227,9 @@ class NodePool:
         if self._closed:
             msg = f"the connection pool for {self.node} is closed"
             raise StoreClosed(msg)
-        if self._maintenance is None:
+        if self._maintenance is None or self._maintenance.done():
             # Deadlines are enforced by the maintenance task: never wait without it, even on a
-            # pool used before start().
+            # pool used before start() or after the task died.
             self._ensure_maintenance()
         pending = _Pending(packed, asyncio.get_running_loop().create_future(), deadline)
         self._queue.append(pending)
@@ -271,7 +275,8 @@ class NodePool:
         if self._closed:
             return
         self._closed = True
-        self._fail_queue(ConnectionLost(f"the connection pool for {self.node} closed", sent=False))
+        closed = f"the connection pool for {self.node} closed"
+        self._fail_queue(lambda: ConnectionLost(closed, sent=False))
         tasks = [*self._tasks]
         if self._maintenance is not None:
             tasks.append(self._maintenance)
@@ -310,7 +315,14 @@ class NodePool:
             self._spawn()
 
     def _ensure_maintenance(self) -> None:
-        if self._maintenance is None:
+        task = self._maintenance
+        if task is not None and task.done() and not self._closed:
+            died = None if task.cancelled() else task.exception()
+            logger.error(
+                "connection pool maintenance for %s had stopped (%r); restarted", self.node, died
+            )
+            task = None
+        if task is None:
             self._maintenance = asyncio.create_task(
                 self._maintain(), name=f"redis_session maintenance {self.node}"
             )
@@ -340,11 +352,13 @@ class NodePool:
                 batch.append(p)
         return batch
 
-    def _fail_queue(self, exc: BaseException) -> None:
+    def _fail_queue(self, error: Callable[[], BaseException]) -> None:
+        # One exception object per caller: a shared one would share its traceback and
+        # context between unrelated requests.
         while self._queue:
             p = self._queue.popleft()
             if not p.future.done():
-                p.future.set_exception(exc)
+                p.future.set_exception(error())
 
     def _forget(self, c: _Conn) -> None:
         self._conns.discard(c)
@@ -385,7 +399,7 @@ class NodePool:
         try:
             async with asyncio.timeout(self._timeout):
                 await c.conn.connect()  # type: ignore[no-untyped-call]
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _CONNECTION_FAILURES as exc:
             reason = self._describe(exc)
             if reason != self._last_error:
                 logger.warning("cannot connect to %s: %s", self.node, reason)
@@ -398,8 +412,8 @@ class NodePool:
             self._forget(c)
             if not any(other.connected for other in self._conns):
                 # Nobody else can serve the queue: fail fast rather than at the deadline.
-                lost = ConnectionLost(f"cannot connect to {self.node}: {reason}", sent=False)
-                self._fail_queue(lost)
+                msg = f"cannot connect to {self.node}: {reason}"
+                self._fail_queue(lambda: ConnectionLost(msg, sent=False))
             return reason
         c.connected = True
         c.used_at = c.checked_at = time.monotonic()
@@ -484,14 +498,14 @@ class NodePool:
                         else:
                             future.set_result(reply)
                     delivered += 1
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _CONNECTION_FAILURES as exc:
             reason = self._describe(exc)
             if not idle_probe:
                 logger.warning("connection to %s failed mid-batch: %s", self.node, reason)
-            lost = ConnectionLost(f"connection to {self.node} failed: {reason}", sent=True)
+            msg = f"connection to {self.node} failed: {reason}"
             for p in batch[delivered:]:
                 if not p.future.done():
-                    p.future.set_exception(lost)
+                    p.future.set_exception(ConnectionLost(msg, sent=True))
             c.connected = False
             await _disconnect(conn)
             raise _WorkerDone from None
@@ -499,13 +513,10 @@ class NodePool:
             # Cancelled (the pool is closing): nobody will read the rest of these replies.
             # They may have run; ConnectionLost lets the manager retry them elsewhere (a new
             # master after a failover), and a store that is closing refuses the retry itself.
-            lost = ConnectionLost(
-                f"the connection pool for {self.node} closed with this command in flight",
-                sent=True,
-            )
+            msg = f"the connection pool for {self.node} closed with this command in flight"
             for p in batch[delivered:]:
                 if not p.future.done():
-                    p.future.set_exception(lost)
+                    p.future.set_exception(ConnectionLost(msg, sent=True))
             raise
         finally:
             c.busy = False
@@ -562,17 +573,16 @@ class NodePool:
 
     def _expire(self, now: float) -> None:
         """Fail every command whose caller's deadline has passed, queued or in flight."""
-        timed_out: PoolTimeout | None = None
+        message: str | None = None
         for p in self._queue:
             if now >= p.deadline and not p.future.done():
-                if timed_out is None:
-                    msg = (
+                if message is None:
+                    message = (
                         f"no connection to {self.node} became free within {self._timeout:g}s "
                         f"(maximum_active_connections={self._max}, "
                         f"{self._waiting()} commands waiting)"
                     )
-                    timed_out = PoolTimeout(msg)
-                p.future.set_exception(timed_out)
+                p.future.set_exception(PoolTimeout(message))
         for c in self._conns:
             for p in c.batch:
                 if now >= p.deadline and not p.future.done():

@@ -638,3 +638,27 @@ async def test_health_check_failure_is_logged(
         await eventually(pings, within=3.0)
     finally:
         await pool.aclose()
+
+
+async def test_deadlines_hold_even_if_the_maintenance_task_died(
+    redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dead maintenance task is restarted by the next command, so deadlines still fire."""
+    from .pool_helpers import only_pool  # noqa: PLC0415 - helper shared with pool_helpers
+
+    cfg = config(redis, maximum_active_connections=1)
+    async with opened(cfg) as manager:
+        pool = only_pool(manager)
+        assert pool._maintenance is not None
+        pool._maintenance.cancel()
+        await anyio.sleep(0.05)
+        loop_time = anyio.current_time
+        async with anyio.create_task_group() as tg:
+            # The only connection is busy for 0.8 s: the PING below can only wait in the queue.
+            tg.start_soon(manager.execute, "BLPOP", "nothing-here", 0.8)
+            await anyio.sleep(0.1)
+            start = loop_time()
+            with pytest.raises(PoolTimeout):
+                await pool.execute(pack("PING"), loop_time() + 0.2)
+            assert loop_time() - start < 0.2 + 0.5
+        assert "maintenance" in caplog.text
