@@ -45,7 +45,7 @@ from ._config import (
     SessionConfig,
     TLSConfig,
 )
-from ._durations import parse_duration
+from ._durations import format_duration, parse_duration
 from ._errors import ConfigError
 
 if TYPE_CHECKING:
@@ -257,6 +257,19 @@ def _positive(value: timedelta) -> None:
         raise _Invalid(msg)
 
 
+#: Longest session clock accepted. Redis TTLs and Lua numbers (doubles) stay exact far beyond
+#: this, and no session should outlive a century; beyond it the Redis provider would refuse
+#: what the in-memory one accepts.
+_LONGEST_SESSION_CLOCK = timedelta(days=100 * 365)
+
+
+def _session_clock(value: timedelta) -> None:
+    _positive(value)
+    if value > _LONGEST_SESSION_CLOCK:
+        msg = f"must be at most 100y, got {format_duration(value)}"
+        raise _Invalid(msg)
+
+
 def _cookie_name(value: str) -> None:
     if not _COOKIE_NAME.fullmatch(value):
         msg = f"{_show(value)} is not a valid cookie name (use letters, digits and !#$%&'*+-.^_`|~)"
@@ -322,9 +335,9 @@ def _server_name(value: str) -> None:
 _RULES: dict[tuple[type[Any], str], Callable[[Any], None]] = {
     (SessionConfig, "name"): _cookie_name,
     (SessionConfig, "domain"): _not_empty,
-    (SessionConfig, "expiration"): _positive,
-    (SessionConfig, "inactivity"): _positive,
-    (SessionConfig, "remember_me_duration"): _positive,
+    (SessionConfig, "expiration"): _session_clock,
+    (SessionConfig, "inactivity"): _session_clock,
+    (SessionConfig, "remember_me_duration"): _session_clock,
     (SessionConfig, "maximum_data_size"): _at_least(1),
     (RedisConfig, "host"): functools.partial(_host, socket=True),
     (RedisConfig, "port"): _port,

@@ -1090,3 +1090,12 @@ def test_junk_anywhere_in_the_seed_raises_config_error(path: tuple[Any, ...], va
         node = node[key]
     node[path[-1]] = value
     assert_loads_or_config_error(doc)
+
+
+@pytest.mark.parametrize("option", ["expiration", "inactivity", "remember_me_duration"])
+def test_session_clocks_are_capped_at_a_century(option: str) -> None:
+    """A session clock over 100 years is refused: the Redis provider could not honour it."""
+    assert load_config({option: "100y"}) is not None
+    with pytest.raises(ConfigError) as info:
+        load_config({option: "40000y"})
+    assert info.value.problems == (f"session.{option}: must be at most 100y, got 40000y",)
