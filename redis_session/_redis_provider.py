@@ -22,6 +22,7 @@ must not turn a save that happened into a conflict.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
@@ -277,6 +278,10 @@ async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
     except BaseExceptionGroup as failures:
         # Callers expect the library's own errors (StoreUnavailable...), not a group; the
         # first real failure is the one worth reporting.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # We are being cancelled, and a child's failure must not swallow that.
+            raise asyncio.CancelledError from None
         cancelled = anyio.get_cancelled_exc_class()
         real = [exc for exc in failures.exceptions if not isinstance(exc, cancelled)]
         raise (real or list(failures.exceptions))[0] from None

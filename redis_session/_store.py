@@ -8,6 +8,7 @@ no per-session state, so any number of stores (processes) can share one Redis.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -169,6 +170,7 @@ class SessionStore(Generic[T]):
         self._inactivity_ms = _ms(cfg.inactivity)
         self._maximum_data_size = cfg.maximum_data_size
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None
 
     async def create(self, data: T, *, remember_me: bool = False) -> Session[T]:
         """Store ``data`` as a new session and return it; its :attr:`~Session.id` is new.
@@ -345,11 +347,16 @@ class SessionStore(Generic[T]):
         return self._provider.statistics()
 
     async def aclose(self) -> None:
-        """Close connections and background tasks. Safe to call twice."""
-        if self._closed:
-            return
+        """Close connections and background tasks. Safe to call twice, and concurrently.
+
+        The cleanup runs shielded (each step is bounded by the pools' own cleanup timeouts):
+        a caller cancelled while closing does not stop it half-way, and a second call waits
+        for the same cleanup instead of returning before it ends.
+        """
         self._closed = True
-        await self._provider.aclose()
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._provider.aclose())
+        await asyncio.shield(self._closing)
 
     async def __aenter__(self) -> SessionStore[T]:
         return self

@@ -25,6 +25,7 @@ from redis_session._crypto import KeyRing
 from redis_session._redis_provider import LOAD, RedisProvider
 from redis_session._store import Session, SessionStore, open_session_store
 
+from .pool_helpers import eventually
 from .store_helpers import SECRET, Backend, make_backend, raw_client
 
 pytestmark = pytest.mark.anyio
@@ -923,3 +924,20 @@ async def test_replica_reads_on_a_real_replica(sentinel_cluster: Any) -> None:
         stats = await anyio.to_thread.run_sync(cluster.replica.admin().info, "commandstats")
     assert stats.get("cmdstat_hmget", {}).get("calls", 0) > 0
     assert "cmdstat_evalsha" not in stats
+
+
+async def test_aclose_cancelled_midway_still_closes_everything(redis: Any) -> None:
+    """Cancelling aclose does not stop the cleanup half-way; a second aclose waits for it."""
+    section = redis.redis_section(minimum_idle_connections=3, maximum_active_connections=4)
+    store = await open_session_store({"secret": SECRET, "redis": section})
+    assert len(redis.our_clients("redis_session")) == 3
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # cancelled at its very first await
+        await store.aclose()
+    await store.aclose()
+    assert store.statistics().open == 0
+
+    async def none_left() -> bool:
+        return not redis.our_clients("redis_session")
+
+    await eventually(none_left, within=5.0)
