@@ -126,14 +126,18 @@ class SentinelLink:
             return self._problem("error", f"cannot ask it for the master ({where}); a sentinel?")
         if not where:
             return Answer(self.label, "unknown", problem=f"it monitors no master named {name!r}")
-        epoch = _pairs(master).get("config-epoch", "-1") if isinstance(master, list) else "-1"
-        return Answer(
-            self.label,
-            master=(where[0], int(where[1])),
-            epoch=int(epoch),
-            replicas=_healthy_replicas(rest[0]) if rest else (),
-            sentinels=_addresses(peers),
-        )
+        try:
+            epoch = _pairs(master).get("config-epoch", "-1") if isinstance(master, list) else "-1"
+            return Answer(
+                self.label,
+                master=(where[0], int(where[1])),
+                epoch=int(epoch),
+                replicas=_healthy_replicas(rest[0]) if rest else (),
+                sentinels=_addresses(peers),
+            )
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+            # A reply of an unexpected shape: not a sentinel we can use (never raise here).
+            return self._problem("error", "its answer about the master is malformed; a sentinel?")
 
     def auth_problem(self, exc: BaseException) -> str:
         """Say that authentication failed and which option to fix, without the password."""
