@@ -101,6 +101,7 @@ class SentinelLink:
         self._failures = 0
         self._conn: AbstractConnection | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
 
     async def survey(self, name: str, *, replicas: bool, within: float) -> Answer:
         """Ask for the master of ``name``, its epoch, peers and replicas; never raises."""
@@ -147,7 +148,8 @@ class SentinelLink:
         return f"authentication to sentinel {self.label} failed ({exc}): {hint} {option}"
 
     async def aclose(self) -> None:
-        """Drop the connection."""
+        """Drop the connection; a survey still under way drops its own when it ends."""
+        self._closed = True
         conn, self._conn = self._conn, None
         if conn is not None:
             await drop(conn)
@@ -176,7 +178,12 @@ class SentinelLink:
                 if conn is not None:
                     await drop(conn)
                 raise
-            self._conn = conn
+            if self._closed:
+                # Closed while we asked (a cancellation lost in redis-py's wait_for lets the
+                # survey finish): keep no connection, or it would outlive the link.
+                await drop(conn)
+            else:
+                self._conn = conn
             return replies
 
     def _failed(self, now: float) -> None:

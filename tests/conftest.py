@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from .servers import (
     start_redis,
     start_sentinel_cluster,
 )
+from .store_helpers import Backend, make_backend
 
 # Hypothesis: CI runs a fixed, derandomized profile so a red run can be reproduced; each test
 # still bounds its own example count. ``HYPOTHESIS_PROFILE=dev`` explores with fresh seeds.
@@ -171,3 +172,18 @@ def sentinel_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Senti
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """A storage shared by the stores a test opens: in memory, or the flushed redis-server.
+
+    The same store tests run on both, so the providers cannot drift apart.
+    """
+    proc = None if request.param == "memory" else request.getfixturevalue("redis")
+    b = make_backend(request.param, proc)
+    try:
+        yield b
+    finally:
+        await b.aclose()
+        b.close_raw()

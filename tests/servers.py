@@ -679,6 +679,22 @@ class SentinelCluster:
                 raise TimeoutError(f"replicas not synced to {addr} in {timeout}s: {pending}")
             time.sleep(0.05)
 
+    def first_switch(self, old: tuple[str, int], timeout: float = 15.0) -> float:
+        """Poll every sentinel; return ``time.monotonic()`` when one names a master not ``old``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for sentinel in self.sentinels:
+                try:
+                    reply = sentinel.admin().execute_command(
+                        "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name
+                    )
+                except redis.RedisError:
+                    continue
+                if reply and (reply[0], int(reply[1])) != old:
+                    return time.monotonic()
+            time.sleep(0.01)
+        raise TimeoutError(f"no sentinel switched away from {old} in {timeout}s")
+
     def wait_streaming(self, timeout: float = 5.0) -> None:
         """Wait until every live replica has received a fresh write of the current master.
 

@@ -83,18 +83,6 @@ def no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     assert_not_logged(caplog.records, *SECRETS)
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    """One storage for the whole test: in memory, or the shared (flushed) redis-server."""
-    proc = None if request.param == "memory" else request.getfixturevalue("redis")
-    b = make_backend(request.param, proc)
-    try:
-        yield b
-    finally:
-        await b.aclose()
-        b.close_raw()
-
-
 @pytest.fixture
 async def redis_backend(redis: Any) -> AsyncIterator[Backend]:
     """The Redis backend alone, for attacks only a Redis writer can make."""

@@ -18,7 +18,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-import redis
 
 from redis_session import RedisConfig, StoreUnavailable
 from redis_session._config import HighAvailabilityConfig, NodeConfig
@@ -57,23 +56,6 @@ async def opened(cfg: RedisConfig) -> AsyncIterator[ConnectionManager]:
 
 def label(proc: RedisProcess) -> str:
     return f"{proc.host}:{proc.port}"
-
-
-def first_switch(cluster: SentinelCluster, old: tuple[str, int], timeout: float = 15.0) -> float:
-    """Poll every sentinel; return ``time.monotonic()`` when the first one names another master."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for sentinel in cluster.sentinels:
-            try:
-                reply = sentinel.admin().execute_command(
-                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", cluster.name
-                )
-            except redis.RedisError:
-                continue
-            if reply and (reply[0], int(reply[1])) != old:
-                return time.monotonic()
-        time.sleep(0.01)
-    raise TimeoutError(f"no sentinel switched away from {old} in {timeout}s")
 
 
 async def served_by(manager: ConnectionManager) -> int:
@@ -229,7 +211,7 @@ async def test_sigkill_of_the_master_under_writes(
             await anyio.sleep(0.3)
             killed_at = time.monotonic()
             await anyio.to_thread.run_sync(cluster.master.kill)
-            switched_at = await anyio.to_thread.run_sync(first_switch, cluster, old)
+            switched_at = await anyio.to_thread.run_sync(cluster.first_switch, old)
 
             async def written_since_switch() -> bool:
                 return bool(acks) and acks[-1] > switched_at
@@ -305,7 +287,7 @@ async def test_graceful_failover_keeps_every_acknowledged_write(
             await anyio.to_thread.run_sync(
                 cluster.sentinels[0].admin().execute_command, "SENTINEL", "FAILOVER", cluster.name
             )
-            switched_at = await anyio.to_thread.run_sync(first_switch, cluster, old)
+            switched_at = await anyio.to_thread.run_sync(cluster.first_switch, old)
             assert await eventually(moved, within=3.0)
             followed_at = time.monotonic()
             await anyio.sleep(0.3)

@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -26,7 +25,7 @@ from redis_session._redis_provider import LOAD, RedisProvider
 from redis_session._store import Session, SessionStore, open_session_store
 
 from .pool_helpers import eventually
-from .store_helpers import SECRET, Backend, make_backend, raw_client
+from .store_helpers import SECRET, Backend, raw_client
 
 pytestmark = pytest.mark.anyio
 
@@ -46,18 +45,6 @@ class Profile:
     groups: list[str]
     level: int = 1
     last_seen: dt.datetime | None = None
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    """A storage shared by the stores a test opens: in memory, or a fresh redis-server."""
-    proc = None if request.param == "memory" else request.getfixturevalue("redis")
-    b = make_backend(request.param, proc)
-    try:
-        yield b
-    finally:
-        await b.aclose()
-        b.close_raw()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ runs both clients' saves concurrently: exactly the up-to-date ones may win, and 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -22,7 +21,7 @@ from hypothesis import strategies as st
 from redis_session import SessionConflict
 from redis_session._store import Session, SessionStore
 
-from .store_helpers import Backend, make_backend
+from .store_helpers import Backend
 
 pytestmark = pytest.mark.anyio
 
@@ -167,18 +166,6 @@ class Model:
                 assert session is None
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def shared_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    """One storage for the whole test; each example empties it first."""
-    proc = None if request.param == "memory" else request.getfixturevalue("redis")
-    b = make_backend(request.param, proc)
-    try:
-        yield b
-    finally:
-        await b.aclose()
-        b.close_raw()
-
-
 @settings(
     max_examples=100,
     derandomize=True,
@@ -187,10 +174,10 @@ async def shared_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backen
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(program=st.lists(OPERATIONS, min_size=3, max_size=30))
-async def test_no_lost_update(shared_backend: Backend, program: list[tuple[Any, ...]]) -> None:
+async def test_no_lost_update(backend: Backend, program: list[tuple[Any, ...]]) -> None:
     """Every outcome matches the model; acknowledged saves are never lost."""
-    await shared_backend.reset()
-    model = Model([await shared_backend.open(), await shared_backend.open()])
+    await backend.reset()
+    model = Model([await backend.open(), await backend.open()])
     await model.create()
     for name, *args in program:
         await getattr(model, name)(*args)

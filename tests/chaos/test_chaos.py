@@ -310,23 +310,6 @@ def cluster_nodes(cluster: SentinelCluster) -> list[RedisProcess]:
     return [*cluster.data_nodes, *cluster.sentinels]
 
 
-def first_switch(cluster: SentinelCluster, old: tuple[str, int], timeout: float = 15.0) -> float:
-    """``time.monotonic()`` when the first sentinel names a master other than ``old``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for sentinel in cluster.sentinels:
-            try:
-                reply = sentinel.admin().execute_command(
-                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", cluster.name
-                )
-            except redis_sync.RedisError:
-                continue
-            if reply and (reply[0], int(reply[1])) != old:
-                return time.monotonic()
-        time.sleep(0.01)
-    raise TimeoutError(f"no sentinel switched away from {old} in {timeout}s")
-
-
 def wait_sentinels_ready(cluster: SentinelCluster, timeout: float = 20.0) -> None:
     """Wait until every sentinel sees the master, both peers and a healthy replica."""
     wait_until(lambda: not cluster._sentinels_ready(), timeout, interval=0.1)
@@ -363,7 +346,7 @@ async def test_sentinel_master_sigkill(sentinel_cluster: SentinelCluster) -> Non
             victim = cluster.node_at(old)
             sc.load.mark("fault")
             await anyio.to_thread.run_sync(victim.kill)
-            switched = await anyio.to_thread.run_sync(first_switch, cluster, old)
+            switched = await anyio.to_thread.run_sync(cluster.first_switch, old)
             sc.load.mark("heal", at=switched)
             await sc.load.wait_recovered(FAILOVER_RECOVERY)
             sc.tally.notes.append(
@@ -401,7 +384,7 @@ async def test_sentinel_graceful_failover(sentinel_cluster: SentinelCluster) -> 
             snapshots.append(sc.load.snapshot())
             sc.load.mark("fault")
             await anyio.to_thread.run_sync(sentinel_failover, cluster)
-            switched = await anyio.to_thread.run_sync(first_switch, cluster, old)
+            switched = await anyio.to_thread.run_sync(cluster.first_switch, old)
             sc.load.mark("heal", at=switched)
             await sc.load.wait_recovered(FAILOVER_RECOVERY)
         await anyio.sleep(AFTER)
