@@ -11,8 +11,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -27,6 +26,7 @@ from redis_session._errors import RedisSessionError
 from redis_session._sentinel import configured_sentinels
 from redis_session._topology import SentinelTopology
 
+from .pool_helpers import opened
 from .servers import RedisProcess, SentinelCluster, free_port
 
 pytestmark = pytest.mark.anyio
@@ -43,15 +43,6 @@ def config(
     cfg = load_config({"secret": "s" * 32, "redis": section}).redis
     assert cfg is not None
     return cfg
-
-
-@asynccontextmanager
-async def opened(cfg: RedisConfig) -> AsyncIterator[ConnectionManager]:
-    manager = await ConnectionManager.open(cfg)
-    try:
-        yield manager
-    finally:
-        await manager.aclose()
 
 
 def label(proc: RedisProcess) -> str:
