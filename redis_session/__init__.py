@@ -30,6 +30,7 @@ from ._errors import (
     SessionDataError,
     StoreClosed,
     StoreUnavailable,
+    UsageError,
 )
 from ._pool import NodeStatistics
 from ._store import Session, SessionStore, StoreOpener, open_session_store
@@ -54,6 +55,7 @@ __all__ = [
     "StoreOpener",
     "StoreUnavailable",
     "TLSConfig",
+    "UsageError",
     "load_config",
     "open_session_store",
     "resolve_config",

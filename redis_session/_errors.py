@@ -15,6 +15,7 @@ __all__ = [
     "SessionDataError",
     "StoreClosed",
     "StoreUnavailable",
+    "UsageError",
 ]
 
 
@@ -70,4 +71,14 @@ class CommandError(RedisSessionError):
 
     Raised by the connection manager; the store turns the cases it expects into
     :class:`SessionConflict` or ``None`` and lets the rest through.
+    """
+
+
+class UsageError(RedisSessionError):
+    """The store was called in a way it cannot honour: a bug in the calling code.
+
+    Raised for an argument of the wrong type (``save(None)``, ``create(..., remember_me="on")``),
+    a :class:`~redis_session.Session` that belongs to another store, or a call from an event loop
+    other than the one the store is running on. Nothing was read or written; the message says
+    what to change.
     """
