@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import anyio
 import attrs
 from redis._parsers import _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
@@ -45,6 +46,9 @@ _SENTINEL_RETRIES = 1000
 #: Share of the time left that a read-only command may spend on a replica before the retry
 #: on the master.
 _REPLICA_SHARE = 0.5
+#: Bound on closing what a failed or cancelled open had opened (each pool bounds its own
+#: steps too; this bounds them all together).
+_OPEN_CLEANUP_TIMEOUT = 5.0
 #: Client name on every connection, so operators (and tests) can tell ours in CLIENT LIST.
 CLIENT_NAME = "redis_session"
 
@@ -243,7 +247,16 @@ class ConnectionManager:
         try:
             await topology.start()
         except BaseException:
-            await topology.aclose()
+            # Shielded: under an anyio cancel scope every await of the cleanup would be
+            # cancelled again, and the sockets opened so far would stay logged in until the
+            # garbage collector found them. Bounded, so a hung close cannot hold the caller.
+            with anyio.move_on_after(_OPEN_CLEANUP_TIMEOUT, shield=True) as cleanup:
+                await topology.aclose()
+            if cleanup.cancelled_caught:
+                logger.warning(
+                    "closing the connections of a failed open took over %gs; gave up",
+                    _OPEN_CLEANUP_TIMEOUT,
+                )
             raise
         return cls(cfg, topology)
 
