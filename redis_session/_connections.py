@@ -18,6 +18,7 @@ import anyio
 import attrs
 from redis._parsers import _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
+from redis.exceptions import RedisError, ResponseError
 
 from ._config import RedisConfig
 from ._errors import CommandError, PoolTimeout, StoreUnavailable
@@ -54,12 +55,15 @@ CLIENT_NAME = "redis_session"
 
 
 class _CodedReplyParser(_AsyncHiredisParser):
-    """redis-py's hiredis reply parser, except that error replies keep their code.
+    """redis-py's hiredis reply parser, except that error replies keep their whole text.
 
     redis-py strips the code from the errors it maps to classes, so ``READONLY You can't
     write...`` arrived as ``You can't write...`` and the failover retry (matching on
     ``_FAILOVER_REPLIES``) and the NOSCRIPT fallback never fired; ``LOADING`` even became a
-    connection error. Only the authentication errors the connect path relies on keep theirs.
+    connection error; and ``ERR unknown command`` reached callers as ``unknown command``. Only
+    the errors redis-py's connect path tells apart by class keep their class (and its text):
+    authentication failures, and ``max number of clients reached`` (a connection error).
+    Every other error reply is a plain ``ResponseError`` with the text the server sent.
     """
 
     EXCEPTION_CLASSES = {  # noqa: RUF012 - overrides redis-py's class attribute of that shape
@@ -67,6 +71,14 @@ class _CodedReplyParser(_AsyncHiredisParser):
         for code, cls in _AsyncHiredisParser.EXCEPTION_CLASSES.items()
         if code in ("ERR", "WRONGPASS", "NOAUTH")
     }
+
+    @classmethod
+    def parse_error(cls, response: str) -> RedisError:
+        """Map an error reply to an exception; the code stays in the text unless it has a class."""
+        error: RedisError = super().parse_error(response)  # type: ignore[no-untyped-call]
+        if type(error) is ResponseError:
+            return ResponseError(response)
+        return error
 
 
 @attrs.frozen

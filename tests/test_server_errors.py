@@ -79,3 +79,21 @@ async def test_out_of_memory_on_save_is_unavailable(fresh_redis: RedisProcess) -
         finally:
             admin.config_set("maxmemory", 0)
         assert await store.load(session.id) is not None
+
+
+async def test_error_reply_keeps_its_err_code(redis: RedisProcess) -> None:
+    """A command the server refuses raises CommandError carrying the server's whole reply."""
+    async with opened(config(redis)) as manager:
+        with pytest.raises(CommandError) as unknown:
+            await manager.execute("NOSUCHCOMMAND", "x")
+        with pytest.raises(CommandError) as arity:
+            await manager.execute("GET")
+        await manager.execute("SET", "a-string", "1")
+        with pytest.raises(CommandError) as wrong_type:
+            await manager.execute("HGET", "a-string", "f")
+        # The error replies were read off the connection in order: it still answers.
+        assert await manager.execute("PING") == b"PONG"
+    # The code first, as the server sent it (and as redis-cli prints it).
+    assert str(unknown.value).startswith("ERR unknown command 'NOSUCHCOMMAND'")
+    assert str(arity.value) == "ERR wrong number of arguments for 'get' command"
+    assert str(wrong_type.value).startswith("WRONGTYPE Operation against a key holding")
