@@ -18,7 +18,8 @@ import anyio
 import attrs
 from redis._parsers import _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, RedisError, ResponseError
 
 from ._config import RedisConfig
 from ._errors import CommandError, PoolTimeout, StoreUnavailable
@@ -79,6 +80,70 @@ class _CodedReplyParser(_AsyncHiredisParser):
         if type(error) is ResponseError:
             return ResponseError(response)
         return error
+
+
+#: What a plain connection reports when the server hung up before its first reply.
+_NO_FIRST_REPLY = "the server closed the connection before its first reply"
+#: The first byte of a TLS record (alert, handshake): a TLS server answering plaintext.
+_TLS_RECORD_BYTES = ('"\\x15"', '"\\x16"')
+
+
+class _NoFirstReplyError(RedisConnectionError):
+    """A fresh plain TCP connection was dropped before the server answered anything."""
+
+
+class _TCPConnection(Connection):
+    """redis-py's TCP connection, naming the likely cause when a TLS-only server hangs up.
+
+    A server that speaks only TLS reads our first command as a broken TLS record and resets
+    the connection (or answers with a TLS alert), which redis-py reports like any broken
+    socket: "Connection reset by peer". Raised here, inside connect(), it is known to have
+    happened on the first reply, where a TLS port is the likely cause.
+    """
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        """Connect as redis-py does; a hang-up before the first reply says so."""
+        try:
+            await super().connect_check_health(
+                check_health=check_health, retry_socket_connect=retry_socket_connect
+            )
+        except RedisError as exc:
+            if not _hung_up_before_first_reply(exc):
+                raise
+            msg = f"Error connecting to {self._host_error()}: {_NO_FIRST_REPLY} ({exc})"
+            raise _NoFirstReplyError(msg) from exc
+
+
+def _hung_up_before_first_reply(exc: RedisError) -> bool:
+    text = str(exc)
+    # "Error 111 connecting to ..." comes from the TCP connect itself: not a hang-up.
+    if " connecting to " in text:
+        return False
+    if isinstance(exc, InvalidResponse):
+        return any(text.endswith(f"got {b} as reply type byte") for b in _TLS_RECORD_BYTES)
+    if type(exc) is not RedisConnectionError:
+        return False  # authentication and "max number of clients": the server did answer
+    chain: list[BaseException] = [exc]
+    while (inner := chain[-1].__context__) is not None and len(chain) < 10:
+        chain.append(inner)
+    return "Connection closed by server" in text or any(
+        isinstance(e, ConnectionResetError | BrokenPipeError) or "reset by peer" in str(e)
+        for e in chain
+    )
+
+
+def _describe_plain(exc: BaseException, node: str) -> str | None:
+    """Name ``session.redis.tls`` when a plain connection was dropped before any reply."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, _NoFirstReplyError):
+            return f"{_NO_FIRST_REPLY}; does {node} require TLS? (session.redis.tls is not set)"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @attrs.frozen
@@ -186,7 +251,10 @@ def make_pool_factory(cfg: RedisConfig) -> Callable[[str, int], NodePool]:
         else:
 
             def factory() -> AbstractConnection:
-                return Connection(host=bare, port=port, **common)
+                return _TCPConnection(host=bare, port=port, **common)
+
+            def describe(exc: BaseException) -> str | None:
+                return _describe_plain(exc, label)
 
         return NodePool(
             label,

@@ -10,8 +10,10 @@ that names the node and the option to change.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import socket
 import ssl
 import warnings
 from collections.abc import Iterator, Mapping
@@ -259,12 +261,60 @@ class TLSConnection(SSLConnection):
         self.server_hostname = server_hostname
 
     def _connection_arguments(self) -> Mapping[str, Any]:
-        # These become asyncio.open_connection() arguments: ``ssl`` and ``server_hostname``
-        # drive the handshake, SNI and the host name check while ``host`` stays the address.
+        # What _connect uses: ``ssl`` and ``server_hostname`` drive the handshake, SNI and the
+        # host name check while ``host`` stays the address.
         kwargs = dict(super()._connection_arguments())
         kwargs["ssl"] = self._tls_context
         kwargs["server_hostname"] = self.server_hostname
         return kwargs
+
+    async def _connect(self) -> None:
+        """Open the TCP connection, then run the TLS handshake on it, within the timeout.
+
+        Two steps rather than redis-py's one call, so a handshake that gets no answer can be
+        told apart: a plain Redis port reads the ClientHello as an unfinished inline command
+        and never answers, which would otherwise surface as a bare timeout seconds later.
+        """
+        args = self._connection_arguments()
+        async with asyncio.timeout(self.socket_connect_timeout):
+            reader, writer = await asyncio.open_connection(args["host"], args["port"])
+            try:
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await self._handshake(writer, args["ssl"], args["server_hostname"])
+            except BaseException:
+                writer.close()
+                raise
+        self._reader, self._writer = reader, writer
+
+    async def _handshake(
+        self, writer: asyncio.StreamWriter, context: ssl.SSLContext, server_name: str | None
+    ) -> None:
+        """Upgrade ``writer`` to TLS; fail at once if the port turns out to speak plain RESP.
+
+        A TLS server answers the ClientHello within a round trip. When no answer has come
+        after ``_PROBE_AFTER``, a second connection sends an inline PING in plaintext: a
+        RESP reply to it proves the port is plain, and waiting any longer is pointless. Any
+        other outcome proves nothing, and the handshake keeps its whole timeout.
+        """
+        handshake = asyncio.ensure_future(writer.start_tls(context, server_hostname=server_name))
+        probe: asyncio.Future[bool] | None = None
+        try:
+            done, _ = await asyncio.wait({handshake}, timeout=_PROBE_AFTER)
+            if not done:
+                probe = asyncio.ensure_future(_answers_plain_resp(self.host, self.port))
+                await asyncio.wait({handshake, probe}, return_when=asyncio.FIRST_COMPLETED)
+                if not handshake.done() and probe.done() and probe.result():
+                    msg = f"Error connecting to {self._host_error()}: {_PLAIN_PORT}"
+                    raise _PlainPortError(msg)
+            await handshake
+        finally:
+            # Cancelled, timed out or refused: neither may outlive this connect (a cancelled
+            # start_tls closes its transport; the probe closes its socket itself).
+            for task in (handshake, probe):
+                if task is not None and not task.done():
+                    task.cancel()
 
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
@@ -294,6 +344,40 @@ class TLSConnection(SSLConnection):
 
 
 _CLOSED_AFTER_HANDSHAKE = "the server closed the TLS connection right after the handshake"
+#: How long a TLS handshake may go unanswered before the port is probed for plain RESP.
+_PROBE_AFTER = 0.25
+_PLAIN_PORT = "the TLS handshake got no answer, and the port answers plain RESP"
+
+
+class _PlainPortError(redis.exceptions.ConnectionError):
+    """The TLS handshake went unanswered, and the port answered a plaintext PING."""
+
+
+#: Our own error texts, found again when only a string of them is left.
+_OUR_MARKERS = (
+    (_CLOSED_AFTER_HANDSHAKE, "closed_after_handshake"),
+    (_PLAIN_PORT, "plain_port"),
+)
+
+
+async def _answers_plain_resp(host: str, port: int) -> bool:
+    """Whether ``host:port`` answers an inline ``PING`` in RESP: proof it is no TLS port.
+
+    ``+PONG`` or any error reply (``-NOAUTH ...``, ``-ERR max number of clients...``) counts;
+    a TLS port hangs up or sends a TLS record. No credentials are sent.
+    """
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"PING\r\n")
+        line = await reader.readline()
+    except OSError:
+        return False
+    finally:
+        writer.close()
+    return line[:1] in (b"+", b"-") and line.endswith(b"\r\n")
 
 
 class _ClosedAfterHandshakeError(redis.exceptions.ConnectionError):
@@ -398,6 +482,9 @@ _TEMPLATES = {
     "eof": _WHERE + "the server closed the connection during the TLS handshake; check that"
     " {node} is Redis's tls-port, that {opt}.minimum_version allows a version it speaks, and"
     " whether it needs a client certificate ({opt}.certificate_file)",
+    "plain_port": _WHERE + "the TLS handshake got no answer, and {node} answers plain RESP"
+    " instead: it is a plain TCP port, not Redis's tls-port ({opt} is set); use the server's"
+    " tls-port, or remove {opt} if the server does not use TLS",
     "closed_after_handshake": _WHERE + _CLOSED_AFTER_HANDSHAKE + ", without a word; it most"
     " likely requires a client certificate it trusts: set {opt}.certificate_file and"
     " {opt}.key_file, signed by a CA the server accepts",
@@ -458,6 +545,8 @@ def _from_attributes(chain: list[BaseException], server_name: str | None) -> _Fo
             return {"key": _REASON_KINDS[e.reason], "detail": _ssl_reason(e)}
     if any(isinstance(e, _ClosedAfterHandshakeError) for e in chain):
         return {"key": "closed_after_handshake"}
+    if any(isinstance(e, _PlainPortError) for e in chain):
+        return {"key": "plain_port"}
     if any(isinstance(e, ssl.SSLEOFError) for e in chain):
         return {"key": "eof"}
     return None
@@ -473,8 +562,9 @@ def _from_text(texts: list[str], server_name: str | None) -> _Found | None:
         for reason in _REASON_IN_TEXT.findall(text):
             if reason in _REASON_KINDS:
                 return {"key": _REASON_KINDS[reason], "detail": reason.lower().replace("_", " ")}
-        if _CLOSED_AFTER_HANDSHAKE in text:
-            return {"key": "closed_after_handshake"}
+        for marker, key in _OUR_MARKERS:
+            if marker in text:
+                return {"key": key}
         lowered = text.lower()
         if "record layer failure" in lowered:
             return {"key": "plaintext", "detail": "record layer failure"}

@@ -47,7 +47,7 @@ async def no_gc(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[Connectio
     """
     made: list[Connection] = []
 
-    class KeptConnection(Connection):
+    class KeptConnection(redis_session._connections._TCPConnection):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             made.append(self)
@@ -57,7 +57,7 @@ async def no_gc(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[Connectio
             super().__init__(**kwargs)
             made.append(self)
 
-    monkeypatch.setattr(redis_session._connections, "Connection", KeptConnection)
+    monkeypatch.setattr(redis_session._connections, "_TCPConnection", KeptConnection)
     monkeypatch.setattr(redis_session._tls, "TLSConnection", KeptTLSConnection)
     was_enabled = gc.isenabled()
     gc.disable()

@@ -542,3 +542,14 @@ def test_other_ssl_error_is_reported_in_openssl_words() -> None:
 def test_not_a_tls_problem(exc: BaseException) -> None:
     """Refused, timeouts, auth failures and other errors give None."""
     assert describe(exc) is None
+
+
+def test_plain_port_is_found_in_text_alone() -> None:
+    """A wrapper that kept only the text of our plain-port error is still described as such."""
+    from redis_session._tls import _PLAIN_PORT  # noqa: PLC0415 - the text under test
+
+    error = StoreUnavailable(f"cannot connect to {NODE}: Error connecting to {NODE}: {_PLAIN_PORT}")
+    text = describe_tls_error(error, node=NODE, server_name=NAME)
+    assert text is not None
+    assert text.startswith(f"TLS connection to Redis at {NODE} failed: the TLS handshake got no")
+    assert "(session.redis.tls is set)" in text
