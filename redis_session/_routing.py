@@ -19,6 +19,8 @@ import logging
 import random
 from collections.abc import Callable, Iterable
 
+import anyio
+
 from ._errors import RedisSessionError
 from ._pool import NodePool, pack
 
@@ -35,6 +37,8 @@ _LATENCY_ALPHA = 0.3
 #: Nodes this close to the fastest are equally near: reads are spread among them. (go-redis uses
 #: the same 1 ms threshold but then keeps the first node, which starves loopback replicas.)
 _LATENCY_TIE = 0.001
+#: Bound on closing a pool whose opening was cancelled.
+_CLOSE_TIMEOUT = 4.0
 
 
 class ReadRouter:
@@ -153,8 +157,8 @@ class ReadRouter:
         except BaseException:
             # Cancelled (the topology is closing): close it here, since nobody awaits a
             # background close started this late.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(pool.aclose())
+            with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True), contextlib.suppress(Exception):
+                await pool.aclose()
             raise
         finally:
             self._opening.pop(addr, None)

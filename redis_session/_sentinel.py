@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import anyio
 import attrs
 from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
@@ -72,6 +73,8 @@ class Answer:
     replicas: tuple[Address, ...] = ()
     sentinels: tuple[Address, ...] = ()
     problem: str | None = None
+    #: Whether this sentinel is running a failover of the master (``failover_in_progress``).
+    failover: bool = False
 
 
 @attrs.frozen
@@ -128,11 +131,13 @@ class SentinelLink:
         if not where:
             return Answer(self.label, "unknown", problem=f"it monitors no master named {name!r}")
         try:
-            epoch = _pairs(master).get("config-epoch", "-1") if isinstance(master, list) else "-1"
+            fields = _pairs(master) if isinstance(master, list) else {}
+            flags = str(fields.get("flags", "")).split(",")
             return Answer(
                 self.label,
                 master=(where[0], int(where[1])),
-                epoch=int(epoch),
+                epoch=int(fields.get("config-epoch", "-1")),
+                failover="failover_in_progress" in flags,
                 replicas=_healthy_replicas(rest[0]) if rest else (),
                 sentinels=_addresses(peers),
             )
@@ -315,10 +320,13 @@ def reason(exc: BaseException) -> str:
 
 
 async def drop(conn: AbstractConnection) -> None:
-    """Disconnect ``conn`` (bounded, shielded, never raising)."""
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(_CLEANUP_TIMEOUT):
-            await asyncio.shield(conn.disconnect(nowait=True))
+    """Disconnect ``conn`` (bounded, shielded, never raising).
+
+    Shielded with anyio: an enclosing anyio cancel scope cancels every await again, and an
+    ``asyncio.shield`` would return at once and leave the socket to close in a stray task.
+    """
+    with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True), contextlib.suppress(Exception):
+        await conn.disconnect(nowait=True)
 
 
 def _connection_factory(cfg: RedisConfig, addr: Address) -> Callable[[], AbstractConnection]:

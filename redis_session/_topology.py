@@ -10,17 +10,31 @@ redis-py's own Sentinel support is not used: its retries reconnect to the old ma
   ``start()``, the periodic check (every second), events and every ``recover()`` share it.
 - A subscriber on *every* sentinel follows failover events. Only the leader sentinel publishes
   ``+selected-slave``, so listening to one sentinel would miss it two times out of three.
-- Fencing: at ``+selected-slave`` for our master, writes move to the selected replica at once,
-  *before* the leader promotes it. Until promotion a (read-only) replica refuses them with
-  READONLY, which the manager retries, so no write is acknowledged by the old master after the
-  failover began. Waiting for ``+switch-master`` instead loses every write the old master
-  acknowledges in the second between promotion and switch (thousands under load, measured).
-  The fence is lifted when ``ROLE`` says master, or dropped on an abort event or after
-  ``_FENCE_LIMIT``. A writable replica (``replica-read-only no``) is never used as a fence.
+- Fencing: the moment an event says a failover away from our master began (``+selected-slave``,
+  ``+promoted-slave`` or ``+switch-master`` naming it), writes move to the chosen replica,
+  synchronously in the event handler, and the old master's pool is closed at once: the few
+  commands it then answers come back as ``ConnectionLost`` and are retried on the new node (the
+  scripts are safe to resend), so no write the old master takes after the promotion is
+  acknowledged. Until promotion a (read-only) replica refuses writes with READONLY, which the
+  manager retries. Waiting for ``+switch-master``, or for ``INFO`` on the replica, instead loses
+  every write the old master acknowledges meanwhile (thousands under load, measured; more when
+  the application's own loop stalls). A fence ends when the sentinels name the new master; an
+  unpromoted one is dropped on an abort event, or after ``_FENCE_LIMIT`` once no sentinel
+  reports a failover in progress.
+- Never back to an older master: a master a failover moved away from is *superseded*. The
+  sentinels go on naming it (with the failover's new config epoch) until ``+switch-master``, and
+  it says ``ROLE master`` until Sentinel demotes it seconds later, so neither is evidence. It
+  may be the writer again only when the sentinels name it with a config epoch above the newest
+  one seen naming its successor (a later failover back to it), or through a failover event.
 
-The mutable state is ``_master``/``_master_addr`` (the writer), ``_fence``, ``_links`` (the
-sentinels) and the replica pools in ``_router`` (``_routing``). Only the survey task changes the
-writer; background tasks open replica pools and close retired ones.
+The decisions are pure functions of a frozen :class:`_View` (writer, fence, superseded masters,
+newest epoch) and one observation (an event, a survey, a role): ``_on_event``,
+``_on_answers``, ``_on_role``, ``_on_installed``, tested as a table. The I/O around them lives
+in :class:`SentinelTopology`, whose other state is ``_master`` (the writer's pool), ``_links``
+(the sentinels) and the replica pools in ``_router`` (``_routing``). Surveys (one at a time)
+and event handlers change the writer; background tasks open replica pools and close retired
+ones. Every await that takes a pool gives it back or closes it on any exception, cancellation
+included.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import anyio
 import attrs
 from redis.exceptions import AuthenticationError, RedisError
 
@@ -77,17 +92,135 @@ _RECANCEL_INTERVAL = 0.1
 
 @attrs.frozen
 class _Fence:
-    """Writes go to ``new``, selected for promotion away from ``old``.
+    """Writes go to ``new``, chosen for promotion away from ``old``.
 
-    Until ``promoted`` the fence holds writes back (READONLY); after it, ``old`` is ignored
-    even though it still says master, until the sentinels name ``new`` themselves. Either
-    phase ends at ``until`` at the latest.
+    Until ``promoted`` the fence holds writes back (READONLY). It ends when the sentinels name
+    ``new``; at ``until`` it is reconsidered (see :func:`_on_role`).
     """
 
     old: Address
     new: Address
     until: float
     promoted: bool = False
+
+
+@attrs.frozen
+class _Superseded:
+    """A master a failover moved away from, to ``successor``.
+
+    The sentinels name it again with the failover's epoch until they switch, so it may be the
+    writer again only when named with an epoch above ``bound``: the newest epoch seen naming
+    the successor (None until they name it: never).
+    """
+
+    successor: Address
+    bound: int | None = None
+
+
+@attrs.frozen
+class _View:
+    """What the client knows about the topology; only the ``_on_*`` functions change it."""
+
+    writer: Address | None = None
+    fence: _Fence | None = None
+    superseded: dict[Address, _Superseded] = attrs.field(factory=dict)
+    #: Newest config epoch any sentinel reported.
+    epoch: int = -1
+
+    def blocked(self, addr: Address, epoch: int | None = None) -> bool:
+        """Whether ``addr``, named by a sentinel with ``epoch``, must not become the writer."""
+        old = self.superseded.get(addr)
+        return old is not None and (old.bound is None or epoch is None or epoch <= old.bound)
+
+
+def _on_event(view: _View, event: Event, now: float) -> tuple[_View, Address | None]:
+    """Take in a failover event: return the new view and the node to make the writer now."""
+    fence = view.fence
+    if event.kind == "aborted":
+        if fence is None or fence.promoted or event.master != fence.old:
+            return view, None
+        # The old master stays master: it may be the writer again (after ROLE says so).
+        kept = {a: s for a, s in view.superseded.items() if a != fence.old}
+        return attrs.evolve(view, fence=None, superseded=kept), None
+    node = event.node
+    if node is None or node == view.writer or event.master != view.writer:
+        return view, None  # old news, or about a master we do not use (a survey follows it)
+    # A failover away from our writer has begun: from now on it may acknowledge writes that
+    # the promotion discards, so writes go to the chosen node before any other await.
+    superseded = {a: s for a, s in view.superseded.items() if a != node}
+    superseded[event.master] = _Superseded(node)
+    promoted = event.kind != "selected"
+    fence = _Fence(event.master, node, now + _FENCE_LIMIT, promoted=promoted)
+    return attrs.evolve(view, writer=node, fence=fence, superseded=superseded), node
+
+
+def _on_answers(
+    view: _View, answers: Iterable[Answer], hint: Address | None = None
+) -> tuple[_View, list[Address]]:
+    """Take in a survey: learn epochs; return the candidates allowed to write, best first.
+
+    Ranked by the newest epoch naming them, then by how many sentinels do; ``hint`` (from an
+    event, newer than any answer) first. A fence ends once the sentinels rank its node first.
+    """
+    answers = [a for a in answers if a.master is not None]
+    epoch = max([view.epoch, *(a.epoch for a in answers)])
+    superseded = dict(view.superseded)
+    for addr, old in view.superseded.items():
+        named = [a.epoch for a in answers if a.master == old.successor]
+        if named:
+            bound = max(named) if old.bound is None else max(old.bound, *named)
+            superseded[addr] = attrs.evolve(old, bound=bound)
+    view = attrs.evolve(view, epoch=epoch, superseded=superseded)
+    scores: dict[Address, tuple[int, int]] = {}
+    for a in answers:
+        assert a.master is not None
+        if not view.blocked(a.master, a.epoch):
+            best, votes = scores.get(a.master, (-1, 0))
+            scores[a.master] = (max(best, a.epoch), votes + 1)
+    ranked = sorted(scores, key=scores.__getitem__, reverse=True)
+    if hint is not None and not view.blocked(hint):
+        ranked = [hint, *(a for a in ranked if a != hint)]
+    fence = view.fence
+    if fence is not None and fence.promoted and ranked[:1] == [fence.new]:
+        view = attrs.evolve(view, fence=None)  # the sentinels have caught up
+    return view, ranked
+
+
+def _on_role(view: _View, role: str | None, failing_over: bool, now: float) -> _View:
+    """Mark the fenced node promoted, or give an overdue fence up.
+
+    ``role`` is the fenced node's (None: not asked, or it failed); ``failing_over`` whether a
+    sentinel still reports a failover in progress.
+    """
+    fence = view.fence
+    if fence is None:
+        return view
+    if not fence.promoted and role == "master":
+        return attrs.evolve(
+            view, fence=attrs.evolve(fence, promoted=True, until=now + _FENCE_LIMIT)
+        )
+    if now <= fence.until:
+        return view
+    superseded = dict(view.superseded)
+    if not fence.promoted:
+        if failing_over:
+            return view  # the sentinels may still promote it: going back could lose writes
+        superseded.pop(fence.old, None)  # never promoted: the old master is still the master
+    else:
+        old = superseded.get(fence.old)
+        if old is not None and old.bound is None:
+            # Promoted, but the sentinels never named it: the old master stays behind every
+            # epoch seen so far (the failover's own is among them once it was promoted).
+            superseded[fence.old] = attrs.evolve(old, bound=view.epoch)
+    return attrs.evolve(view, fence=None, superseded=superseded)
+
+
+def _on_installed(view: _View, addr: Address) -> _View:
+    """Make a candidate a survey verified the writer; the one it replaces is superseded."""
+    superseded = {a: s for a, s in view.superseded.items() if a != addr}
+    if view.writer is not None and view.writer != addr:
+        superseded[view.writer] = _Superseded(addr)
+    return attrs.evolve(view, writer=addr, superseded=superseded)
 
 
 class SentinelTopology:
@@ -108,8 +241,10 @@ class SentinelTopology:
         self._build = build
         self.routes_reads = self._ha.route_by_latency or self._ha.route_randomly
         self._master: NodePool | None = None
-        self._master_addr: Address | None = None
-        self._fence: _Fence | None = None
+        self._view = _View()
+        #: Bumped whenever the writer changes: a survey installs what it verified only if no
+        #: event (or other survey) changed the writer while it awaited.
+        self._generation = 0
         self._router = ReadRouter(
             build,
             by_latency=self._ha.route_by_latency,
@@ -120,7 +255,8 @@ class SentinelTopology:
         #: Why each recently named candidate was not accepted as master (for messages).
         self._problems: dict[Address, str] = {}
         self._hint: Address | None = None
-        self._selected: Event | None = None
+        #: Writable replicas already warned about (they acknowledge writes while fenced).
+        self._warned_writable: set[Address] = set()
         self._again = False
         self._first_failure: float | None = None
         self._round_task: asyncio.Task[list[Answer]] | None = None
@@ -200,16 +336,16 @@ class SentinelTopology:
                 return
             # No new master yet: pause so retries do not spin, but wake the moment any survey
             # (periodic, event-driven or another caller's) changes the writer.
-            fenced = self._fence is not None and not self._fence.promoted
+            fence = self._view.fence
+            fenced = fence is not None and not fence.promoted
             pause = _FENCE_PAUSE if fenced else _RETRY_PAUSE
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, min(pause, deadline - loop.time()))):
                     await switched.wait()
             # While fenced, promotion is a sentinel tick away: hold this caller (one retry of
             # the manager's budget) and poll ROLE through shared surveys until it happens.
-            if not fenced or self._master is not failed or self._fence is None:
-                return
-            if self._fence.promoted:
+            fence = self._view.fence
+            if not fenced or self._master is not failed or fence is None or fence.promoted:
                 return
 
     async def aclose(self) -> None:
@@ -229,7 +365,9 @@ class SentinelTopology:
         tasks += [*opening, *self._closers]
         closing = [p.aclose() for p in (self._master, *replicas) if p is not None]
         closing += [link.aclose() for link in self._links.values()]
-        with contextlib.suppress(TimeoutError):
+        # Shielded from anyio cancel scopes too, which would cancel every await here again
+        # (an open cancelled by anyio calls this from inside the cancelled scope).
+        with anyio.CancelScope(shield=True), contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_CLEANUP_TIMEOUT):
                 # Python 3.11's wait_for (inside redis-py) can swallow a cancellation that
                 # lands as its inner await completes: cancel again until the tasks are gone.
@@ -249,7 +387,8 @@ class SentinelTopology:
 
     def __repr__(self) -> str:
         master = self._master.node if self._master is not None else "?"
-        fenced = " (being promoted)" if self._fence and not self._fence.promoted else ""
+        fence = self._view.fence
+        fenced = " (being promoted)" if fence and not fence.promoted else ""
         healthy = self._router.healthy()
         return (
             f"<SentinelTopology {self._name!r} [master {master}{fenced} | "
@@ -286,10 +425,7 @@ class SentinelTopology:
         return answers
 
     async def _round(self, deadline: float) -> list[Answer]:
-        """Fence if asked, ask the sentinels, follow their master, learn sentinels/replicas."""
-        selected, self._selected = self._selected, None
-        if selected is not None:
-            await self._begin_fence(selected, deadline)
+        """Ask the sentinels, follow their master, learn sentinels and replicas."""
         now = asyncio.get_running_loop().time()
         links = [link for link in self._links.values() if link.skip_until <= now]
         within = max(0.01, min(SENTINEL_TIMEOUT, deadline - now))
@@ -308,63 +444,73 @@ class SentinelTopology:
         await self._follow(answers, deadline)
         if self.routes_reads:
             # The freshest word on our master's replicas: the newest epoch naming it.
-            naming = [a for a in answers if a.master == self._master_addr]
+            naming = [a for a in answers if a.master == self._view.writer]
             if naming:
                 replicas = max(naming, key=lambda a: a.epoch).replicas
-                self._router.plan(replicas, self._master_addr)
+                self._router.plan(replicas, self._view.writer)
         return answers
-
-    def _rank(self, answers: Iterable[Answer]) -> list[Address]:
-        """Candidate masters, the newest config epoch first, then the most sentinels naming it."""
-        scores: dict[Address, tuple[int, int]] = {}
-        for a in answers:
-            if a.master is not None:
-                epoch, votes = scores.get(a.master, (-1, 0))
-                scores[a.master] = (max(epoch, a.epoch), votes + 1)
-        ranked = sorted(scores, key=scores.__getitem__, reverse=True)
-        hint, self._hint = self._hint, None
-        if hint is not None:
-            # An event is newer than any answer; ROLE still has the last word.
-            ranked = [hint, *(a for a in ranked if a != hint)]
-        return ranked
 
     async def _follow(self, answers: list[Answer], deadline: float) -> None:
         """Make the best verified candidate the writer, unless it already is; track a fence."""
-        fence = await self._check_fence(deadline)
-        ranked = self._rank(answers)
-        if fence is not None and fence.promoted and ranked and ranked[0] == fence.new:
-            self._fence = fence = None  # the sentinels have caught up
+        await self._check_fence(answers, deadline)
+        hint, self._hint = self._hint, None
+        self._view, ranked = _on_answers(self._view, answers, hint)
+        generation = self._generation
         for addr in ranked:
-            if fence is not None and addr == fence.old:
-                # It may well still say master: the sentinels demote it only seconds later.
-                continue
-            if addr == self._master_addr:
+            if addr == self._view.writer:
                 return  # the sentinels still name the master in use
             pool = await self._verified_master(addr, deadline)
-            if pool is not None:
-                self._install(addr, pool)
+            if pool is None:
+                continue
+            if self._generation != generation or self._view.blocked(addr):
+                # An event moved the writer while ROLE was asked: that news is newer.
+                self._retire(pool)
                 return
+            self._view = _on_installed(self._view, addr)
+            self._install(pool)
+            return
 
-    async def _check_fence(self, deadline: float) -> _Fence | None:
-        """Notice the fenced replica's promotion, or give the fence up when it is overdue."""
-        fence = self._fence
-        if fence is None or self._master is None:
-            return None
-        now = asyncio.get_running_loop().time()
-        if now > fence.until:
-            if not fence.promoted:
+    async def _check_fence(self, answers: list[Answer], deadline: float) -> None:
+        """Notice the fenced node's promotion, or give the fence up when it is overdue."""
+        fence, pool = self._view.fence, self._master
+        if fence is None or pool is None:
+            return
+        role: str | None = None
+        if not fence.promoted:
+            info = await self._replication(pool, deadline)
+            role = info.get("role")
+            if pool is not self._master:
+                return  # the writer changed meanwhile; the next round looks again
+            writable = role == "slave" and info.get("slave_read_only") == "0"
+            if writable and fence.new not in self._warned_writable:
+                self._warned_writable.add(fence.new)
                 logger.warning(
-                    "%s was not promoted within %gs; following the sentinels for %r again",
-                    node_label(*fence.new),
-                    _FENCE_LIMIT,
+                    "%s, chosen as master of %r, is a writable replica: writes it takes "
+                    "before its promotion survive only if the promotion happens",
+                    pool.node,
                     self._name,
                 )
-            self._fence = None
-        elif not fence.promoted and await self._role(self._master, deadline) == "master":
-            logger.info("%s is promoted: it is the master of %r", self._master.node, self._name)
-            self._fence = attrs.evolve(fence, promoted=True, until=now + _FENCE_LIMIT)
+        failing_over = any(a.failover for a in answers)
+        now = asyncio.get_running_loop().time()
+        self._view = _on_role(self._view, role, failing_over, now)
+        after = self._view.fence
+        if after is not None and after.promoted and not fence.promoted:
+            logger.info("%s is promoted: it is the master of %r", pool.node, self._name)
             self._changed()
-        return self._fence
+        elif after is None and not fence.promoted:
+            logger.warning(
+                "%s was not promoted within %gs; following the sentinels for %r again",
+                node_label(*fence.new),
+                _FENCE_LIMIT,
+                self._name,
+            )
+
+    async def _replication(self, pool: NodePool, deadline: float) -> dict[str, str]:
+        """``INFO replication`` of the node behind ``pool``; empty if it failed."""
+        with contextlib.suppress(RedisSessionError, TimeoutError):
+            async with asyncio.timeout(max(0.01, deadline - asyncio.get_running_loop().time())):
+                return replication_info(await pool.execute(pack("INFO", "replication"), deadline))
+        return {}
 
     async def _role(self, pool: NodePool, deadline: float) -> str | None:
         """``ROLE`` of the node behind ``pool`` (``master``, ``slave``), None if it failed."""
@@ -404,7 +550,12 @@ class SentinelTopology:
             problem = opened
         else:
             pool, reused = opened
-            role = await self._role(pool, deadline)
+            try:
+                role = await self._role(pool, deadline)
+            except BaseException:
+                # Cancelled (an open under a timeout, or aclose): the pool is nobody's yet.
+                await self._discard(addr, pool, reused)
+                raise
             if role == "master":
                 self._problems.pop(addr, None)
                 return pool
@@ -416,40 +567,28 @@ class SentinelTopology:
         self._problems[addr] = problem
         return None
 
-    async def _begin_fence(self, event: Event, deadline: float) -> None:
-        """Send writes to the replica the leader selected, if it is still a read-only replica."""
-        addr = event.node
-        if addr is None or event.master != self._master_addr:
-            return
-        if self._fence is not None and not self._fence.promoted:
-            return
-        opened = await self._open(addr, deadline)
-        if isinstance(opened, str):
-            return  # the sentinels' switch will be followed the usual way
-        pool, reused = opened
-        info: dict[str, str] = {}
-        with contextlib.suppress(RedisSessionError, TimeoutError):
-            async with asyncio.timeout(max(0.01, deadline - asyncio.get_running_loop().time())):
-                info = replication_info(await pool.execute(pack("INFO", "replication"), deadline))
-        role = info.get("role")
-        if role == "master":
-            self._install(addr, pool)
-        elif role == "slave" and info.get("slave_read_only") == "1" and self._master_addr:
-            now = asyncio.get_running_loop().time()
-            self._fence = _Fence(self._master_addr, addr, now + _FENCE_LIMIT)
-            self._install(addr, pool)
+    async def _discard(self, addr: Address, pool: NodePool, reused: bool) -> None:
+        """Give back or close a pool taken for a check that did not finish (shielded)."""
+        if reused and not self._closed:
+            self._router.give_back(addr, pool)
         else:
-            # A writable replica would acknowledge writes its promotion then discards.
-            self._give_back(addr, pool, reused)
+            await _close_pool(pool)
 
-    def _install(self, addr: Address, pool: NodePool) -> None:
-        """Swap in a new writer; the old pool closes in the background.
+    def _switch(self, addr: Address) -> None:
+        """Make ``addr`` the writer now, without an await: its pool connects on first use."""
+        pool = self._router.take(addr) or self._build(*addr)
+        self._install(pool)
+
+    def _install(self, pool: NodePool) -> None:
+        """Swap in the writer's pool (``_view.writer`` is its node); the old pool closes at once.
 
         Closing fails the commands still queued on the old pool with ``ConnectionLost``
-        (``sent=False``), which the manager retries on the new writer.
+        (``sent=False``) and those in flight with ``sent=True``, whose replies are then never
+        delivered; the manager retries both on the new writer.
         """
         old = self._master
-        self._master, self._master_addr = pool, addr
+        self._master = pool
+        self._generation += 1
         if old is None:
             logger.info("master for %r is %s", self._name, pool.node)
         else:
@@ -458,7 +597,8 @@ class SentinelTopology:
             else:
                 elapsed = asyncio.get_running_loop().time() - self._first_failure
                 since = f"{elapsed:.2f}s after the first failure was seen"
-            if self._fence is not None and self._fence.new == addr:
+            fence = self._view.fence
+            if fence is not None and not fence.promoted:
                 since += "; writes wait for its promotion, which the leader sentinel has begun"
             logger.warning("failover of %r: %s -> %s, %s", self._name, old.node, pool.node, since)
             self._router.forget(old)
@@ -516,34 +656,38 @@ class SentinelTopology:
             pause = min(_WATCH_BACKOFF[1], pause * 2)
 
     def _on_event(self, event: Event) -> None:
-        """Queue the news for the survey task, which alone changes the writer."""
-        if event.kind == "aborted":
-            if self._fence is None or event.master != self._fence.old:
-                return
-            self._fence = None  # the next round goes back to whatever the sentinels name
-        elif event.kind == "selected":
-            if event.master != self._master_addr or event.node == self._master_addr:
-                return
-            self._selected = event
-        else:
-            if event.node == self._master_addr and self._fence is None:
+        """Fence at once when a failover leaves our writer; queue the rest for a survey."""
+        now = asyncio.get_running_loop().time()
+        before = self._view
+        self._view, switch = _on_event(before, event, now)
+        if self._view is before:
+            if event.kind == "aborted" or event.node in (None, self._view.writer):
                 return  # old news
-            self._hint = event.node
+            if event.kind != "selected":
+                self._hint = event.node  # about a master we do not use: a survey checks it
         where = node_label(*event.node) if event.node else node_label(*event.master)
         logger.info("Sentinel event for %r: %s %s", self._name, event.kind, where)
+        if switch is not None and self._master is not None and not self._closed:
+            self._switch(switch)
         self._kick(again=True)
 
     # -- helpers ---------------------------------------------------------------------------------
 
     def _retire(self, pool: NodePool) -> None:
-        """Close ``pool`` in the background, without blocking the caller."""
+        """Close ``pool`` in the background, without blocking the caller.
+
+        The task's first step stops the pool (fails its queue, cancels its workers) before
+        any reply that arrives later can be delivered.
+        """
         task = asyncio.create_task(_close_pool(pool), name=f"redis_session close {pool.node}")
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
 
 
 async def _close_pool(pool: NodePool) -> None:
-    try:
-        await asyncio.shield(pool.aclose())
-    except Exception:  # a failure while closing is logged, not raised
-        logger.warning("closing the pool for %s failed", pool.node, exc_info=True)
+    """Close ``pool``: shielded (anyio scopes too), bounded, logging a failure."""
+    with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
+        try:
+            await pool.aclose()
+        except Exception:  # a failure while closing is logged, not raised
+            logger.warning("closing the pool for %s failed", pool.node, exc_info=True)

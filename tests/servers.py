@@ -755,6 +755,31 @@ class SentinelCluster:
         node.restart(timeout)
         self.wait_replica_synced(timeout)
 
+    def demote(self, node: RedisProcess, master: tuple[str, int], timeout: float = 15.0) -> None:
+        """Make ``node`` a replica of ``master`` now, as Sentinel does to an old master later.
+
+        Sentinel converts a returning old master only some 8 s after the failover; until then
+        it still accepts writes, which its resync then discards. Doing it at once lets a test
+        check what survived without waiting for that.
+        """
+        node.admin().replicaof(*master)
+        # Sentinels look at a replica's INFO every 10 s: have them look sooner, then stop.
+        _sentinel_debug(self.sentinels, info_period=100)
+        try:
+            self.wait_settled(timeout)
+        finally:
+            _sentinel_debug(self.sentinels, info_period=10_000)
+
+    def wait_settled(self, timeout: float = 15.0) -> None:
+        """Wait until no failover is under way, every sentinel sees one healthy replica, and
+        that replica receives the master's write stream: ready for the next failover."""
+        deadline = time.monotonic() + timeout
+        while problems := self._sentinels_ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sentinels not settled in {timeout}s: {problems}")
+            time.sleep(0.05)
+        self.wait_replica_synced(max(1.0, deadline - time.monotonic()))
+
     def _sentinels_ready(self) -> list[str]:
         """What each sentinel still lacks: its master link, the other two, the replica."""
         problems = []
