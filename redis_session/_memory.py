@@ -4,7 +4,8 @@ Used when the configuration has no ``session.redis`` section: tests, single proc
 
 Each operation is synchronous inside its ``async def`` (no await between check and set), and
 asyncio runs one task at a time, so every operation is atomic without a lock. Sessions live
-only as long as the process, and each process has its own.
+only as long as the process, and each process has its own. Its clock is this process's wall
+clock (``clock``), the one clock every deadline here is decided by.
 
 Expired entries vanish when touched; a min-heap of expiry times lets every operation also drop
 the entries that expired untouched, so memory stays bounded by the live sessions.
@@ -14,12 +15,21 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
 from ._connections import PoolStatistics
-from ._provider import Record, ttl_ms
+from ._provider import (
+    CLOCK,
+    CLOCK_AHEAD_MS,
+    CLOCK_BEHIND_MS,
+    CREATED,
+    TAKEN,
+    Record,
+    ttl_ms,
+    wall_clock_ms,
+)
 
 __all__ = ["MemoryProvider"]
 
@@ -38,7 +48,9 @@ class MemoryProvider:
 
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], int] = wall_clock_ms) -> None:
+        #: The clock every deadline is decided by (unix ms).
+        self.clock = clock
         # The whole state: live entries by key, and a heap of (expiry, tiebreak, key, entry).
         # Each entry has at most one heap item; a slid entry's stale item is pushed again
         # at its new expiry when it surfaces, and an item whose entry was replaced is dropped.
@@ -76,27 +88,48 @@ class MemoryProvider:
         self._schedule(key, entry)
         return True
 
-    async def create(self, key: bytes, record: Record, now_ms: int) -> bool:
-        """Store ``record`` under a new ``key``; ``False`` if the key is taken."""
+    def now_ms(self) -> int:
+        """Return this provider's clock (unix ms)."""
+        return self.clock()
+
+    def deadline(self) -> float | None:
+        """Return ``None``: every operation finishes without waiting."""
+        return None
+
+    async def create(
+        self, key: bytes, record: Record, created_ms: int, deadline: float | None = None
+    ) -> int:
+        """Store ``record`` under a new ``key``: ``CREATED``, ``TAKEN`` or ``CLOCK``."""
+        now_ms = self.clock()
+        if not now_ms - CLOCK_BEHIND_MS <= created_ms <= now_ms + CLOCK_AHEAD_MS:
+            return CLOCK
         existing = self._live(key, now_ms)
         if existing is not None:
             # Taken, unless by this very record (a retried create), as the Lua script says.
-            return existing.record.version == record.version
+            return CREATED if existing.record.version == record.version else TAKEN
         # A record born expired is as good as created and gone at once, as in Redis.
         self._put(key, record, now_ms)
-        return True
+        return CREATED
 
-    async def load(self, key: bytes, now_ms: int) -> Record | None:
-        """Return the record and slide its idle clock; ``None`` if missing or expired."""
-        entry = self._live(key, now_ms)
-        if entry is None:
-            return None
-        record = entry.record
-        entry.expires_ms = now_ms + ttl_ms(record.deadline_ms, record.inactivity_ms, now_ms)
-        return record
+    async def load(
+        self, keys: Sequence[bytes], deadline: float | None = None
+    ) -> tuple[int, Record] | None:
+        """Return the first live record among ``keys`` and its index; slides its idle clock."""
+        now_ms = self.clock()
+        for index, key in enumerate(keys):
+            entry = self._live(key, now_ms)
+            if entry is not None:
+                record = entry.record
+                ttl = ttl_ms(record.deadline_ms, record.inactivity_ms, now_ms)
+                entry.expires_ms = now_ms + ttl
+                return index, record
+        return None
 
-    async def save(self, key: bytes, expected: bytes, record: Record, now_ms: int) -> bool:
+    async def save(
+        self, key: bytes, expected: bytes, record: Record, deadline: float | None = None
+    ) -> bool:
         """Replace the record if its version is still ``expected``; ``False`` otherwise."""
+        now_ms = self.clock()
         entry = self._live(key, now_ms)
         if entry is None:
             return False
@@ -113,9 +146,15 @@ class MemoryProvider:
         return True
 
     async def regenerate(
-        self, old_key: bytes, new_key: bytes, expected: bytes, record: Record, now_ms: int
+        self,
+        old_key: bytes,
+        new_key: bytes,
+        expected: bytes,
+        record: Record,
+        deadline: float | None = None,
     ) -> bool:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``."""
+        now_ms = self.clock()
         old = self._live(old_key, now_ms)
         if old is None:
             new = self._live(new_key, now_ms)
@@ -132,7 +171,7 @@ class MemoryProvider:
         del self._entries[old_key]
         return self._put(new_key, record, now_ms)
 
-    async def delete(self, keys: Sequence[bytes]) -> None:
+    async def delete(self, keys: Sequence[bytes], deadline: float | None = None) -> None:
         """Delete ``keys``; missing keys are fine."""
         for key in keys:
             self._entries.pop(key, None)

@@ -1,9 +1,16 @@
-"""What a storage provider is: the record it keeps and the five atomic operations on it.
+"""What a storage provider is: the record it keeps and the atomic operations on it.
 
 Two providers implement it with the same semantics, so the store has no branches: the
-in-memory one (``_memory``) and the Redis one (``_redis_provider``). Every operation takes the
-application's clock (``now_ms``, unix milliseconds) so both share one notion of time, and each
-is atomic: a Lua script in Redis, a synchronous block without awaits in memory.
+in-memory one (``_memory``) and the Redis one (``_redis_provider``). Each operation is atomic: a
+Lua script in Redis, a synchronous block without awaits in memory.
+
+One clock decides every deadline: the provider's own. Redis reads its ``TIME`` inside each
+script, so app hosts whose clocks disagree still agree on which sessions are alive; the
+in-memory provider uses this process's clock. The store needs a clock value itself only once,
+to stamp a new session's creation time and deadline (they are bound into the blob, so they
+are chosen before encrypting): it asks :meth:`Provider.now_ms` for the provider's time as
+best known, and ``create`` refuses a stamp that does not match the provider's clock
+(:data:`CLOCK`), telling the provider its clock so the store can stamp again.
 
 Expiry rule, enforced by both: a record is gone once ``now >= deadline_ms``, or once it has not
 been loaded or saved for ``inactivity_ms`` (when that is non-zero). Redis implements this as
@@ -12,6 +19,7 @@ the key's TTL, ``min(deadline_ms - now, inactivity_ms)``, refreshed by every loa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -19,7 +27,33 @@ import attrs
 
 from ._connections import PoolStatistics
 
-__all__ = ["Provider", "Record", "associated_data", "ttl_ms"]
+__all__ = [
+    "CLOCK",
+    "CLOCK_AHEAD_MS",
+    "CLOCK_BEHIND_MS",
+    "CREATED",
+    "TAKEN",
+    "Provider",
+    "Record",
+    "associated_data",
+    "ttl_ms",
+    "wall_clock_ms",
+]
+
+#: What :meth:`Provider.create` returns: stored; the key is taken; the creation time does not
+#: match the provider's clock (nothing stored; the provider has learnt its clock, stamp again).
+CREATED, TAKEN, CLOCK = 1, 0, -1
+#: How far a new session's creation time may run ahead of the provider's clock. Beyond this
+#: the app's clock is fast, and the session would outlive its configured lifetime.
+CLOCK_AHEAD_MS = 1_000
+#: How far it may lag, on top of the time the create spent in flight (at most its deadline).
+#: Beyond this the app's clock is slow, and the session would end early.
+CLOCK_BEHIND_MS = 1_000
+
+
+def wall_clock_ms() -> int:
+    """Return this process's wall clock in unix milliseconds (the app's clock)."""
+    return time.time_ns() // 1_000_000
 
 
 @attrs.frozen
@@ -54,40 +88,75 @@ def ttl_ms(deadline_ms: int, inactivity_ms: int, now_ms: int) -> int:
 
 
 class Provider(Protocol):
-    """Atomic operations on records; the Redis and in-memory providers both implement it."""
+    """Atomic operations on records; the Redis and in-memory providers both implement it.
+
+    ``deadline`` (from :meth:`deadline`) bounds a call, retries included; the store takes one
+    per public operation and passes it to every call the operation makes.
+    """
 
     #: Short name for reprs: ``"memory"`` or ``"redis"``.
     name: str
 
-    async def create(self, key: bytes, record: Record, now_ms: int) -> bool:
-        """Store ``record`` under a new ``key``; ``False`` if the key is taken."""
+    def now_ms(self) -> int:
+        """Return the provider's clock as best known here (unix ms), to stamp a new session."""
         ...
 
-    async def load(self, key: bytes, now_ms: int) -> Record | None:
-        """Return the record and slide its idle clock; ``None`` if missing or expired."""
+    def deadline(self) -> float | None:
+        """Return the deadline for one operation started now (``None``: nothing to bound)."""
         ...
 
-    async def save(self, key: bytes, expected: bytes, record: Record, now_ms: int) -> bool:
+    async def create(
+        self, key: bytes, record: Record, created_ms: int, deadline: float | None = None
+    ) -> int:
+        """Store ``record`` under a new ``key``: :data:`CREATED`, :data:`TAKEN` or :data:`CLOCK`.
+
+        :data:`CLOCK` (nothing stored) when ``created_ms``, the creation time the record's
+        deadline was computed from, is more than :data:`CLOCK_AHEAD_MS` ahead of the provider's
+        clock or more than :data:`CLOCK_BEHIND_MS` (plus the time in flight) behind it;
+        :meth:`now_ms` then follows the provider's clock.
+        """
+        ...
+
+    async def load(
+        self, keys: Sequence[bytes], deadline: float | None = None
+    ) -> tuple[int, Record] | None:
+        """Look ``keys`` up in order, in one atomic step; ``None`` if none holds a live record.
+
+        Returns the index in ``keys`` of the first live record and the record, whose idle clock
+        it slides. A record whose clear fields are not integers is returned untouched (it will
+        not decrypt); one whose deadline passed is deleted. A key holding another Redis type is
+        skipped, and logged (without the key) if no key holds a record.
+        """
+        ...
+
+    async def save(
+        self, key: bytes, expected: bytes, record: Record, deadline: float | None = None
+    ) -> bool:
         """Replace the record if its version is still ``expected``; ``False`` otherwise.
 
         Only ``record.version`` and ``record.blob`` are written. The stored deadline and idle
         limit must equal the record's (the blob is bound to them), else ``False``. A save whose
         new version is already stored counts as done, so a retried save that did apply is not a
-        conflict.
+        conflict. A key holding another Redis type raises ``SessionConflict`` saying so.
         """
         ...
 
     async def regenerate(
-        self, old_key: bytes, new_key: bytes, expected: bytes, record: Record, now_ms: int
+        self,
+        old_key: bytes,
+        new_key: bytes,
+        expected: bytes,
+        record: Record,
+        deadline: float | None = None,
     ) -> bool:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``.
 
         ``False`` if the old record's version is not ``expected``, its deadline or idle limit
-        differ from the record's, or ``new_key`` is taken.
+        differ from the record's, or ``new_key`` is taken. Like :meth:`save` for another type.
         """
         ...
 
-    async def delete(self, keys: Sequence[bytes]) -> None:
+    async def delete(self, keys: Sequence[bytes], deadline: float | None = None) -> None:
         """Delete ``keys``; missing keys are fine."""
         ...
 

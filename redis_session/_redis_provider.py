@@ -9,11 +9,19 @@ Layout: key ``<name>:<HMAC of the id>``, a hash with fields
 
 The key's TTL is always ``min(e - now, i)`` (``e - now`` when ``i`` is 0), set at creation and
 refreshed by every load and save inside the same script, so Redis itself forgets expired and
-idle sessions. ``now`` is the application's clock, passed as an argument, so the in-memory
-provider and Redis agree on time and scripts stay deterministic for replication. The TTL is
-relative (``PEXPIRE``, not ``PEXPIREAT``) so a skew between the app's and Redis's clocks cannot
-expire every session at once; a key may therefore outlive its deadline by one command's
-latency, which is harmless because LOAD itself compares ``e`` with the app's clock.
+idle sessions. ``now`` is the server's ``TIME``, read inside each script: every app host then
+decides deadlines by the same clock, however far its own clock is off. (Redis 7 and Valkey
+replicate a script's effects, not the script, so reading ``TIME`` before writing is allowed and
+replicas apply the same writes.) The app's clock only stamps a new session; ``CREATE`` refuses
+a stamp that disagrees with ``TIME`` and returns ``TIME``, from which the provider learns the
+offset between the two clocks and stamps again.
+
+A load looks up every key name the id may have (the current secret's, then each previous
+secret's during a rotation) in one script, so it is atomic against a save that moves a session
+from an old name to the new one. Every key a script touches is in ``KEYS``.
+
+A key holding another Redis type is not a session: loads skip it and log a warning (without the
+key), saves raise ``SessionConflict`` saying so; it is never overwritten.
 
 Every write script treats "the new version is already stored" as success: the connection
 manager may resend a command whose connection broke after the server ran it, and that retry
@@ -23,29 +31,46 @@ must not turn a save that happened into a conflict.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
 
 from ._connections import ConnectionManager, PoolStatistics
-from ._provider import Record
+from ._errors import CommandError, SessionConflict
+from ._provider import (
+    CLOCK,
+    CLOCK_AHEAD_MS,
+    CLOCK_BEHIND_MS,
+    CREATED,
+    TAKEN,
+    Record,
+    wall_clock_ms,
+)
 from ._scripts import Script
 
-__all__ = ["CREATE", "LOAD", "REGENERATE", "SAVE", "SLIDE", "RedisProvider"]
+__all__ = ["CREATE", "LOAD", "READ", "REGENERATE", "SAVE", "SLIDE", "RedisProvider"]
+
+logger = logging.getLogger("redis_session")
 
 A = TypeVar("A")
 B = TypeVar("B")
 
-# Shared by every script. ttl_of applies the TTL rule (e - now, capped by i when i > 0) to the
-# stored strings. e and i are clear text that a writer to Redis can edit, so it returns nil
-# (unreadable: leave the record alone) unless both are whole numbers, i is in 0..2^50 and e,
-# unless already past, is below 2^50 ms (some 35,000 years; every figure stays an exact
-# integer in Lua's doubles). NaN, 1.5 or 1e18 must not reach PEXPIRE, which would fail.
-# expire() formats the TTL with %d because Redis may turn a Lua number into text with an
-# exponent, which PEXPIRE refuses.
-_TTL = """
+# Shared by every script. clock() is the server's TIME in milliseconds. ttl_of applies the TTL
+# rule (e - now, capped by i when i > 0) to the stored strings. e and i are clear text that a
+# writer to Redis can edit, so it returns nil (unreadable: leave the record alone) unless both
+# are whole numbers, i is in 0..2^50 and e, unless already past, is below 2^50 ms (some 35,000
+# years; every figure stays an exact integer in Lua's doubles). NaN, 1.5 or 1e18 must not reach
+# PEXPIRE, which would fail. expire() formats the TTL with %d because Redis may turn a Lua
+# number into text with an exponent, which PEXPIRE refuses. type_of names what a key that is not
+# a hash holds, for the caller's message.
+_COMMON = """
 local LIMIT = 2 ^ 50
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local function ttl_of(e, i, now)
   e, i = tonumber(e), tonumber(i)
   if not (e and i) or e ~= math.floor(e) or i ~= math.floor(i) then return nil end
@@ -59,19 +84,29 @@ end
 local function expire(key, ttl)
   redis.call('PEXPIRE', key, string.format('%d', ttl))
 end
+local function type_of(key)
+  return redis.call('TYPE', key)['ok']
+end
 """
 
-#: KEYS: key. ARGV: v, e, i, d, now. 1 = created (or this very create already applied),
-#: 0 = the key is taken (or e and i are not integers).
+#: KEYS: key. ARGV: v, e, i, d, created (the app's stamp, unix ms), how far created may be
+#: ahead of TIME, how far behind (ms). 1 = created (or this very create already applied),
+#: 0 = the key is taken (or e and i are not integers), {TIME} = created disagrees with the
+#: server's clock: nothing written.
 CREATE = Script(
-    _TTL
+    _COMMON
     + """
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 1 then
-  if redis.call('HGET', key, 'v') == ARGV[1] then return 1 end
+  if redis.pcall('HGET', key, 'v') == ARGV[1] then return 1 end
   return 0
 end
-local ttl = ttl_of(ARGV[2], ARGV[3], tonumber(ARGV[5]))
+local now = clock()
+local created = tonumber(ARGV[5])
+if not created or created > now + tonumber(ARGV[6]) or created < now - tonumber(ARGV[7]) then
+  return {now}
+end
+local ttl = ttl_of(ARGV[2], ARGV[3], now)
 if not ttl then return 0 end
 if ttl <= 0 then return 1 end
 redis.call('HSET', key, 'v', ARGV[1], 'e', ARGV[2], 'i', ARGV[3], 'd', ARGV[4])
@@ -80,59 +115,90 @@ return 1
 """
 )
 
-#: KEYS: key. ARGV: now. Returns {v, e, i, d} and slides the TTL, or nil when missing or
-#: expired. A hash whose e or i is not an integer is returned unchanged and not touched (the
-#: store logs it as unreadable); a key of another type reads as missing. Neither is deleted.
-LOAD = Script(
-    _TTL
-    + """
-local key = KEYS[1]
-local r = redis.pcall('HMGET', key, 'v', 'e', 'i', 'd')
-if r.err or not r[1] then return nil end
-local ttl = ttl_of(r[2], r[3], tonumber(ARGV[1]))
-if not ttl then return r end
-if ttl <= 0 then
-  redis.call('DEL', key)
-  return nil
+#: The lookup LOAD and SLIDE share: the first key holding a live record (deleting those whose
+#: deadline passed on the way), sliding its TTL. Returns the HMGET reply and the key's index;
+#: or nil and the first key holding another type, if any.
+_FIND = """
+local function find(fields)
+  local now, other = clock(), nil
+  for n, key in ipairs(KEYS) do
+    local r = redis.pcall('HMGET', key, unpack(fields))
+    if r.err then
+      other = other or key
+    elseif r[1] then
+      local ttl = ttl_of(r[2], r[3], now)
+      -- Unreadable clock fields: returned as they are (they will not decrypt), not touched.
+      if not ttl then return r, n end
+      if ttl > 0 then
+        expire(key, ttl)
+        return r, n
+      end
+      redis.call('DEL', key)
+    end
+  end
+  return nil, other
 end
-expire(key, ttl)
+"""
+
+#: KEYS: every key name the id may have, current first. Returns {v, e, i, d, index} (1-based
+#: index into KEYS) and slides the TTL; nil when no key holds a live record; the type name
+#: (a string) when none does but a key holds another type. A hash whose e or i is not an
+#: integer is returned unchanged and not touched (the store logs it as unreadable). Neither
+#: unreadable hashes nor keys of other types are deleted.
+LOAD = Script(
+    _COMMON
+    + _FIND
+    + """
+local r, n = find({'v', 'e', 'i', 'd'})
+if not r then return n and type_of(n) end
+r[5] = n
 return r
 """
 )
 
-#: KEYS: key. ARGV: now. LOAD's sliding half, for when the read itself goes to a replica:
-#: returns the master's version (nil when missing or expired) so the caller can tell whether
-#: the replica's copy is current.
+#: KEYS: as LOAD. LOAD's sliding half, for when the read itself goes to a replica: returns
+#: {index, v} of the master's live record (nil, or a type name, as LOAD) so the caller can tell
+#: whether the replica's copy is current.
 SLIDE = Script(
-    _TTL
+    _COMMON
+    + _FIND
     + """
-local key = KEYS[1]
-local r = redis.pcall('HMGET', key, 'v', 'e', 'i')
-if r.err or not r[1] then return nil end
-local ttl = ttl_of(r[2], r[3], tonumber(ARGV[1]))
-if not ttl then return r[1] end
-if ttl <= 0 then
-  redis.call('DEL', key)
-  return nil
-end
-expire(key, ttl)
-return r[1]
+local r, n = find({'v', 'e', 'i'})
+if not r then return n and type_of(n) end
+return {n, r[1]}
 """
 )
 
-#: KEYS: key. ARGV: expected v, new v, d, now, e, i. Writes v and d if the stored version is
-#: the expected one and the stored e and i are the ones given (those the blob is bound to),
-#: and slides the TTL. 1 = saved (or this very save already applied), 0 = conflict: saved or
-#: deleted by someone else, expired, or e or i edited behind our back (left as they are).
+#: KEYS: as LOAD. The replica's half when the id has several key names (a plain HMGET reads
+#: one): {v, e, i, d, index} of the first key holding a hash with a version, or nil. Declared
+#: read-only, so replicas run it.
+READ = Script(
+    """#!lua flags=no-writes
+for n, key in ipairs(KEYS) do
+  local r = redis.pcall('HMGET', key, 'v', 'e', 'i', 'd')
+  if not r.err and r[1] then
+    r[5] = n
+    return r
+  end
+end
+return nil
+"""
+)
+
+#: KEYS: key. ARGV: expected v, new v, d, e, i. Writes v and d if the stored version is the
+#: expected one and the stored e and i are the ones given (those the blob is bound to), and
+#: slides the TTL. 1 = saved (or this very save already applied), 0 = conflict: saved or
+#: deleted by someone else, expired, or e or i edited behind our back (left as they are); a
+#: type name when the key holds another type (left as it is).
 SAVE = Script(
-    _TTL
+    _COMMON
     + """
 local key = KEYS[1]
 local r = redis.pcall('HMGET', key, 'v', 'e', 'i')
-if r.err then return 0 end
+if r.err then return type_of(key) end
 if r[1] == ARGV[2] then return 1 end
-if r[1] ~= ARGV[1] or r[2] ~= ARGV[5] or r[3] ~= ARGV[6] then return 0 end
-local ttl = ttl_of(r[2], r[3], tonumber(ARGV[4]))
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[4] or r[3] ~= ARGV[5] then return 0 end
+local ttl = ttl_of(r[2], r[3], clock())
 if not ttl then return 0 end
 if ttl <= 0 then
   redis.call('DEL', key)
@@ -144,23 +210,23 @@ return 1
 """
 )
 
-#: KEYS: old key, new key. ARGV: expected v, new v, e, i, d, now. If the old record is at the
+#: KEYS: old key, new key. ARGV: expected v, new v, e, i, d. If the old record is at the
 #: expected version with the given e and i, and the new key is free: write the new record, set
 #: its TTL, delete the old key; 1. Otherwise 0 and nothing changes (1 if this very move
-#: already applied).
+#: already applied; a type name when the old key holds another type).
 REGENERATE = Script(
-    _TTL
+    _COMMON
     + """
 local old, new = KEYS[1], KEYS[2]
 local r = redis.pcall('HMGET', old, 'v', 'e', 'i')
-if r.err then return 0 end
+if r.err then return type_of(old) end
 if not r[1] then
   if redis.pcall('HGET', new, 'v') == ARGV[2] then return 1 end
   return 0
 end
 if r[1] ~= ARGV[1] or r[2] ~= ARGV[3] or r[3] ~= ARGV[4] then return 0 end
 if redis.call('EXISTS', new) == 1 then return 0 end
-local ttl = ttl_of(ARGV[3], ARGV[4], tonumber(ARGV[6]))
+local ttl = ttl_of(ARGV[3], ARGV[4], clock())
 if not ttl then return 0 end
 redis.call('DEL', old)
 if ttl <= 0 then return 0 end
@@ -173,10 +239,8 @@ return 1
 _UNREADABLE = Record(version=b"", deadline_ms=0, inactivity_ms=0, blob=b"")
 
 
-def _record(reply: Any) -> Record | None:
+def _record(reply: Any) -> Record:
     """Turn a ``{v, e, i, d}`` reply into a record; garbage becomes one that cannot decrypt."""
-    if reply is None:
-        return None
     try:
         version, deadline, inactivity, blob = reply
         return Record(version, int(deadline), int(inactivity), bytes(blob))
@@ -184,58 +248,159 @@ def _record(reply: Any) -> Record | None:
         return _UNREADABLE
 
 
+def _type_name(reply: bytes) -> str:
+    return reply.decode(errors="replace")
+
+
+def _found(reply: Any) -> tuple[int, Record] | None:
+    """Turn a LOAD reply into (index into the keys, record), or None (logged if not a hash)."""
+    if reply is None:
+        return None
+    if isinstance(reply, bytes):
+        _warn_other_type(reply)
+        return None
+    try:
+        return int(reply[4]) - 1, _record(reply[:4])
+    except (TypeError, ValueError, IndexError):
+        return 0, _UNREADABLE
+
+
+def _warn_other_type(reply: bytes) -> None:
+    # Without the key: the warning must not help anyone map key names to sessions.
+    logger.warning(
+        "ignoring a key that holds a Redis %s where a session's hash should be: not written by "
+        "this library (left in place; the session reads as missing)",
+        _type_name(reply),
+    )
+
+
+def _other_type_conflict(reply: bytes) -> SessionConflict:
+    return SessionConflict(
+        f"the session's key holds a Redis {_type_name(reply)}, not a session: something other "
+        "than this library wrote it; nothing was written"
+    )
+
+
 class RedisProvider:
     """Sessions in Redis through a :class:`ConnectionManager`."""
 
     name = "redis"
 
-    def __init__(self, manager: ConnectionManager) -> None:
+    def __init__(
+        self, manager: ConnectionManager, clock: Callable[[], int] = wall_clock_ms
+    ) -> None:
         self._manager = manager
+        #: The app's clock (unix ms); only new sessions' stamps are taken from it.
+        self.clock = clock
+        #: The server's clock minus the app's, as last learnt from a refused create.
+        self._offset_ms = 0
 
     @property
     def manager(self) -> ConnectionManager:
         """The connection manager (for statistics and tests)."""
         return self._manager
 
-    async def create(self, key: bytes, record: Record, now_ms: int) -> bool:
-        """Store ``record`` under a new ``key``; ``False`` if the key is taken."""
-        args = (record.version, record.deadline_ms, record.inactivity_ms, record.blob, now_ms)
-        return bool(await self._manager.run_script(CREATE, (key,), args))
+    def now_ms(self) -> int:
+        """Return the server's clock as estimated here: the app's clock plus the known offset."""
+        return self.clock() + self._offset_ms
 
-    async def load(self, key: bytes, now_ms: int) -> Record | None:
-        """Return the record and slide its TTL; ``None`` if missing or expired."""
+    def deadline(self) -> float:
+        """Return the loop time by which an operation started now must end."""
+        return self._manager.deadline()
+
+    async def create(
+        self, key: bytes, record: Record, created_ms: int, deadline: float | None = None
+    ) -> int:
+        """Store ``record`` under a new ``key``: ``CREATED``, ``TAKEN`` or ``CLOCK``."""
         manager = self._manager
-        if not manager.routes_reads:
-            return _record(await self._manager.run_script(LOAD, (key,), (now_ms,)))
-        # The blob comes from a replica while the master slides the TTL, concurrently. The
-        # master's version says whether the replica's copy is current; when replication lags
-        # (a session created or saved a moment ago), read the master instead.
-        # One deadline for the whole load, so the fallback read cannot extend it.
-        deadline = manager.deadline()
-        read, version = await _both(
-            manager.execute("HMGET", key, "v", "e", "i", "d", read_only=True, deadline=deadline),
-            manager.run_script(SLIDE, (key,), (now_ms,), deadline=deadline),
-        )
-        if version is None:
-            return None
-        if not isinstance(read, list) or read[0] != version:
-            return _record(await manager.run_script(LOAD, (key,), (now_ms,), deadline=deadline))
-        return _record(read)
-
-    async def save(self, key: bytes, expected: bytes, record: Record, now_ms: int) -> bool:
-        """Replace the record if its version is still ``expected``; ``False`` otherwise."""
+        if deadline is None:
+            deadline = manager.deadline()
+        # The script runs before the deadline, so an honest stamp lags TIME by at most this
+        # much more (plus the clocks' disagreement).
+        in_flight = max(0, int((deadline - asyncio.get_running_loop().time()) * 1000))
         args = (
-            expected,
             record.version,
-            record.blob,
-            now_ms,
             record.deadline_ms,
             record.inactivity_ms,
+            record.blob,
+            created_ms,
+            CLOCK_AHEAD_MS,
+            in_flight + CLOCK_BEHIND_MS,
         )
-        return bool(await self._manager.run_script(SAVE, (key,), args))
+        reply = await manager.run_script(CREATE, (key,), args, deadline=deadline)
+        if isinstance(reply, list):
+            # Learnt on arrival of the reply, so the estimate errs early by the reply's
+            # travel time: a stamp from it never runs ahead of the server.
+            server_ms = int(reply[0])
+            self._offset_ms = server_ms - self.clock()
+            logger.info(
+                "this host's clock differs from the Redis server's by %+d ms; new sessions are "
+                "stamped by the server's clock",
+                -self._offset_ms,
+            )
+            return CLOCK
+        return CREATED if reply else TAKEN
+
+    async def load(
+        self, keys: Sequence[bytes], deadline: float | None = None
+    ) -> tuple[int, Record] | None:
+        """Return the first live record among ``keys`` and its index; slides its TTL."""
+        manager = self._manager
+        if not manager.routes_reads:
+            return _found(await manager.run_script(LOAD, keys, (), deadline=deadline))
+        # The blob comes from a replica while the master slides the TTL, concurrently. The
+        # master's version (and key index) says whether the replica's copy is current; when
+        # replication lags (a session created or saved a moment ago, or just moved to a new
+        # key name), read the master instead. One deadline for the whole load, so the
+        # fallback read cannot extend it.
+        if deadline is None:
+            deadline = manager.deadline()
+        reading: Awaitable[Any]
+        if len(keys) == 1:
+            reading = manager.execute(
+                "HMGET", keys[0], "v", "e", "i", "d", read_only=True, deadline=deadline
+            )
+        else:
+            reading = manager.run_script(READ, keys, (), read_only=True, deadline=deadline)
+        read, slid = await _both(
+            _replica_copy(reading), manager.run_script(SLIDE, keys, (), deadline=deadline)
+        )
+        if slid is None:
+            return None
+        if isinstance(slid, bytes):
+            _warn_other_type(slid)
+            return None
+        try:
+            index, version = int(slid[0]) - 1, slid[1]
+        except (TypeError, ValueError, IndexError):
+            return 0, _UNREADABLE
+        current = (
+            isinstance(read, list)
+            and len(read) >= 4
+            and read[0] == version
+            and (len(keys) == 1 or (len(read) == 5 and read[4] == index + 1))
+        )
+        if not current:
+            return _found(await manager.run_script(LOAD, keys, (), deadline=deadline))
+        return index, _record(read[:4])
+
+    async def save(
+        self, key: bytes, expected: bytes, record: Record, deadline: float | None = None
+    ) -> bool:
+        """Replace the record if its version is still ``expected``; ``False`` otherwise."""
+        args = (expected, record.version, record.blob, record.deadline_ms, record.inactivity_ms)
+        reply = await self._manager.run_script(SAVE, (key,), args, deadline=deadline)
+        if isinstance(reply, bytes):
+            raise _other_type_conflict(reply)
+        return bool(reply)
 
     async def regenerate(
-        self, old_key: bytes, new_key: bytes, expected: bytes, record: Record, now_ms: int
+        self,
+        old_key: bytes,
+        new_key: bytes,
+        expected: bytes,
+        record: Record,
+        deadline: float | None = None,
     ) -> bool:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``."""
         args = (
@@ -244,13 +409,16 @@ class RedisProvider:
             record.deadline_ms,
             record.inactivity_ms,
             record.blob,
-            now_ms,
         )
-        return bool(await self._manager.run_script(REGENERATE, (old_key, new_key), args))
+        keys = (old_key, new_key)
+        reply = await self._manager.run_script(REGENERATE, keys, args, deadline=deadline)
+        if isinstance(reply, bytes):
+            raise _other_type_conflict(reply)
+        return bool(reply)
 
-    async def delete(self, keys: Sequence[bytes]) -> None:
+    async def delete(self, keys: Sequence[bytes], deadline: float | None = None) -> None:
         """Delete ``keys``; missing keys are fine."""
-        await self._manager.execute("DEL", *keys)
+        await self._manager.execute("DEL", *keys, deadline=deadline)
 
     def statistics(self) -> PoolStatistics:
         """Return the connection pool figures."""
@@ -262,6 +430,15 @@ class RedisProvider:
 
     def __repr__(self) -> str:
         return f"<RedisProvider {self._manager!r}>"
+
+
+async def _replica_copy(reading: Awaitable[Any]) -> Any:
+    """Return the replica's reply, or None if it answered with an error (the master decides)."""
+    try:
+        return await reading
+    except CommandError:
+        # A key of another type, or a replica that cannot run the read: not a copy to use.
+        return None
 
 
 async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:

@@ -4,6 +4,10 @@ A session is written as one record (see ``_provider``): the payload ``[created_a
 data]`` is serialized by the codec, encrypted under associated data that binds it to its key,
 version, deadline and idle limit, and stored under the HMAC of its id. The store itself keeps
 no per-session state, so any number of stores (processes) can share one Redis.
+
+Deadlines are decided by the provider's clock (the Redis server's ``TIME``), never by this
+host's, so hosts whose clocks disagree agree on which sessions are alive. Each public method
+makes one provider call (one round trip), bounded by one deadline (``redis.timeout``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import logging
 import os
 import re
 import secrets
-import time
 from collections.abc import Generator, Mapping
 from os import PathLike
 from types import TracebackType
@@ -24,9 +27,16 @@ from ._codec import Codec
 from ._config import SessionConfig
 from ._connections import ConnectionManager, PoolStatistics
 from ._crypto import KeyRing
-from ._errors import ConfigError, SessionConflict, SessionDataError, StoreClosed
+from ._errors import (
+    ConfigError,
+    SessionConflict,
+    SessionDataError,
+    StoreClosed,
+    StoreUnavailable,
+    UsageError,
+)
 from ._memory import MemoryProvider
-from ._provider import Provider, Record, associated_data
+from ._provider import CLOCK, CREATED, Provider, Record, associated_data
 from ._redis_provider import RedisProvider
 
 __all__ = ["Session", "SessionStore", "StoreOpener", "open_session_store"]
@@ -39,14 +49,13 @@ T = TypeVar("T")
 #: we issued, so it is refused before any work (and any round trip).
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _ID_BYTES = 32
-#: A fresh 256-bit id is never taken; a second collision means something else is wrong.
+#: A fresh 256-bit id is never taken, and a refused clock stamp is corrected by the next try;
+#: a third failure means something else is wrong.
 _CREATE_ATTEMPTS = 3
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _now_ms() -> int:
-    # The wall clock, not a monotonic one: deadlines are stored and compared across processes.
-    return time.time_ns() // 1_000_000
+_CONFLICT = (
+    "the session was saved, regenerated or deleted elsewhere since it was loaded, or it expired"
+)
 
 
 def _datetime(ms: int) -> dt.datetime:
@@ -59,6 +68,17 @@ def _ms(delta: dt.timedelta) -> int:
 
 def _new_version() -> bytes:
     return os.urandom(8).hex().encode()
+
+
+def _plain_id(session_id: object, method: str) -> str:
+    """Return the id as an exact ``str`` (a subclass is converted); refuse anything else."""
+    if type(session_id) is str:
+        return session_id
+    if isinstance(session_id, str):
+        # str.__str__, not str(): a subclass may override __str__, but its value is the id.
+        return str.__str__(session_id)
+    msg = f"{method}() takes a session id (str), got {type(session_id).__qualname__}"
+    raise UsageError(msg)
 
 
 def _redact_id(session_id: str) -> str:
@@ -86,6 +106,7 @@ class Session(Generic[T]):
         "_inactivity_ms",
         "_key",
         "_remember_me",
+        "_store",
         "_version",
         "data",
     )
@@ -101,6 +122,7 @@ class Session(Generic[T]):
         remember_me: bool,
         version: bytes,
         key: bytes,
+        store: SessionStore[T],
     ) -> None:
         self._id = session_id
         #: The application's data: a ``dict`` or an instance of the store's ``data_type``.
@@ -112,6 +134,9 @@ class Session(Generic[T]):
         self._remember_me = remember_me
         self._version = version
         self._key = key
+        # The store it belongs to: another store (another secret, name or Redis) must not
+        # write it under its own key names.
+        self._store = store
 
     @property
     def id(self) -> str:
@@ -178,30 +203,56 @@ class SessionStore(Generic[T]):
         The session lasts ``expiration`` (``remember_me_duration`` with ``remember_me``) and,
         unless ``remember_me``, ends earlier after ``inactivity`` without a load or save.
         Raises :class:`~redis_session.SessionDataError` if ``data`` cannot be serialized or is
-        larger than ``session.maximum_data_size``.
+        larger than ``session.maximum_data_size``, and :class:`~redis_session.UsageError` if
+        ``remember_me`` is not a ``bool``.
         """
         self._check_open()
-        now = _now_ms()
+        flag: object = remember_me  # callers ignore the annotation; check what really came
+        if type(flag) is not bool:
+            # A truthy string or None would be stored and then never read back as a session.
+            msg = (
+                f"create(remember_me=...) takes True or False, got {type(flag).__name__}; "
+                "convert a form or cookie value to a bool first"
+            )
+            raise UsageError(msg)
         if remember_me:
-            deadline, inactivity = now + self._remember_me_ms, 0
+            lifetime, inactivity = self._remember_me_ms, 0
         else:
-            deadline, inactivity = now + self._expiration_ms, self._inactivity_ms
-        payload = self._encode(now, remember_me, data)
+            lifetime, inactivity = self._expiration_ms, self._inactivity_ms
+        provider = self._provider
+        # One deadline for every try, so a retry cannot stretch the call past redis.timeout.
+        deadline = provider.deadline()
+        session_id = secrets.token_urlsafe(_ID_BYTES)
+        key = self._keyring.redis_key(session_id, self._prefix)
+        outcome = CREATED
         for _ in range(_CREATE_ATTEMPTS):
-            session_id = secrets.token_urlsafe(_ID_BYTES)
-            key = self._keyring.redis_key(session_id, self._prefix)
-            record = self._seal(key, payload, deadline, inactivity)
-            if await self._provider.create(key, record, now):
+            # Stamped by the provider's clock as best known; a stamp it disagrees with is
+            # refused (nothing stored) and the next one follows its clock.
+            now = provider.now_ms()
+            payload = self._encode(now, remember_me, data)
+            record = self._seal(key, payload, now + lifetime, inactivity)
+            outcome = await provider.create(key, record, now, deadline)
+            if outcome == CREATED:
                 return Session(
                     session_id,
                     data,
                     created_ms=now,
-                    deadline_ms=deadline,
+                    deadline_ms=now + lifetime,
                     inactivity_ms=inactivity,
                     remember_me=remember_me,
                     version=record.version,
                     key=key,
+                    store=self,
                 )
+            if outcome != CLOCK:  # pragma: no cover - 2**-256 odds
+                session_id = secrets.token_urlsafe(_ID_BYTES)
+                key = self._keyring.redis_key(session_id, self._prefix)
+        if outcome == CLOCK:
+            msg = (
+                f"the {provider.name} server's clock kept changing against this host's while "
+                "creating a session; nothing was stored"
+            )
+            raise StoreUnavailable(msg)
         msg = "could not find a free session id"  # pragma: no cover - 2**-256 odds
         raise SessionConflict(msg)  # pragma: no cover
 
@@ -211,25 +262,25 @@ class SessionStore(Generic[T]):
         ``None`` covers an id that is malformed, unknown, expired or idle too long, and data
         that is tampered with, written under a secret no longer configured, or no longer fits
         ``data_type`` (those last cases are logged as warnings, without the id, and the data is
-        left in place). Raises :class:`~redis_session.StoreUnavailable` when Redis is down.
+        left in place). Raises :class:`~redis_session.StoreUnavailable` when Redis is down, and
+        :class:`~redis_session.UsageError` if ``session_id`` is not a ``str``.
         """
         self._check_open()
-        if type(session_id) is not str or _ID_PATTERN.fullmatch(session_id) is None:
+        session_id = _plain_id(session_id, "load")
+        if _ID_PATTERN.fullmatch(session_id) is None:
             return None
-        now = _now_ms()
         keyring = self._keyring
-        key = keyring.redis_key(session_id, self._prefix)
-        record = await self._provider.load(key, now)
-        if record is None and keyring.has_previous:
+        keys = [keyring.redis_key(session_id, self._prefix)]
+        if keyring.has_previous:
             # During a secret rotation, sessions written before it live under their old key
-            # name until their next save moves them.
-            for old_key in keyring.previous_redis_keys(session_id, self._prefix):
-                record = await self._provider.load(old_key, now)
-                if record is not None:
-                    key = old_key
-                    break
-        if record is None:
+            # name until their next save moves them. All names go in one atomic lookup, so a
+            # load racing with that move finds the session under one name or the other.
+            keys += keyring.previous_redis_keys(session_id, self._prefix)
+        found = await self._provider.load(keys)
+        if found is None:
             return None
+        index, record = found
+        key = keys[index]
         aad = associated_data(key, record.version, record.deadline_ms, record.inactivity_ms)
         plaintext = keyring.decrypt(record.blob, aad)
         if plaintext is None:
@@ -255,6 +306,7 @@ class SessionStore(Generic[T]):
             remember_me=remember_me,
             version=record.version,
             key=key,
+            store=self,
         )
 
     async def save(self, session: Session[T]) -> None:
@@ -266,10 +318,11 @@ class SessionStore(Generic[T]):
         object can be saved again. If a save is cancelled (or fails with
         :class:`~redis_session.StoreUnavailable`) it may or may not have been applied; the next
         save of the same object then raises :class:`~redis_session.SessionConflict` if it was,
-        so reload before retrying.
+        so reload before retrying. Raises :class:`~redis_session.UsageError` for anything but
+        a :class:`Session` this store created or loaded.
         """
         self._check_open()
-        now = _now_ms()
+        self._check_session(session, "save")
         payload = self._encode(session._created_ms, session.remember_me, session.data)
         keyring = self._keyring
         # Without previous secrets the key a session was loaded under is the current one; only
@@ -277,18 +330,13 @@ class SessionStore(Generic[T]):
         key = keyring.redis_key(session.id, self._prefix) if keyring.has_previous else session._key
         record = self._seal(key, payload, session._deadline_ms, session._inactivity_ms)
         if key == session._key:
-            saved = await self._provider.save(key, session._version, record, now)
+            saved = await self._provider.save(key, session._version, record)
         else:
-            # Loaded under a previous secret's key name: move it to the current one.
-            saved = await self._provider.regenerate(
-                session._key, key, session._version, record, now
-            )
+            # Loaded under a previous secret's key name: move it to the current one, atomically
+            # (a concurrent load looks under both names in one step).
+            saved = await self._provider.regenerate(session._key, key, session._version, record)
         if not saved:
-            msg = (
-                "the session was saved, regenerated or deleted elsewhere since it was loaded, "
-                "or it expired"
-            )
-            raise SessionConflict(msg)
+            raise SessionConflict(_CONFLICT)
         session._version = record.version
         session._key = key
 
@@ -297,22 +345,18 @@ class SessionStore(Generic[T]):
 
         Call it when privileges change (after a login) against session fixation. The new
         session has the same ``created_at``, ``expires_at`` and ``remember_me``, and holds
-        ``session.data`` as it is now. Raises :class:`~redis_session.SessionConflict` under the
-        same conditions as :meth:`save`.
+        ``session.data`` as it is now. Raises :class:`~redis_session.SessionConflict` and
+        :class:`~redis_session.UsageError` under the same conditions as :meth:`save`.
         """
         self._check_open()
-        now = _now_ms()
+        self._check_session(session, "regenerate")
         payload = self._encode(session._created_ms, session.remember_me, session.data)
         session_id = secrets.token_urlsafe(_ID_BYTES)
         key = self._keyring.redis_key(session_id, self._prefix)
         record = self._seal(key, payload, session._deadline_ms, session._inactivity_ms)
-        moved = await self._provider.regenerate(session._key, key, session._version, record, now)
+        moved = await self._provider.regenerate(session._key, key, session._version, record)
         if not moved:
-            msg = (
-                "the session was saved, regenerated or deleted elsewhere since it was loaded, "
-                "or it expired"
-            )
-            raise SessionConflict(msg)
+            raise SessionConflict(_CONFLICT)
         return Session(
             session_id,
             session.data,
@@ -322,21 +366,25 @@ class SessionStore(Generic[T]):
             remember_me=session.remember_me,
             version=record.version,
             key=key,
+            store=self,
         )
 
     async def delete(self, session_or_id: Session[T] | str) -> None:
         """Delete the session; its id stops working, and no concurrent save can revive it.
 
-        Deleting an unknown or malformed id does nothing.
+        Takes a :class:`Session` of this store, or an id (any ``str``). Deleting an unknown or
+        malformed id does nothing. Raises :class:`~redis_session.UsageError` for anything
+        else, including a session of another store (pass its id to delete it here).
         """
         self._check_open()
         if isinstance(session_or_id, Session):
+            self._check_session(session_or_id, "delete")
             session_id = session_or_id.id
             keys = {session_or_id._key}
         else:
-            session_id = session_or_id
+            session_id = _plain_id(session_or_id, "delete")
             keys = set()
-            if type(session_id) is not str or _ID_PATTERN.fullmatch(session_id) is None:
+            if _ID_PATTERN.fullmatch(session_id) is None:
                 return
         keys.add(self._keyring.redis_key(session_id, self._prefix))
         keys.update(self._keyring.previous_redis_keys(session_id, self._prefix))
@@ -382,6 +430,22 @@ class SessionStore(Generic[T]):
         if self._closed:
             msg = "the session store is closed"
             raise StoreClosed(msg)
+
+    def _check_session(self, session: object, method: str) -> None:
+        if not isinstance(session, Session):
+            msg = (
+                f"{method}() takes a Session from this store's create() or load(), "
+                f"got {type(session).__qualname__}"
+            )
+            raise UsageError(msg)
+        if session._store is not self:
+            # Writing it here would put another store's session under this store's key names
+            # and secret (or move or delete another app's key).
+            msg = (
+                f"{method}(): this Session was created or loaded by another SessionStore; "
+                "use that store, or load the id with this one"
+            )
+            raise UsageError(msg)
 
     def _encode(self, created_ms: int, remember_me: bool, data: T) -> bytes:
         payload = self._codec.encode(created_ms, remember_me, data)

@@ -38,6 +38,8 @@ from redis_session import (
     load_config,
     open_session_store,
 )
+from redis_session._provider import wall_clock_ms
+from redis_session._redis_provider import RedisProvider
 from redis_session._store import SessionStore
 
 from .servers import RedisProcess, TLSFiles
@@ -355,30 +357,32 @@ async def test_writer_cannot_plant_a_record_for_a_chosen_id(
     assert await store.load(chosen) is None
 
 
-async def test_whole_record_replay_is_accepted(
-    store: SessionStore[Any], raw: redis_sync.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_whole_record_replay_is_accepted(cfg: dict[str, Any], raw: redis_sync.Redis) -> None:
     """Not protected: a writer restoring a whole earlier record brings that state back.
 
     It is an authentic record of the same session at the same key. It cannot outlive its
-    original deadline (e is authenticated), and the current handle's next save conflicts.
+    original deadline (e is authenticated, and the server's clock decides), and the current
+    handle's next save conflicts.
     """
-    session = await store.create({"role": "admin"})
-    earlier = raw.hgetall(session._key)
-    session.data = {"role": "guest"}
-    await store.save(session)
-    await store.delete(session)  # logged out, even
-    raw.hset(session._key, mapping=earlier)
-    raw.pexpire(session._key, 10**9)
-    replayed = await store.load(session.id)
-    assert replayed is not None
-    assert replayed.data == {"role": "admin"}
-    with pytest.raises(SessionConflict):
+    async with open_session_store({**cfg, "expiration": 2}) as store:
+        session = await store.create({"role": "admin"})
+        earlier = raw.hgetall(session._key)
+        session.data = {"role": "guest"}
         await store.save(session)
-    deadline = int(earlier[b"e"])
-    monkeypatch.setattr("redis_session._store._now_ms", lambda: deadline)
-    assert await store.load(session.id) is None
-    assert raw.exists(session._key) == 0
+        await store.delete(session)  # logged out, even
+        raw.hset(session._key, mapping=earlier)
+        raw.pexpire(session._key, 10**9)
+        replayed = await store.load(session.id)
+        assert replayed is not None
+        assert replayed.data == {"role": "admin"}
+        with pytest.raises(SessionConflict):
+            await store.save(session)
+        raw.pexpire(session._key, 10**9)  # the load set the TTL to the deadline: undo that
+        seconds, micros = raw.time()
+        await anyio.sleep(max(0, int(earlier[b"e"]) / 1000 - (seconds + micros / 1e6)) + 0.05)
+        assert raw.exists(session._key) == 1  # the writer's TTL keeps the key...
+        assert await store.load(session.id) is None  # ...but the deadline has passed
+        assert raw.exists(session._key) == 0
 
 
 async def test_writer_can_delete_or_expire_sessions(
@@ -443,10 +447,13 @@ async def test_stolen_cookie_works_until_deleted(
 
 
 async def test_stolen_cookie_is_bounded_by_both_clocks(
-    cfg: dict[str, Any], monkeypatch: pytest.MonkeyPatch, raw: redis_sync.Redis
+    cfg: dict[str, Any], raw: redis_sync.Redis
 ) -> None:
-    """A stolen id dies after `inactivity` unused, and at the deadline however much it is used."""
-    async with open_session_store({**cfg, "inactivity": 1, "expiration": 60}) as store:
+    """A stolen id dies after `inactivity` unused, and at the deadline however much it is used.
+
+    Both by the server's clock: a thief's host with a slow clock gains nothing.
+    """
+    async with open_session_store({**cfg, "inactivity": 1, "expiration": 2}) as store:
         idle = await store.create({"a": 1})
         busy = await store.create({"a": 2})
         for _ in range(3):
@@ -454,9 +461,17 @@ async def test_stolen_cookie_is_bounded_by_both_clocks(
             assert await store.load(busy.id) is not None
             assert 0 < raw.pttl(busy._key) <= 1000
         assert await store.load(idle.id) is None  # 1.2 s without use
-        deadline = busy._deadline_ms
-        monkeypatch.setattr("redis_session._store._now_ms", lambda: deadline)
+        provider = store._provider
+        assert isinstance(provider, RedisProvider)
+        provider.clock = lambda: wall_clock_ms() - 3_600_000  # an hour slow
+        # Kept busy (a load every 0.2 s) until the deadline, 2 s after creation.
+        for _ in range(50):
+            if await store.load(busy.id) is None:
+                break
+            await anyio.sleep(0.2)
         assert await store.load(busy.id) is None
+        seconds, micros = raw.time()
+        assert seconds * 1000 + micros // 1000 >= busy._deadline_ms
 
 
 async def test_session_repr_hides_id(store: SessionStore[Any]) -> None:
@@ -474,9 +489,9 @@ async def test_malformed_ids_never_reach_redis(
     provider = store._provider
     real_load = provider.load
 
-    async def counting_load(key: bytes, now_ms: int) -> Any:
-        calls.append(key)
-        return await real_load(key, now_ms)
+    async def counting_load(keys: list[bytes], deadline: float | None = None) -> Any:
+        calls.append(keys)
+        return await real_load(keys, deadline)
 
     monkeypatch.setattr(provider, "load", counting_load)
     for junk in ("", "x" * 101, "not an id!", "\u00e9" * 43):
