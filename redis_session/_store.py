@@ -145,7 +145,7 @@ class Session(Generic[T]):
 
     @property
     def created_at(self) -> dt.datetime:
-        """When the session was created (UTC)."""
+        """When the session was created (UTC), by the Redis server's clock."""
         return _datetime(self._created_ms)
 
     @property
@@ -180,7 +180,10 @@ class SessionStore(Generic[T]):
     :class:`~redis_session.StoreUnavailable` (and its subclass
     :class:`~redis_session.PoolTimeout`) when Redis cannot be reached, from every method
     including :meth:`load`, because "no session" and "the store is down" call for different
-    answers (a login page versus an error page).
+    answers (a login page versus an error page); :class:`~redis_session.UsageError` for a
+    call it cannot honour (an id that is not a ``str``, a ``remember_me`` that is not a
+    ``bool``, a :class:`Session` of another store), before anything is read or written.
+    Sessions expire by the Redis server's clock, not this host's.
     """
 
     def __init__(
