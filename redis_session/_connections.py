@@ -4,7 +4,9 @@ It builds one :class:`~redis_session._pool.NodePool` per node it talks to (one f
 server; the master and its replicas under Sentinel, see ``_topology``), picks the pool for each
 command, and retries at this level — never inside redis-py, whose own retries reconnect to a
 dead master (redis-py #3874). Every command is bounded by ``redis.timeout`` in total, retries
-included.
+included. A single server that refuses connections (restarting) or answers LOADING or BUSY
+is waited for with a short backoff shared by all callers, until each command's deadline; one
+that has refused for longer than a restart takes (``_RESTART_WINDOW``) fails callers at once.
 """
 
 from __future__ import annotations
@@ -40,8 +42,21 @@ _RETRY_REPLIES = (*_FAILOVER_REPLIES, "BUSY")
 #: Error replies that mean the server cannot take writes now (out of memory, failing
 #: snapshots): the store is unavailable, not misused, so callers get StoreUnavailable.
 _UNAVAILABLE_REPLIES = ("MISCONF", "OOM")
-#: Retries after a connection failure on a single server (no Sentinel to ask for another).
+#: Retries after a connection failure on a single server (no Sentinel to ask for another),
+#: of a command that may have run. One that surely did not run (the server refused the
+#: connection, or answered LOADING or BUSY) is retried until its deadline instead, see below.
 _STATIC_RETRIES = 2
+#: Error replies from a single server that refused to run the command for now: a server
+#: restarting (loading its data set) or busy with a script answers again soon.
+_WAIT_REPLIES = ("LOADING", "BUSY")
+#: Pause before the next try while a single server refuses connections or is loading,
+#: doubling up to the maximum. One schedule per manager, shared by every caller: a restart
+#: under load then costs one connect per pause, not one per waiting command.
+_REFUSED_BACKOFF_MIN = 0.025
+_REFUSED_BACKOFF_MAX = 0.25
+#: How long after its first refused connect a single server is waited for (a restart). Past
+#: that it is down: callers fail at once, and one try per pause still looks for it.
+_RESTART_WINDOW = 2.0
 #: Under Sentinel the deadline bounds retries; this only guards against a spinning bug
 #: (``recover`` pauses between attempts, so a 5 s deadline allows a few dozen).
 _SENTINEL_RETRIES = 1000
@@ -308,6 +323,14 @@ class ConnectionManager:
         self._timeout = cfg.timeout.total_seconds()
         self._topology = topology
         self._retries = _SENTINEL_RETRIES if topology.follows_failover else _STATIC_RETRIES
+        #: Current pause of the shared retry schedule (0 while the server answers), and the
+        #: loop time of the next try of every caller waiting on it.
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        #: Loop time of the first refused connect of the current outage, if any.
+        self._down_since: float | None = None
+        #: What the last try failed with, for callers that fail without a try of their own.
+        self._refusal = ""
 
     @classmethod
     async def open(cls, cfg: RedisConfig) -> ConnectionManager:
@@ -369,9 +392,10 @@ class ConnectionManager:
     ) -> Any:
         """Run one command already encoded with :func:`~redis_session._pool.pack`."""
         loop = asyncio.get_running_loop()
-        if deadline is None:
-            deadline = loop.time() + self._timeout
+        deadline = loop.time() + self._timeout if deadline is None else deadline
         topology = self._topology
+        if self._backoff:
+            await self._join_schedule(deadline)
         attempt = 0
         while True:
             pool = topology.reader() if read_only else topology.writer()
@@ -381,7 +405,7 @@ class ConnectionManager:
                 # (the replica is then left out of routing) still fits within the deadline.
                 until = loop.time() + (deadline - loop.time()) * _REPLICA_SHARE
             try:
-                return await pool.execute(packed, until)
+                reply = await pool.execute(packed, until)
             except ConnectionLost as exc:
                 failure: StoreUnavailable | CommandError = exc
             except PoolTimeout as exc:
@@ -389,13 +413,19 @@ class ConnectionManager:
                     raise  # the master's pool is full: no other node can take the command
                 failure = exc  # the replica's pool is stuck: go to the master
             except CommandError as exc:
-                text = str(exc)
-                if text.startswith(_UNAVAILABLE_REPLIES):
-                    msg = f"{pool.node} cannot take writes now: {text}"
-                    raise StoreUnavailable(msg) from None
-                if not text.startswith(_RETRY_REPLIES):
-                    raise
-                failure = exc
+                failure = _retryable_reply(pool, exc)
+            else:
+                if self._backoff:
+                    # The server answers again.
+                    self._backoff = self._retry_at = 0.0
+                    self._down_since = None
+                return reply
+            if not topology.follows_failover and _did_not_run(failure):
+                # A single server that refuses connections is most likely restarting: wait
+                # for it until the deadline rather than fail at once. Safe to repeat however
+                # often, since the command never reached it (or it refused to run it).
+                await self._wait_for_server(pool, failure, deadline)
+                continue
             attempt += 1
             if attempt > self._retries or loop.time() >= deadline:
                 raise _unavailable(pool, failure) from None
@@ -405,6 +435,46 @@ class ConnectionManager:
                 # A retry now would only find the deadline passed in the pool's queue, and
                 # blame a full pool (PoolTimeout) for a dead node.
                 raise _unavailable(pool, failure) from None
+
+    async def _join_schedule(self, deadline: float) -> None:
+        """While a single server fails to answer: wait for the next try, or fail at once.
+
+        A caller arriving between tries does not make a connect of its own: it waits for the
+        scheduled one, or fails now if that comes too late for it or the server is down.
+        """
+        now = asyncio.get_running_loop().time()
+        if now >= self._retry_at:
+            return  # this caller makes the scheduled try
+        if self._retry_at >= deadline or self._down_for_good(now):
+            raise StoreUnavailable(self._refusal)
+        await asyncio.sleep(self._retry_at - now)
+
+    async def _wait_for_server(
+        self, pool: NodePool, failure: StoreUnavailable | CommandError, deadline: float
+    ) -> None:
+        """After a try that did not run: sleep until the next try, or raise what failed."""
+        now = asyncio.get_running_loop().time()
+        reported = _unavailable(pool, failure)
+        self._refusal = str(reported)
+        if not isinstance(failure, ConnectionLost):
+            self._down_since = None  # it answers (LOADING, BUSY): up, if not ready
+        elif self._down_since is None:
+            self._down_since = now
+        if now >= self._retry_at:
+            # The first caller to fail since the last try moves the schedule on; the others
+            # failed in the same try and wait for the same next one.
+            self._backoff = min(max(2 * self._backoff, _REFUSED_BACKOFF_MIN), _REFUSED_BACKOFF_MAX)
+            self._retry_at = now + self._backoff
+        if self._retry_at >= deadline or self._down_for_good(now):
+            # The next try would come too late to answer, or the server is not restarting
+            # but down: report what failed, now.
+            raise reported from None
+        await asyncio.sleep(self._retry_at - now)
+
+    def _down_for_good(self, now: float) -> bool:
+        # Only refused connects age an outage: LOADING and BUSY come from a server that
+        # answers, and will take the command once it is done.
+        return self._down_since is not None and now - self._down_since >= _RESTART_WINDOW
 
     async def run_script(
         self,
@@ -455,6 +525,24 @@ class ConnectionManager:
     async def aclose(self) -> None:
         """Close every connection and background task (bounded, shielded)."""
         await self._topology.aclose()
+
+
+def _retryable_reply(pool: NodePool, exc: CommandError) -> CommandError:
+    """Return an error reply worth retrying; raise what the caller gets for the others."""
+    text = str(exc)
+    if text.startswith(_UNAVAILABLE_REPLIES):
+        msg = f"{pool.node} cannot take writes now: {text}"
+        raise StoreUnavailable(msg) from None
+    if not text.startswith(_RETRY_REPLIES):
+        raise exc
+    return exc
+
+
+def _did_not_run(failure: StoreUnavailable | CommandError) -> bool:
+    """Whether ``failure`` proves the command did not run: no connection, LOADING or BUSY."""
+    if isinstance(failure, ConnectionLost):
+        return not failure.sent
+    return isinstance(failure, CommandError) and str(failure).startswith(_WAIT_REPLIES)
 
 
 def _unavailable(pool: NodePool, failure: StoreUnavailable | CommandError) -> StoreUnavailable:
