@@ -259,16 +259,21 @@ class SessionStore(Generic[T]):
         msg = "could not find a free session id"  # pragma: no cover - 2**-256 odds
         raise SessionConflict(msg)  # pragma: no cover
 
-    async def load(self, session_id: str) -> Session[T] | None:
+    async def load(self, session_id: str | None) -> Session[T] | None:
         """Return the session, or ``None`` if there is none; slides its inactivity clock.
 
-        ``None`` covers an id that is malformed, unknown, expired or idle too long, and data
-        that is tampered with, written under a secret no longer configured, or no longer fits
-        ``data_type`` (those last cases are logged as warnings, without the id, and the data is
-        left in place). Raises :class:`~redis_session.StoreUnavailable` when Redis is down, and
-        :class:`~redis_session.UsageError` if ``session_id`` is not a ``str``.
+        ``None`` covers a missing id (``None``: a request without a session cookie), an id
+        that is malformed, unknown, expired or idle too long, and data that is tampered with,
+        written under a secret no longer configured, or no longer fits ``data_type`` (those
+        last cases are logged as warnings, without the id, and the data is left in place).
+        Raises :class:`~redis_session.StoreUnavailable` when Redis is down, and
+        :class:`~redis_session.UsageError` if ``session_id`` is neither a ``str`` nor ``None``.
         """
         self._check_open()
+        if session_id is None:
+            # The common case of a request without a cookie: no session, not a bug. delete()
+            # still refuses None, where silently doing nothing would leave a logout undone.
+            return None
         session_id = _plain_id(session_id, "load")
         if _ID_PATTERN.fullmatch(session_id) is None:
             return None

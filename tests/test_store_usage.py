@@ -102,7 +102,7 @@ async def test_str_subclass_ids_work(backend: Backend, store: SessionStore[Any])
 
 @pytest.mark.parametrize(
     "junk",
-    [None, b"id", bytearray(b"id"), 5, 1.5, ["id"], {"id": 1}, object()],
+    [b"id", bytearray(b"id"), 5, 1.5, ["id"], {"id": 1}, object()],
     ids=lambda j: type(j).__name__,
 )
 async def test_ids_that_are_not_str_are_usage_errors(
@@ -140,3 +140,14 @@ async def test_save_and_regenerate_take_only_sessions(
     assert isinstance(info.value, RedisSessionError)
     assert backend.keys() == keys
     assert await store.load(session.id) is not None
+
+
+async def test_load_of_none_is_no_session_but_delete_of_none_is_an_error(
+    backend: Backend, store: SessionStore[Any]
+) -> None:
+    """A request without a cookie loads no session; a logout without an id is a caller bug."""
+    real = await store.create({"user": "alice"})
+    assert await store.load(None) is None
+    with pytest.raises(UsageError, match=r"^delete\(\) takes a session id \(str\), got NoneType$"):
+        await store.delete(None)  # type: ignore[arg-type]
+    assert await store.load(real.id) is not None
