@@ -1,35 +1,46 @@
 """One Redis node's connections: a capped pool that pipelines concurrent commands.
 
 Callers never hold a connection. A command is packed in the caller's task and queued; each open
-connection is driven by one worker task that takes everything queued (up to a batch limit),
-writes it with one ``writelines``, and reads the replies in order, handing each to the future of
-the caller that queued it. Concurrent commands from many tasks therefore share a few sockets
+connection is driven by one worker task that takes what is queued (up to a batch limit in
+commands, in bytes written and in the reply volume expected), writes it with one
+``writelines``, and reads the replies in order, handing each to the future of the caller that
+queued it. Concurrent commands from many tasks therefore share a few sockets
 (auto-pipelining, as ioredis and StackExchange.Redis do), and a caller cancelled at any await
 cannot leave an unread reply on a connection: the worker reads every reply it asked for, and
 drops the ones nobody waits for.
 
 The pool's whole mutable state is ``_queue`` (pending commands, oldest first), ``_conns`` (open
-or opening connections) and ``_idle`` (workers parked waiting for work). Deciding is split from
-doing: ``_dispatch()`` only looks at that state, wakes a parked worker or starts a connection,
-and never awaits.
+or opening connections) and ``_idle`` (workers parked waiting for work), plus what it has
+learned: the connect backoff (``_connect_backoff``, ``_next_connect``, ``_last_error``), when
+the node last answered (``_answered_at``), how large replies are (``_reply_estimate``), and the
+event loop it is bound to (``_loop``). Deciding is split from doing: ``_dispatch()`` only looks
+at that state, wakes a parked worker or starts a connection, and never awaits.
+
+A pool belongs to one event loop, like the futures it hands out. A call from another loop is
+refused with :class:`UsageError` while the first loop is still open; once that loop is closed
+(a later ``asyncio.run``), the pool forgets what it held there and binds to the new loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import select
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+import anyio
 import attrs
 import hiredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError, ResponseError
 
-from ._errors import CommandError, PoolTimeout, StoreClosed, StoreUnavailable
+from ._errors import CommandError, PoolTimeout, StoreClosed, StoreUnavailable, UsageError
 
 __all__ = ["ConnectionLost", "NodePool", "NodeStatistics", "pack"]
 
@@ -38,6 +49,13 @@ logger = logging.getLogger("redis_session")
 #: Most commands written to one connection in one batch. Large enough to amortise the
 #: per-batch cost, small enough that one slow batch does not delay everyone else.
 _MAX_BATCH = 128
+#: Most bytes one batch may write, and most reply bytes it may ask for (estimated from the
+#: replies and writes seen so far). A server holds a batch's replies in that client's output
+#: buffer until the client reads them, and drops the connection past
+#: ``client-output-buffer-limit normal`` or ``maxmemory-clients``: 128 loads of a 60 KB session
+#: asked for 8 MB at once. Half a megabyte per connection stays under a 4 MB limit with several
+#: connections, and is already far past the size where batching pays off.
+_BATCH_BYTES = 512 * 1024
 #: How often the maintenance task runs: it fails commands past their deadline (callers wait
 #: on a bare future, with no timer of their own, which is most of the per-command cost of
 #: asyncio timeouts), wakes parked connections that are due a health check, are dead or idle
@@ -52,6 +70,11 @@ _CLEANUP_TIMEOUT = 2.0
 #: hammered with hundreds of connects a second.
 _CONNECT_BACKOFF_MIN = 0.05
 _CONNECT_BACKOFF_MAX = 1.0
+#: A timer (batch or maintenance) that runs this much later than asked means the event loop
+#: itself was blocked (a slow handler, a GC pause): the node's replies may be sitting unread.
+_STALL = 0.2
+#: Most stalls one command's deadline is moved on for (see ``NodePool._postpone``).
+_MAX_EXCUSED = 2
 
 _QUEUED, _SENT = 0, 1
 
@@ -99,7 +122,10 @@ class NodeStatistics:
 class _Pending:
     """One queued command and the future its caller awaits."""
 
-    __slots__ = ("deadline", "future", "packed", "state")
+    __slots__ = ("deadline", "excused", "future", "packed", "state")
+
+    #: How many event-loop stalls moved the deadline on; only set by ``NodePool._postpone``.
+    excused: int
 
     def __init__(self, packed: bytes, future: asyncio.Future[Any], deadline: float) -> None:
         self.packed = packed
@@ -115,9 +141,11 @@ class _Conn:
     __slots__ = (
         "batch",
         "busy",
+        "check",
         "checked_at",
         "conn",
         "connected",
+        "graces",
         "task",
         "used_at",
         "waiter",
@@ -137,11 +165,35 @@ class _Conn:
         #: Last traffic of any kind, health checks included: what the next PING counts from.
         self.checked_at = now
         self.task: asyncio.Task[None] | None = None
+        #: The batch timer's next look (see ``NodePool._overdue``), and how often it has let
+        #: the batch run on because replies were waiting to be read.
+        self.check: asyncio.TimerHandle | None = None
+        self.graces = 0
 
     def dead(self) -> bool:
         """Whether the server or the network closed the socket while we were not reading."""
         reader = self.conn._reader  # redis-py has no public liveness check
         return reader is None or reader.at_eof()
+
+    def unread(self) -> bool:
+        """Whether reply bytes have arrived that the worker has not parsed yet.
+
+        Only asked when a deadline passes (never per command): replies can sit unread when the
+        event loop was blocked, and failing them then would blame the node for our stall.
+        """
+        reader = self.conn._reader
+        if reader is None:
+            return False
+        if reader._buffer:  # type: ignore[attr-defined]  # StreamReader: no public check
+            return True
+        sock = self.conn._writer.get_extra_info("socket") if self.conn._writer else None
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
 
 
 class NodePool:
@@ -184,6 +236,17 @@ class NodePool:
         self._connect_backoff = 0.0
         #: ``time.monotonic()`` before which no extra connection is opened (see backoff above).
         self._next_connect = 0.0
+        #: ``time.monotonic()`` of the node's last reply, to tell a pool that is merely busy
+        #: from a node that stopped answering when a queued command times out.
+        self._answered_at = time.monotonic()
+        #: Bytes one reply is expected to take (largest recent reply or write, decaying); it
+        #: caps how many commands a batch may carry (``_batch_limit``).
+        self._reply_estimate = 0
+        self._batch_limit = _MAX_BATCH
+        #: The event loop every future and task of this pool belongs to, and its thread's name
+        #: (for the message refusing a call from another loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = ""
 
     # -- public ------------------------------------------------------------------------------
 
@@ -193,29 +256,27 @@ class NodePool:
         Raises :class:`StoreUnavailable` naming the node when a connection fails, so a wrong
         address or password surfaces when the store opens, not at the first request.
         """
+        self._bind(asyncio.get_running_loop())
         wanted = min(max(connect, self._min_idle), self._max)
         fresh = [_Conn(self._factory()) for _ in range(wanted)]
         self._conns.update(fresh)
         try:
             reasons = await asyncio.gather(*(self._connect(c) for c in fresh))
         except BaseException:
-            for c in fresh:
-                self._forget(c)
-                await _disconnect(c.conn)
+            # Cancelled: log out whatever did connect, to the end (see _finish).
+            await _finish(self._discard(fresh), self.node)
             raise
         failed = [r for r in reasons if r is not None]
         if failed:
-            for c in fresh:
-                self._forget(c)
-                await _disconnect(c.conn)
+            await _finish(self._discard(fresh), self.node)
             msg = f"cannot connect to {self.node}: {failed[0]}"
             raise ConnectionLost(msg, sent=False)
         for c in fresh:
             self._start_worker(c)
+        self._ensure_maintenance()
         # Let the new workers park (their first step does not await), so the first command
         # wakes one of them instead of opening a connection beyond the floor.
         await asyncio.sleep(0)
-        self._ensure_maintenance()
 
     async def execute(self, packed: bytes, deadline: float) -> Any:
         """Send one packed command and return its reply; ``deadline`` is in loop time.
@@ -224,6 +285,9 @@ class NodePool:
         :class:`ConnectionLost` when its connection broke, :class:`CommandError` for an error
         reply, :class:`StoreClosed` after :meth:`aclose`.
         """
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)  # first use, a later asyncio.run, or a mistake (UsageError)
         if self._closed:
             msg = f"the connection pool for {self.node} is closed"
             raise StoreClosed(msg)
@@ -231,7 +295,7 @@ class NodePool:
             # Deadlines are enforced by the maintenance task: never wait without it, even on a
             # pool used before start() or after the task died.
             self._ensure_maintenance()
-        pending = _Pending(packed, asyncio.get_running_loop().create_future(), deadline)
+        pending = _Pending(packed, loop.create_future(), deadline)
         self._queue.append(pending)
         self._dispatch()
         try:
@@ -274,9 +338,15 @@ class NodePool:
         """
         if self._closed:
             return
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop and self._loop is not None:
+            self._bind(loop)
         self._closed = True
         closed = f"the connection pool for {self.node} closed"
         self._fail_queue(lambda: ConnectionLost(closed, sent=False))
+        await _finish(self._shutdown(), self.node)
+
+    async def _shutdown(self) -> None:
         tasks = [*self._tasks]
         if self._maintenance is not None:
             tasks.append(self._maintenance)
@@ -285,11 +355,56 @@ class NodePool:
         if tasks:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CLEANUP_TIMEOUT):
-                    await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
-        for c in [*self._conns]:
-            await _disconnect(c.conn)
+                    await asyncio.gather(*tasks, return_exceptions=True)
+        conns = [*self._conns]
         self._conns.clear()
         self._idle.clear()
+        await asyncio.gather(*(_disconnect(c.conn) for c in conns))
+
+    async def _discard(self, conns: list[_Conn]) -> None:
+        for c in conns:
+            self._forget(c)
+        await asyncio.gather(*(_disconnect(c.conn) for c in conns))
+
+    # -- the event loop --------------------------------------------------------------------------
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind to ``loop``; refuse if the pool is bound to another loop that is still open.
+
+        Futures resolved from another loop's thread never wake the loop waiting on them, so a
+        call from a second live loop would hang forever: refuse it. A closed loop can never run
+        this pool's tasks again: forget them and start over on ``loop``.
+        """
+        old = self._loop
+        if old is loop:
+            return
+        here = threading.current_thread()
+        if old is not None:
+            if not old.is_closed():
+                msg = (
+                    f"this store runs on event loop {old!r} in thread {self._thread}; it was "
+                    f"called from event loop {loop!r} in thread {here.name!r} ({self.node}). "
+                    "A store belongs to the event loop that opened it: open one store per "
+                    "event loop, or call it from its own loop (asyncio.run_coroutine_threadsafe)"
+                )
+                raise UsageError(msg)
+            self._abandon()
+            logger.debug("connection pool for %s moved to a new event loop", self.node)
+        self._loop = loop
+        self._thread = f"{here.name!r}"
+
+    def _abandon(self) -> None:
+        """Forget everything tied to a closed event loop; no callback of it can run again."""
+        # asyncio.run cancelled the workers before closing its loop, so their connections are
+        # already closed; one left open by a loop closed without that is garbage now.
+        self._queue.clear()
+        self._conns.clear()
+        self._idle.clear()
+        self._tasks.clear()
+        self._waking = 0
+        self._maintenance = None
+        self._connect_backoff = 0.0
+        self._next_connect = 0.0
 
     # -- deciding (no awaits) ------------------------------------------------------------------
 
@@ -345,12 +460,28 @@ class NodePool:
     def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []
         queue = self._queue
-        while queue and len(batch) < _MAX_BATCH:
+        limit = self._batch_limit
+        written = 0
+        # The first command always goes, however large: it cannot be split.
+        while queue and written < _BATCH_BYTES and len(batch) < limit:
             p = queue.popleft()
             if not p.future.done():
                 p.state = _SENT
                 batch.append(p)
+                written += len(p.packed)
+        if batch and written // len(batch) > self._reply_estimate:
+            # Large writes (saves) predict large replies (loads of the same sessions).
+            self._learn_reply_size(written // len(batch))
         return batch
+
+    def _learn_reply_size(self, size: int) -> None:
+        """Fold one observed size into the reply estimate and the batch limit it implies."""
+        estimate = self._reply_estimate
+        # Decays by an eighth per batch, so a burst of large sessions does not shrink batches
+        # for long after it.
+        estimate = max(size, estimate - (estimate >> 3))
+        self._reply_estimate = estimate
+        self._batch_limit = max(1, min(_MAX_BATCH, _BATCH_BYTES // max(estimate, 1)))
 
     def _fail_queue(self, error: Callable[[], BaseException]) -> None:
         # One exception object per caller: a shared one would share its traceback and
@@ -416,7 +547,7 @@ class NodePool:
                 self._fail_queue(lambda: ConnectionLost(msg, sent=False))
             return reason
         c.connected = True
-        c.used_at = c.checked_at = time.monotonic()
+        c.used_at = c.checked_at = self._answered_at = time.monotonic()
         if self._last_error is not None:
             logger.info("connected to %s again", self.node)
         else:
@@ -470,7 +601,7 @@ class NodePool:
         logger.warning("health check of an idle connection to %s failed: %s", self.node, error)
         return False
 
-    async def _run_batch(  # noqa: PLR0912 - one try covering write, read and delivery
+    async def _run_batch(  # noqa: PLR0912, PLR0915 - one try covering write, read and delivery
         self, c: _Conn, batch: list[_Pending], *, idle_probe: bool = False
     ) -> None:
         """Write a batch and deliver each reply to its caller; on failure, fail the rest."""
@@ -478,11 +609,17 @@ class NodePool:
         c.busy = True
         c.batch = batch
         delivered = 0
+        reply: Any = None
+        loop = asyncio.get_running_loop()
         try:
             # One timer for the whole batch: a server that cannot answer it within the timeout
             # is hung, and the connection is dropped. Callers' own deadlines are enforced by
-            # the maintenance sweep, so this is not on the per-command path.
-            async with asyncio.timeout(self._timeout):
+            # the maintenance sweep, so this is not on the per-command path. The timer looks
+            # before it fires (_overdue): replies that arrived while the loop was blocked are
+            # read, not thrown away with the connection.
+            async with asyncio.timeout(None) as timer:
+                c.graces = 0
+                c.check = loop.call_at(loop.time() + self._timeout, self._overdue, c, timer)
                 writer = conn._writer  # redis-py's own send adds a task per write (wait_for)
                 parser: Any = conn._parser  # the connection's hiredis reply parser
                 if writer is None:
@@ -502,6 +639,11 @@ class NodePool:
             reason = self._describe(exc)
             if not idle_probe:
                 logger.warning("connection to %s failed mid-batch: %s", self.node, reason)
+            if len(batch) - delivered > 1 and not isinstance(exc, TimeoutError):
+                # The server may have dropped us for the size of this batch's replies
+                # (client-output-buffer-limit, maxmemory-clients), which nothing announces:
+                # retries go out in batches an eighth the size (growing back as they succeed).
+                self._learn_reply_size(_BATCH_BYTES // max(1, len(batch) >> 3))
             msg = f"connection to {self.node} failed: {reason}"
             for p in batch[delivered:]:
                 if not p.future.done():
@@ -519,11 +661,38 @@ class NodePool:
                     p.future.set_exception(ConnectionLost(msg, sent=True))
             raise
         finally:
+            if c.check is not None:
+                c.check.cancel()
+                c.check = None
             c.busy = False
             c.batch = []
-            c.checked_at = time.monotonic()
+            c.checked_at = now = time.monotonic()
             if not idle_probe:
-                c.used_at = c.checked_at
+                c.used_at = now
+            if delivered:
+                self._answered_at = now
+                # One reply per batch is measured (the last), never one per command.
+                self._learn_reply_size(_reply_size(reply))
+
+    def _overdue(self, c: _Conn, timer: asyncio.Timeout) -> None:
+        """Drop the connection of a batch past its timer, unless we are to blame for the wait.
+
+        If the event loop was blocked, or replies are waiting unread, the worker has not had
+        its chance to read what the node sent in time: look again one maintenance round later
+        (at most a timeout's worth of rounds, so a node trickling bytes is still dropped).
+        """
+        if c.check is None:
+            return  # the batch ended in the meantime
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = now - c.check.when()
+        rounds = max(1, int(self._timeout / _MAINTENANCE_INTERVAL))
+        if c.graces < rounds and (late > _STALL or c.unread()):
+            c.graces += 1
+            c.check = loop.call_at(now + _MAINTENANCE_INTERVAL, self._overdue, c, timer)
+            return
+        c.check = None
+        timer.reschedule(now)  # fires at once: TimeoutError in the worker
 
     def _describe(self, exc: BaseException) -> str:
         """One readable reason for a connection failure (TLS problems named precisely)."""
@@ -543,13 +712,32 @@ class NodePool:
     async def _maintain(self) -> None:
         """Enforce deadlines, wake parked connections that need a look, keep the idle floor."""
         loop = asyncio.get_running_loop()
+        last = loop.time()
         while not self._closed:
+            now = loop.time()
+            # A round far later than asked means the event loop was blocked (a slow handler,
+            # a GC pause): replies that came meanwhile are unread and nothing could be sent.
+            # That time is not the node's: deadlines move on by it.
+            stall = now - last - _MAINTENANCE_INTERVAL
+            if stall > _STALL:
+                self._postpone(stall)
+            last = now
             try:
                 self._maintain_once(loop)
             except Exception:
                 # Deadlines depend on this task: a bug in one round must not end it.
                 logger.exception("connection pool maintenance for %s failed", self.node)
             await asyncio.sleep(_MAINTENANCE_INTERVAL)
+
+    def _postpone(self, stall: float) -> None:
+        logger.debug("event loop blocked for %.2fs: deadlines for %s move on", stall, self.node)
+        for p in itertools.chain(self._queue, *(c.batch for c in self._conns)):
+            # Twice at most: with a loop blocked over and over, a node that stopped
+            # answering must still fail its commands.
+            excused = getattr(p, "excused", 0)
+            if excused < _MAX_EXCUSED and not p.future.done():
+                p.excused = excused + 1
+                p.deadline += stall
 
     def _maintain_once(self, loop: asyncio.AbstractEventLoop) -> None:
         """One round of maintenance: deadlines, parked connections, the floor."""
@@ -565,8 +753,11 @@ class NodePool:
             if due and c.waiter is not None and not c.waiter.done():
                 c.waiter.set_result(False)  # its worker looks, and pings, retires or exits
         missing = min(self._min_idle, self._max) - len(self._conns)
-        if missing > 0 and self._may_connect():
-            for _ in range(missing):
+        # The floor obeys the connect backoff like everything else, even with no connection
+        # at all: against a dead server or one at maxclients it would otherwise reconnect
+        # every round. While backing off, one connection probes; the rest follow its success.
+        if missing > 0 and now >= self._next_connect:
+            for _ in range(1 if self._connect_backoff else missing):
                 self._spawn()
         # Work queued while connects were backing off gets its connection now.
         self._dispatch()
@@ -577,18 +768,45 @@ class NodePool:
         for p in self._queue:
             if now >= p.deadline and not p.future.done():
                 if message is None:
-                    message = (
-                        f"no connection to {self.node} became free within {self._timeout:g}s "
-                        f"(maximum_active_connections={self._max}, "
-                        f"{self._waiting()} commands waiting)"
-                    )
+                    message = self._queue_timeout_message()
                 p.future.set_exception(PoolTimeout(message))
         for c in self._conns:
-            for p in c.batch:
-                if now >= p.deadline and not p.future.done():
-                    msg = f"{self.node} did not answer within {self._timeout:g}s"
-                    # The worker reads (and drops) the reply if it ever comes.
-                    p.future.set_exception(ConnectionLost(msg, sent=True))
+            expired = [p for p in c.batch if now >= p.deadline and not p.future.done()]
+            if not expired or c.unread():
+                continue  # replies that came in time are read first: the worker is behind
+            msg = f"{self.node} did not answer within {self._timeout:g}s"
+            for p in expired:
+                # The worker reads (and drops) the reply if it ever comes.
+                p.future.set_exception(ConnectionLost(msg, sent=True))
+
+    def _queue_timeout_message(self) -> str:
+        """Why a queued command got no connection in time, in terms of what actually happened."""
+        conns = len(self._conns)
+        busy = sum(1 for c in self._conns if c.busy)
+        opening = sum(1 for c in self._conns if not c.connected)
+        quiet = time.monotonic() - self._answered_at
+        if (busy or opening) and quiet >= self._timeout / 2:
+            waits = []
+            if busy:
+                waits.append(f"{busy} connection{'s' if busy > 1 else ''} waiting for replies")
+            if opening:
+                waits.append(f"{opening} still connecting")
+            message = (
+                f"{self.node} stopped answering: no reply for {quiet:.1f}s "
+                f"({', '.join(waits)}), so no connection became free for this command "
+                f"within {self._timeout:g}s"
+            )
+        elif opening == conns and conns:
+            message = f"connecting to {self.node} did not finish within {self._timeout:g}s"
+        else:
+            message = (
+                f"no connection to {self.node} became free within {self._timeout:g}s "
+                f"(maximum_active_connections={self._max}, {conns} open, "
+                f"{self._waiting()} commands waiting)"
+            )
+        if self._last_error is not None:
+            message += f"; connecting to {self.node} fails: {self._last_error}"
+        return message
 
 
 class _WorkerDone(Exception):
@@ -599,3 +817,41 @@ async def _disconnect(conn: AbstractConnection) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(_CLEANUP_TIMEOUT):
             await asyncio.shield(conn.disconnect(nowait=True))
+
+
+async def _finish(cleanup: Coroutine[Any, Any, None], node: str) -> None:
+    """Run ``cleanup`` to its end even while the caller is being cancelled; bounded in time.
+
+    An anyio cancel scope cancels every await inside it again, cleanup awaits included, so a
+    loop over connections would stop after the first; a plain task cancellation interrupts
+    the one await it hits. The cleanup runs in a task of its own, waited for under a shielded
+    scope, and a cancellation that arrives meanwhile is raised once it is done.
+    """
+    task = asyncio.ensure_future(cleanup)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + _CLEANUP_TIMEOUT * 2  # each step inside is bounded by one timeout
+    cancelled: BaseException | None = None
+    with anyio.CancelScope(shield=True):
+        while not task.done():
+            left = until - loop.time()
+            if left <= 0:
+                logger.warning("closing connections to %s did not finish; gave up", node)
+                task.cancel()
+                break
+            try:
+                await asyncio.wait([task], timeout=left)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        logger.warning("closing connections to %s failed", node, exc_info=task.exception())
+    if cancelled is not None:
+        raise cancelled
+
+
+def _reply_size(reply: Any, depth: int = 0) -> int:
+    """Roughly how many bytes a parsed reply took on the wire."""
+    if type(reply) is bytes:
+        return len(reply)
+    if type(reply) is list and depth < 3:
+        return sum(_reply_size(item, depth + 1) for item in reply) + 8
+    return 8

@@ -9,6 +9,7 @@ after the reply), then proves every connection still answers each caller with it
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import threading
 import time
@@ -19,7 +20,8 @@ import anyio.to_thread
 import pytest
 
 from redis_session import RedisSessionError, StoreClosed, StoreUnavailable
-from redis_session._connections import ConnectionManager
+from redis_session._connections import ConnectionManager, make_pool_factory
+from redis_session._pool import pack
 
 from .pool_helpers import config, eventually, kill_ours_sync, only_pool, opened, ours
 from .servers import RedisProcess
@@ -323,3 +325,52 @@ async def test_aclose_with_commands_in_flight_and_queued(fresh_redis: RedisProce
 
 async def _none_left(proc: RedisProcess) -> bool:
     return not await ours(proc)
+
+
+async def test_cancelled_start_logs_out_every_connection(fresh_redis: RedisProcess) -> None:
+    """A start cancelled by an anyio scope closes every connection it opened, not the first only.
+
+    anyio cancels every await inside a cancelled scope again, cleanup awaits included: the
+    disconnect loop used to stop after the first socket, and the others (their handshake
+    already written) logged in once the server read them, until a garbage collection.
+    """
+    cfg = config(fresh_redis, minimum_idle_connections=4, maximum_active_connections=4)
+    pool = make_pool_factory(cfg)(fresh_redis.host, fresh_redis.port)
+    was_enabled = gc.isenabled()
+    gc.disable()  # a finaliser must not be what closes them
+    try:
+        fresh_redis.pause()  # connects reach the kernel's backlog; the handshakes hang
+        try:
+            with anyio.move_on_after(0.3) as scope:
+                await pool.start(connect=4)
+            assert scope.cancelled_caught
+            assert pool.statistics().open == 0
+        finally:
+            fresh_redis.resume()
+        await anyio.sleep(0.5)  # the server now reads whatever was left open
+
+        async def nobody() -> bool:
+            return not await anyio.to_thread.run_sync(fresh_redis.our_clients)
+
+        await eventually(nobody, within=2.0)
+        # The pool is not closed by a failed start: it still serves commands.
+        assert await pool.execute(pack("PING"), anyio.current_time() + 2) == b"PONG"
+    finally:
+        await pool.aclose()
+        if was_enabled:
+            gc.enable()
+
+
+async def test_aclose_in_a_cancelled_scope_closes_everything(fresh_redis: RedisProcess) -> None:
+    """aclose() called inside an already cancelled anyio scope still closes every connection."""
+    cfg = config(fresh_redis, minimum_idle_connections=4, maximum_active_connections=4)
+    pool = make_pool_factory(cfg)(fresh_redis.host, fresh_redis.port)
+    await pool.start(connect=4)
+    assert len(await ours(fresh_redis)) == 4
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await pool.aclose()
+    stats = pool.statistics()
+    assert (stats.open, stats.idle, stats.waiting) == (0, 0, 0)
+    assert not pool._tasks
+    await eventually(lambda: _none_left(fresh_redis), within=2.0)
