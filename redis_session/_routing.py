@@ -17,16 +17,19 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
 
 import anyio
 
 from ._errors import RedisSessionError
 from ._pool import NodePool, pack
 
-__all__ = ["ReadRouter"]
+__all__ = ["ReadRouter", "gather_all"]
 
 logger = logging.getLogger("redis_session")
+
+T = TypeVar("T")
 
 Address = tuple[str, int]
 
@@ -120,7 +123,7 @@ class ReadRouter:
     async def measure(self, master: NodePool) -> None:
         """PING every node through its pool: latency for routing, health for replicas."""
         nodes: list[tuple[Address | None, NodePool]] = [(None, master), *self.replicas.items()]
-        rtts = await asyncio.gather(*(_ping(p) for _, p in nodes))
+        rtts = await gather_all([_ping(p) for _, p in nodes])
         for (addr, pool), rtt in zip(nodes, rtts, strict=True):
             if rtt is None:
                 self._latency.pop(pool, None)
@@ -167,6 +170,31 @@ class ReadRouter:
         else:
             logger.info("routing read-only commands to replica %s too", pool.node)
             self.replicas[addr] = pool
+
+
+async def gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
+    """Run ``aws`` concurrently and return their results, like ``asyncio.gather``.
+
+    Unlike ``asyncio.gather``, a cancellation of the caller is re-raised as the very exception
+    the caller received (after the children are cancelled and awaited, shielded and bounded):
+    gather re-raises a child's instead, which an anyio cancel scope does not recognise as its
+    own, so the cancellation escaped the scope and cancelled the whole task.
+    """
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    if not tasks:
+        return []
+    try:
+        await asyncio.wait(tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+            await asyncio.wait(tasks)
+        for task in tasks:  # their outcome is the cancellation's; mark it seen
+            if task.done() and not task.cancelled():
+                task.exception()
+        raise
+    return [task.result() for task in tasks]
 
 
 async def _ping(pool: NodePool) -> float | None:

@@ -53,7 +53,7 @@ from ._config import RedisConfig
 from ._connections import node_label
 from ._errors import RedisSessionError, StoreClosed, StoreUnavailable
 from ._pool import NodePool, pack
-from ._routing import ReadRouter
+from ._routing import ReadRouter, gather_all
 from ._sentinel import (
     SENTINEL_TIMEOUT,
     Address,
@@ -429,11 +429,11 @@ class SentinelTopology:
         now = asyncio.get_running_loop().time()
         links = [link for link in self._links.values() if link.skip_until <= now]
         within = max(0.01, min(SENTINEL_TIMEOUT, deadline - now))
-        answers = await asyncio.gather(
-            *(
+        answers = await gather_all(
+            [
                 link.survey(self._name, replicas=self.routes_reads, within=within)
                 for link in links or self._links.values()
-            )
+            ]
         )
         for answer in answers:
             for addr in answer.sentinels:
