@@ -19,6 +19,12 @@ a session whose create was acknowledged, is a *lost acknowledged write*; anythin
 holds is wrong too (a success reported as a conflict). A delete that failed is retried until it
 is acknowledged, since a DEL that lands late would otherwise look like a lost write.
 
+Alongside, every call goes into a :class:`~tests.chaos.history.History` (invoke, then ok, fail
+or info, with the session id and the token of the version written or read), which
+:func:`~tests.chaos.history.check` verifies after the run; the counters above are the quick,
+online view, the history check is the exact one. After the load stops, a final sweep loads every
+session the history knows (deleted ones included) into the same history.
+
 Every loop here is bounded in time and in count.
 """
 
@@ -32,7 +38,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -42,12 +48,16 @@ import attrs
 from redis_session import RedisSessionError, SessionConflict, SessionStore
 from redis_session._store import Session
 
+from .history import SWEEP, History, Op, Verdict
+
 #: Sessions one task keeps alive at a time.
 SESSIONS_PER_TASK = 3
 #: Upper bound on the operations of one task in one run, whatever the duration.
 MAX_OPS_PER_TASK = 200_000
 #: Padding that makes a record about the size of a real session (~300 bytes encrypted).
 _PAD = "p" * 160
+#: Loads in flight at once during the final sweep.
+SWEEP_CONCURRENCY = 32
 
 Data = dict[str, Any]
 
@@ -66,6 +76,8 @@ class Tally:
 
     scenario: str
     timeout: float
+    #: The client-side faults combined with the scenario (``calm``: none).
+    client: str = "calm"
     attempted: int = 0
     ok: int = 0
     #: Calls the driver cancelled on purpose (an application timeout): uncertain, not failed.
@@ -81,6 +93,8 @@ class Tally:
     longest: float = 0.0
     #: Longest time a failing operation took to raise.
     slowest_failure: float = 0.0
+    #: The same, less the time the client's own faults blocked the event loop meanwhile.
+    slowest_failure_net: float = 0.0
     recovery: float | None = None
     #: Operations that failed after the store had recovered from the last fault.
     failed_after_recovery: int = 0
@@ -100,16 +114,31 @@ class Tally:
     #: Operation log: (start, end, outcome) with outcome "ok", "failed" or "conflict".
     log: list[tuple[float, float, str]] = attrs.Factory(list)
     marks: dict[str, float] = attrs.Factory(dict)
+    #: The history check's verdict (set once the load and the final sweep are over).
+    verdict: Verdict | None = None
+    #: Sessions the final sweep loaded, and those it could not load at all.
+    swept: int = 0
+    sweep_failed: int = 0
+
+    def history_cell(self) -> str:
+        """The history check's verdict for the table."""
+        if self.verdict is None:
+            return "not checked"
+        if self.verdict.ok:
+            return f"ok ({self.verdict.reads} reads)"
+        return self.verdict.summary()
 
     def row(self) -> list[str]:
         """This scenario as a row of the report table."""
         return [
             self.scenario,
+            self.client,
             str(self.attempted),
             str(self.failed),
             str(self.conflicts),
             str(self.wrong),
             str(self.lost),
+            self.history_cell(),
             f"{self.longest:.2f}s",
             "-" if self.recovery is None else f"{self.recovery:.2f}s",
         ]
@@ -120,11 +149,13 @@ RESULTS: list[Tally] = []
 
 HEADER = [
     "scenario",
+    "client",
     "attempted",
     "failed",
     "conflicts",
     "wrong",
     "lost acked",
+    "history check",
     "longest stall",
     "recovery",
 ]
@@ -217,6 +248,7 @@ class LoadDriver:
         seed: int = 0,
         think: float = 0.002,
         cancel_rate: float = 0.03,
+        allowance: Callable[[float, float], float] | None = None,
     ) -> None:
         self.store = store
         self.tally = tally
@@ -225,6 +257,14 @@ class LoadDriver:
         self.slack = slack
         self.think = think
         self.cancel_rate = cancel_rate
+        #: Extra time a call from ``start`` to ``end`` may take: the client's own faults
+        #: (event-loop stalls, GC pauses, CPU starvation) during it. None: no allowance.
+        self.allowance = allowance or (lambda start, end: 0.0)
+        self.history = History()
+        #: Called when a fault begins (``mark("fault...")``): the client's faults hook in here.
+        self.on_fault: Callable[[], None] | None = None
+        #: The cancel scope of each task's call in flight (for a cancellation storm).
+        self._scopes: list[anyio.CancelScope | None] = [None] * tasks
         self._random = random.Random(seed)
         self._stop = anyio.Event()
         self._sessions: list[list[Tracked]] = [[] for _ in range(tasks)]
@@ -253,6 +293,7 @@ class LoadDriver:
             self.tally.seconds = time.monotonic() - self._began
         if exc_info[0] is None:
             await self.verify()
+            await self.sweep()
 
     # -- the fault script's side --
 
@@ -263,6 +304,8 @@ class LoadDriver:
         if name.startswith("fault"):
             self._fault = now
             self._heal = None
+            if self.on_fault is not None:
+                self.on_fault()
         elif name.startswith("heal"):
             self._heal = now
         return now
@@ -276,7 +319,8 @@ class LoadDriver:
         assert heal is not None, "mark('heal') first"
         deadline = time.monotonic() + within
         while min(self._last_ok_start) <= heal:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline + self.allowance(heal, now):
                 behind = sum(1 for s in self._last_ok_start if s <= heal)
                 msg = (
                     f"{self.tally.scenario}: {behind} of {self.tasks} tasks had no successful "
@@ -299,6 +343,14 @@ class LoadDriver:
             if tr.acked is not None and not tr.maybe and not tr.deleting and not tr.deleted
         }
 
+    def cancel_some(self, rnd: random.Random, n: int) -> int:
+        """Cancel the calls in flight in up to ``n`` random tasks; return how many there were."""
+        busy = [scope for scope in self._scopes if scope is not None and not scope.cancel_called]
+        chosen = rnd.sample(busy, min(n, len(busy)))
+        for scope in chosen:
+            scope.cancel()
+        return len(chosen)
+
     def tracked(self) -> list[Tracked]:
         """Every session the tasks know now."""
         return [tr for sessions in self._sessions for tr in sessions]
@@ -315,7 +367,11 @@ class LoadDriver:
             # request timeout would: anywhere before, during or after their round trip.
             limit = rnd.random() * 0.003 if rnd.random() < self.cancel_rate else None
             with anyio.move_on_after(limit) as scope:
-                await self._step(t, rnd, roll, sessions, step)
+                self._scopes[t] = scope
+                try:
+                    await self._step(t, rnd, roll, sessions, step)
+                finally:
+                    self._scopes[t] = None
             if scope.cancelled_caught:
                 self.tally.cancelled += 1
             if self.think:
@@ -351,6 +407,13 @@ class LoadDriver:
     def _data(t: int, n: int, rnd: random.Random) -> Data:
         return {"owner": t, "n": n, "tok": rnd.getrandbits(64), "pad": _PAD}
 
+    def _record(self, t: int, kind: Any, key: str | None, value: str | None, **kw: Any) -> Op:
+        return self.history.invoke(t, kind, key, value, time.monotonic(), **kw)
+
+    @staticmethod
+    def _done(op: Op, status: Any, **kw: Any) -> None:
+        History.finish(op, status, time.monotonic(), **kw)
+
     def _begin(self) -> float:
         self.tally.attempted += 1
         return time.monotonic()
@@ -375,9 +438,11 @@ class LoadDriver:
         if isinstance(exc, RedisSessionError):
             tally.failed += 1
             tally.slowest_failure = max(tally.slowest_failure, took)
+            net = took - self.allowance(began, end)
+            tally.slowest_failure_net = max(tally.slowest_failure_net, net)
             tally.failure_kinds[type(exc).__name__] += 1
             tally.failure_examples.setdefault(type(exc).__name__, str(exc)[:240])
-            if took > self.timeout + self.slack:
+            if net > self.timeout + self.slack:
                 tally.failure_kinds[f"slow {type(exc).__name__}"] += 1
                 tally.notes.append(f"{type(exc).__name__} after {took:.2f}s: {exc}"[:300])
             tally.log.append((began, end, "failed"))
@@ -392,13 +457,18 @@ class LoadDriver:
             self.tally.wrong_details.append(what)
 
     async def _create(self, t: int, data: Data) -> None:
+        op = self._record(t, "create", None, token(data))
         began = self._begin()
         try:
             session = await self.store.create(data)
-        except Exception as exc:  # every failure is classified
+        except BaseException as exc:
             # Nobody learns the id of a create that failed: nothing to track.
+            self._done(op, "info")
+            if not isinstance(exc, Exception):
+                raise
             self._failed(began, exc)
             return
+        self._done(op, "ok", key=session.id)
         self._ok(t, began)
         if session.data is not data:
             self._wrong("create returned another session's data")
@@ -421,12 +491,17 @@ class LoadDriver:
             self._wrong(f"ECHO {token} answered {reply!r}")
 
     async def _load(self, t: int, tr: Tracked) -> None:
+        op = self._record(t, "load", tr.id, None)
         began = self._begin()
         try:
             session = await self.store.load(tr.id)
-        except Exception as exc:  # every failure is classified
+        except BaseException as exc:
+            self._done(op, "info")
+            if not isinstance(exc, Exception):
+                raise
             self._failed(began, exc)
             return
+        self._done(op, "ok", value=None if session is None else token(session.data))
         self._ok(t, began)
         self._check(t, tr, session)
 
@@ -478,15 +553,20 @@ class LoadDriver:
         handle = tr.handle
         previous, version = handle.data, handle._version
         handle.data = data
+        op = self._record(t, "save", tr.id, token(data), base=token(previous))
         began = self._begin()
         try:
             await self.store.save(handle)
         except BaseException as exc:
             if not isinstance(exc, Exception):  # cancelled: the save may or may not run
+                self._done(op, "info")
                 handle.data = previous
                 tr.stale = True
                 tr.maybe.append(data)
                 raise
+            # A conflict wrote nothing (the compare-and-set found another version); any other
+            # failure may have been applied.
+            self._done(op, "fail" if isinstance(exc, SessionConflict) else "info")
             kind = self._failed(began, exc)
             handle.data = previous
             tr.stale = True
@@ -496,21 +576,25 @@ class LoadDriver:
             else:
                 tr.maybe.append(data)
             return
+        self._done(op, "ok")
         self._ok(t, began)
         tr.acked, tr.maybe, tr.acked_at = data, [], time.monotonic()
         tr.history.append(data)
 
     async def _delete(self, t: int, tr: Tracked) -> None:
+        op = self._record(t, "delete", tr.id, None)
         began = self._begin()
         try:
             await self.store.delete(tr.id)
         except BaseException as exc:
+            self._done(op, "info")
             if not isinstance(exc, Exception):  # cancelled: the delete may or may not run
                 tr.deleting = True
                 raise
             self._failed(began, exc)
             tr.deleting = True
             return
+        self._done(op, "ok")
         self._ok(t, began)
         tr.deleting, tr.deleted, tr.acked, tr.maybe = False, True, None, []
 
@@ -538,10 +622,48 @@ class LoadDriver:
                     self.tally.notes.append(f"verify: session {tr.id[:6]} never loaded")
         self.tally.marks["verified"] = heal_done
 
+    async def sweep(self, *, attempts: int = 3) -> None:
+        """Load every session the history knows, deleted or not, into the history.
+
+        Each must read as its last acknowledged version (or as gone, if deleted): the history
+        check judges that. A session that fails to load ``attempts`` times counts as failed
+        after recovery.
+        """
+        ids = self.history.session_ids()
+        limit = anyio.Semaphore(SWEEP_CONCURRENCY)
+
+        async def one(session_id: str) -> None:
+            async with limit:
+                for _ in range(attempts):
+                    op = self._record(SWEEP, "load", session_id, None)
+                    try:
+                        session = await self.store.load(session_id)
+                    except RedisSessionError:
+                        self._done(op, "info")
+                        await anyio.sleep(0.1)
+                        continue
+                    value = None if session is None else token(session.data)
+                    self._done(op, "ok", value=value)
+                    self.tally.swept += 1
+                    return
+                self.tally.sweep_failed += 1
+                self.tally.failed_after_recovery += 1
+
+        async with anyio.create_task_group() as group:
+            for session_id in ids:
+                group.start_soon(one, session_id)
+
     def failures_after(self, since: float) -> int:
         """Operations that started at or after ``since`` and failed (conflicts excluded)."""
         log = self.tally.log
         return sum(1 for began, _, outcome in log if began >= since and outcome == "failed")
+
+
+def token(data: Any) -> str:
+    """The unique token of a value the load wrote (anything else gets a token of its own)."""
+    if isinstance(data, dict) and {"owner", "n", "tok"} <= data.keys():
+        return f"{data['owner']}:{data['n']}:{data['tok']:x}"
+    return f"<not written by the load: {data!r:.60}>"
 
 
 def tasks_now() -> set[asyncio.Task[Any]]:
