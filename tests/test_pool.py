@@ -311,20 +311,27 @@ async def test_restart_is_survived(fresh_redis: RedisProcess) -> None:
 async def test_dead_server_fails_fast_and_quietly(
     fresh_redis: RedisProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With the server gone, commands fail fast and quietly; the pool reconnects once it is back."""
+    """With the server gone, commands fail fast and quietly; the pool reconnects once it is back.
+
+    The first call waits out the manager's restart window (a quick restart is ridden out, see
+    tests/test_connections_restart.py); once the server has refused connects for longer than
+    that, every call fails at once instead of waiting for its timeout.
+    """
     caplog.set_level(logging.DEBUG, logger="redis_session")
     node = f"{fresh_redis.host}:{fresh_redis.port}"
     cfg = config(fresh_redis, minimum_idle_connections=2, timeout=timedelta(seconds=5))
     async with opened(cfg) as manager:
         fresh_redis.kill()
         failures: list[StoreUnavailable] = []
-        start = time.monotonic()
-        for _ in range(20):
+        for i in range(20):
+            if i == 1:
+                start = time.monotonic()
             with anyio.fail_after(5 + 0.5), pytest.raises(StoreUnavailable) as info:
                 await manager.execute("PING")
             failures.append(info.value)
             await anyio.sleep(0.05)
-        assert time.monotonic() - start < 5  # 20 calls: each failed long before its timeout
+        # 19 calls after the window: together still far below one timeout (5 s) each.
+        assert time.monotonic() - start < 5
         assert all(node in str(f) for f in failures)
         refused = [
             r
