@@ -98,6 +98,13 @@ class SentinelLink:
         self.address = address
         self.label = node_label(*address)
         self.new_connection = _connection_factory(cfg, address)
+        #: Names the ``session.redis.tls`` option behind a TLS failure (None without TLS).
+        self._server_name: str | None = None
+        self._tls_problem: str | None = None
+        self._tls = cfg.tls is not None and not address[0].startswith("/")
+        if self._tls:
+            assert cfg.tls is not None
+            self._server_name = cfg.tls.server_name or address[0]
         self.skip_until = 0.0
         self.last_problem: str | None = None
         self._ha = cfg.high_availability
@@ -123,7 +130,7 @@ class SentinelLink:
             return self._problem("auth", self.auth_problem(exc))
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(now)
-            return self._problem("unreachable", reason(exc))
+            return self._problem("unreachable", self.explain_failure(exc))
         self._failures, self.skip_until, self.last_problem = 0, 0.0, None
         where, master, peers, *rest = replies
         if isinstance(where, ResponseError):
@@ -144,6 +151,24 @@ class SentinelLink:
         except (TypeError, ValueError, IndexError, KeyError, AttributeError):
             # A reply of an unexpected shape: not a sentinel we can use (never raise here).
             return self._problem("error", "its answer about the master is malformed; a sentinel?")
+
+    def explain_failure(self, exc: BaseException) -> str:
+        """Return one reason for a failed exchange with this sentinel.
+
+        A TLS failure names the ``session.redis.tls`` option to check; a timeout after one
+        keeps it (the next try often only times out).
+        """
+        if self._tls:
+            from ._tls import describe_tls_error  # noqa: PLC0415 - TLS only
+
+            described = describe_tls_error(exc, node=self.label, server_name=self._server_name)
+            if described is not None:
+                self._tls_problem = described
+                return described
+        text = reason(exc)
+        if isinstance(exc, TimeoutError) and self._tls_problem is not None:
+            return f"{text} (earlier: {self._tls_problem})"
+        return text
 
     def auth_problem(self, exc: BaseException) -> str:
         """Say that authentication failed and which option to fix, without the password."""

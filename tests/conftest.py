@@ -174,6 +174,18 @@ def sentinel_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Senti
         cluster.stop()
 
 
+@pytest.fixture
+def tls_sentinel_cluster(
+    tmp_path_factory: pytest.TempPathFactory, tls_files: TLSFiles
+) -> Iterator[SentinelCluster]:
+    """Like ``sentinel_cluster``, every node TLS-only (sentinels and replication included)."""
+    cluster = start_sentinel_cluster(_dir(tmp_path_factory, "tlssent"), tls=tls_files)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     """A storage shared by the stores a test opens: in memory, or the flushed redis-server.

@@ -385,6 +385,11 @@ class RedisProcess:
 
     # -- introspection --
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where clients reach it: the plaintext port, or the TLS port of a TLS-only server."""
+        return (self.host, self.port or self.tls_port or 0)
+
     def describe(self) -> str:
         """Short human description, for error messages."""
         kind = "redis-sentinel" if self.sentinel else "redis-server"
@@ -511,6 +516,16 @@ def _server_conf(proc: RedisProcess, extra: list[str]) -> str:
     return "\n".join(lines + extra) + "\n"
 
 
+def _tls_lines(tls: TLSFiles, tls_port: int | None, auth_clients: str) -> list[str]:
+    return [
+        f"tls-port {tls_port}",
+        f"tls-cert-file {_q(tls.cert_file)}",
+        f"tls-key-file {_q(tls.key_file)}",
+        f"tls-ca-cert-file {_q(tls.ca_file)}",
+        f"tls-auth-clients {auth_clients}",
+    ]
+
+
 def start_redis(
     tmp_dir: Path,
     *,
@@ -566,13 +581,7 @@ def start_redis(
         if unixsocket:
             extra += [f"unixsocket {_q(sock)}", "unixsocketperm 700"]
         if tls is not None:
-            extra += [
-                f"tls-port {tls_port}",
-                f"tls-cert-file {_q(tls.cert_file)}",
-                f"tls-key-file {_q(tls.key_file)}",
-                f"tls-ca-cert-file {_q(tls.ca_file)}",
-                f"tls-auth-clients {tls_auth_clients}",
-            ]
+            extra += _tls_lines(tls, tls_port, tls_auth_clients)
             if tls_protocols is not None:
                 extra.append(f"tls-protocols {_q(tls_protocols)}")
         if requirepass is not None:
@@ -626,7 +635,7 @@ class SentinelCluster:
 
     def sentinel_nodes(self) -> list[dict[str, Any]]:
         """The sentinels as ``high_availability.nodes`` entries."""
-        return [{"host": s.host, "port": s.port} for s in self.sentinels]
+        return [{"host": s.host, "port": s.address[1]} for s in self.sentinels]
 
     def redis_section(self, **overrides: Any) -> dict[str, Any]:
         """The ``session.redis`` mapping that finds the master through these sentinels."""
@@ -638,6 +647,10 @@ class SentinelCluster:
                 "nodes": self.sentinel_nodes(),
             },
         }
+        # A TLS cluster: the same CA and server name for data nodes and sentinels.
+        tls = self.master.redis_section().get("tls")
+        if tls is not None:
+            section["tls"] = tls
         section.update(overrides)
         return section
 
@@ -662,7 +675,7 @@ class SentinelCluster:
     def node_at(self, addr: tuple[str, int]) -> RedisProcess:
         """The data node listening on ``addr``."""
         for node in self.data_nodes:
-            if (node.host, node.port) == tuple(addr):
+            if node.address == tuple(addr):
                 return node
         raise KeyError(addr)
 
@@ -687,10 +700,10 @@ class SentinelCluster:
         """Wait until every running data node but the master replicates it with link up."""
         deadline = time.monotonic() + timeout
         while True:
-            addr = self.master_address() if self.sentinels else (self.master.host, self.master.port)
+            addr = self.master_address() if self.sentinels else self.master.address
             pending: list[tuple[int, object]] = []
             for node in self.data_nodes:
-                if (node.host, node.port) == addr or not node.alive():
+                if node.address == addr or not node.alive():
                     continue
                 try:
                     info = node.admin().info("replication")
@@ -734,7 +747,7 @@ class SentinelCluster:
         the replica's first REPLCONF ACK (up to a second), and a failover in that window loses
         acknowledged writes for reasons of the harness, not of the code under test.
         """
-        addr = self.master_address() if self.sentinels else (self.master.host, self.master.port)
+        addr = self.master_address() if self.sentinels else self.master.address
         master = self.node_at(addr)
         token = secrets.token_hex(8)
         master.admin().set("harness:stream-check", token)
@@ -833,15 +846,18 @@ def _sentinel_conf(
         "sentinel resolve-hostnames no",
         f"sentinel announce-ip {HOST}",
         f"sentinel myid {myid}",
-        f"sentinel monitor {name} {HOST} {cluster.master.port} 2",
+        f"sentinel monitor {name} {HOST} {cluster.master.address[1]} 2",
         f"sentinel auth-pass {name} {_q(cluster.password)}",
         f"sentinel down-after-milliseconds {name} {down_after_ms}",
         f"sentinel failover-timeout {name} {failover_timeout_ms}",
         f"sentinel parallel-syncs {name} 1",
         # What sentinels would learn from hello messages within ~2 s, written down to be quicker.
-        f"sentinel known-replica {name} {HOST} {cluster.replica.port}",
+        f"sentinel known-replica {name} {HOST} {cluster.replica.address[1]}",
         *(f"sentinel known-sentinel {name} {HOST} {port} {rid}" for port, rid in peers),
     ]
+    if proc.tls is not None:
+        extra += _tls_lines(proc.tls, proc.tls_port, "optional")
+        extra.append("tls-replication yes")  # TLS to the data nodes and the other sentinels
     return _server_conf(proc, extra)
 
 
@@ -854,15 +870,27 @@ def start_sentinel_cluster(
     down_after_ms: int = 1000,
     failover_timeout_ms: int = 5000,
     timeout: float = 15.0,
+    tls: TLSFiles | None = None,
 ) -> SentinelCluster:
-    """Start master, replica and three sentinels; return once all know each other."""
+    """Start master, replica and three sentinels; return once all know each other.
+
+    With ``tls`` every node (sentinels too) listens on TLS only, and replication, the
+    sentinels' links and their peer links use TLS as well.
+    """
     deadline = time.monotonic() + timeout
     started: list[RedisProcess] = []
+    node_tls: dict[str, Any] = {}
+    if tls is not None:
+        node_tls = {"tls": tls, "tls_only": True, "extra_conf": ["tls-replication yes"]}
     try:
-        master = start_redis(tmp_dir, requirepass=password, masterauth=password)
+        master = start_redis(tmp_dir, requirepass=password, masterauth=password, **node_tls)
         started.append(master)
         replica = start_redis(
-            tmp_dir, requirepass=password, masterauth=password, replicaof=(HOST, master.port)
+            tmp_dir,
+            requirepass=password,
+            masterauth=password,
+            replicaof=master.address,
+            **node_tls,
         )
         started.append(replica)
         cluster = SentinelCluster(
@@ -875,7 +903,11 @@ def start_sentinel_cluster(
         )
         cluster.wait_replica_synced(timeout=max(0.1, deadline - time.monotonic()))
         cluster.sentinels = _start_sentinels(
-            tmp_dir, cluster, down_after_ms=down_after_ms, failover_timeout_ms=failover_timeout_ms
+            tmp_dir,
+            cluster,
+            down_after_ms=down_after_ms,
+            failover_timeout_ms=failover_timeout_ms,
+            tls=tls,
         )
         started += cluster.sentinels
         # Sentinels started together find their peers not listening yet, and retry a link only
@@ -894,7 +926,12 @@ def start_sentinel_cluster(
 
 
 def _start_sentinels(
-    tmp_dir: Path, cluster: SentinelCluster, *, down_after_ms: int, failover_timeout_ms: int
+    tmp_dir: Path,
+    cluster: SentinelCluster,
+    *,
+    down_after_ms: int,
+    failover_timeout_ms: int,
+    tls: TLSFiles | None = None,
 ) -> list[RedisProcess]:
     """Launch three sentinels that know each other; if one loses its port, start all over."""
     for _attempt in range(_START_ATTEMPTS):
@@ -905,7 +942,11 @@ def _start_sentinels(
             workdir = Path(tempfile.mkdtemp(prefix="sentinel-", dir=tmp_dir))
             proc = RedisProcess(
                 host=HOST,
-                port=port,
+                port=0 if tls else port,
+                tls_port=port if tls else None,
+                tls=tls,
+                ca_file=tls.ca_file if tls else None,
+                tls_auth_clients="optional" if tls else None,
                 workdir=workdir,
                 conf_file=workdir / "sentinel.conf",
                 password=cluster.sentinel_password,
