@@ -415,11 +415,17 @@ class ConnectionManager:
             except CommandError as exc:
                 failure = _retryable_reply(pool, exc)
             else:
-                if self._backoff:
-                    # The server answers again.
-                    self._backoff = self._retry_at = 0.0
-                    self._down_since = None
-                return reply
+                if read_only or topology.writer() is pool:
+                    self._answered()
+                    return reply
+                # The writer changed while this command was in flight: a failover away from
+                # that node was announced, and what it acknowledged after that may be thrown
+                # away when it is demoted (after a stall of our loop, its reply can arrive in
+                # the same turn as the event). Resend to the new master: every script is
+                # safe to repeat, and a write that did apply there is recognised as such.
+                failure = ConnectionLost(
+                    f"{pool.node} stopped being the master while the command ran", sent=True
+                )
             if not topology.follows_failover and _did_not_run(failure):
                 # A single server that refuses connections is most likely restarting: wait
                 # for it until the deadline rather than fail at once. Safe to repeat however
@@ -435,6 +441,12 @@ class ConnectionManager:
                 # A retry now would only find the deadline passed in the pool's queue, and
                 # blame a full pool (PoolTimeout) for a dead node.
                 raise _unavailable(pool, failure) from None
+
+    def _answered(self) -> None:
+        """Note that a command succeeded: a single server that refused connects answers again."""
+        if self._backoff:
+            self._backoff = self._retry_at = 0.0
+            self._down_since = None
 
     async def _join_schedule(self, deadline: float) -> None:
         """While a single server fails to answer: wait for the next try, or fail at once.

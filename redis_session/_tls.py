@@ -313,7 +313,12 @@ class TLSConnection(SSLConnection):
             # Cancelled, timed out or refused: neither may outlive this connect (a cancelled
             # start_tls closes its transport; the probe closes its socket itself).
             for task in (handshake, probe):
-                if task is not None and not task.done():
+                if task is None:
+                    continue
+                # Retrieve every outcome, also one that lands after the cancel: a failed
+                # handshake nobody awaited would be reported as "never retrieved" at GC.
+                task.add_done_callback(_retrieve)
+                if not task.done():
                     task.cancel()
 
     async def connect_check_health(
@@ -378,6 +383,11 @@ async def _answers_plain_resp(host: str, port: int) -> bool:
     finally:
         writer.close()
     return line[:1] in (b"+", b"-") and line.endswith(b"\r\n")
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class _ClosedAfterHandshakeError(redis.exceptions.ConnectionError):
