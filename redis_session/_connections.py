@@ -190,6 +190,12 @@ class Topology(Protocol):
     async def start(self) -> None:
         """Discover nodes and open the pools."""
 
+    async def adopt(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Before the first command from ``loop`` when the last one came from another loop.
+
+        Raises :class:`UsageError` if the topology's loop is another one still open.
+        """
+
     def writer(self) -> NodePool:
         """Return the pool of the master."""
 
@@ -296,6 +302,9 @@ class _StaticTopology:
     async def start(self) -> None:
         await self._pool.start(connect=1)
 
+    async def adopt(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        pass  # the pool refuses another live loop, or moves to this one, by itself
+
     def writer(self) -> NodePool:
         return self._pool
 
@@ -331,6 +340,9 @@ class ConnectionManager:
         self._down_since: float | None = None
         #: What the last try failed with, for callers that fail without a try of their own.
         self._refusal = ""
+        #: The event loop of the last command: a command from another one has the topology
+        #: adopt its loop first (or refuse it), see ``Topology.adopt``.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     async def open(cls, cfg: RedisConfig) -> ConnectionManager:
@@ -361,7 +373,9 @@ class ConnectionManager:
                     _OPEN_CLEANUP_TIMEOUT,
                 )
             raise
-        return cls(cfg, topology)
+        manager = cls(cfg, topology)
+        manager._loop = asyncio.get_running_loop()
+        return manager
 
     @property
     def routes_reads(self) -> bool:
@@ -394,8 +408,8 @@ class ConnectionManager:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout if deadline is None else deadline
         topology = self._topology
-        if self._backoff:
-            await self._join_schedule(deadline)
+        if loop is not self._loop or self._backoff:
+            await self._prepare(loop, deadline)  # rare: only these two checks per command
         attempt = 0
         while True:
             pool = topology.reader() if read_only else topology.writer()
@@ -441,6 +455,16 @@ class ConnectionManager:
                 # A retry now would only find the deadline passed in the pool's queue, and
                 # blame a full pool (PoolTimeout) for a dead node.
                 raise _unavailable(pool, failure) from None
+
+    async def _prepare(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Before a command: move to a new event loop, and join a waiting schedule."""
+        if loop is not self._loop:
+            # A store reused in a later asyncio.run, or called from another live loop (which
+            # the topology refuses before anything is touched).
+            await self._topology.adopt(loop, deadline)
+            self._loop = loop
+        if self._backoff:
+            await self._join_schedule(deadline)
 
     def _answered(self) -> None:
         """Note that a command succeeded: a single server that refused connects answers again."""

@@ -143,6 +143,10 @@ class ReadRouter:
             task.cancel()
         return tasks, list(self.replicas.values())
 
+    def abandon(self) -> None:
+        """Forget the openings of an event loop that has closed (its tasks can never run)."""
+        self._opening.clear()
+
     def _drop(self, addr: Address) -> None:
         pool = self.replicas.pop(addr)
         self._latency.pop(pool, None)

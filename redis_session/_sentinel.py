@@ -180,9 +180,22 @@ class SentinelLink:
     async def aclose(self) -> None:
         """Drop the connection; a survey still under way drops its own when it ends."""
         self._closed = True
+        await self.release()
+
+    async def release(self) -> None:
+        """Drop the connection kept between surveys; the next survey opens a new one."""
         conn, self._conn = self._conn, None
         if conn is not None:
             await drop(conn)
+
+    def abandon(self) -> None:
+        """Forget the connection and lock of an event loop that has closed.
+
+        Both belong to that loop and can never be used from another. The connection was
+        dropped while the loop shut down (see ``SentinelTopology._monitor``), or is garbage.
+        """
+        self._conn = None
+        self._lock = asyncio.Lock()
 
     async def _ask(self, commands: Sequence[tuple[str, ...]], within: float) -> list[Any]:
         """Send ``commands`` pipelined; error replies come back as ``ResponseError`` objects.

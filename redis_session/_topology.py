@@ -35,6 +35,13 @@ in :class:`SentinelTopology`, whose other state is ``_master`` (the writer's poo
 and event handlers change the writer; background tasks open replica pools and close retired
 ones. Every await that takes a pool gives it back or closes it on any exception, cancellation
 included.
+
+The background tasks and sentinel connections belong to the event loop that opened the store.
+A call from another loop that is still running is refused (:class:`UsageError`). Once that
+loop has closed (a later ``asyncio.run``), the first command from the new loop makes the
+topology forget the dead loop's tasks and connections, start its watchers and monitor again,
+and survey the sentinels (within the command's deadline) before it goes out: a failover may
+have happened while no loop was running to hear of it.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -51,7 +59,7 @@ from redis.exceptions import AuthenticationError, RedisError
 
 from ._config import RedisConfig
 from ._connections import node_label
-from ._errors import RedisSessionError, StoreClosed, StoreUnavailable
+from ._errors import RedisSessionError, StoreClosed, StoreUnavailable, UsageError
 from ._pool import NodePool, pack
 from ._routing import ReadRouter, gather_all
 from ._sentinel import (
@@ -268,6 +276,12 @@ class SentinelTopology:
         self._switched = asyncio.Event()
         self._started = False
         self._closed = False
+        #: The loop every task, event and sentinel connection above belongs to, and the name
+        #: of its thread (for the message refusing a call from another loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = ""
+        #: The survey started on moving to a new loop; commands wait for it (see adopt()).
+        self._refresh: asyncio.Task[list[Answer]] | None = None
 
     # -- the Topology protocol -------------------------------------------------------------------
 
@@ -279,6 +293,7 @@ class SentinelTopology:
         failed authentication, not a sentinel).
         """
         loop = asyncio.get_running_loop()
+        self._bind(loop)
         deadline = loop.time() + self._cfg.timeout.total_seconds()
         while True:
             answers = await self._round(min(deadline, loop.time() + _ROUND_BUDGET))
@@ -296,6 +311,31 @@ class SentinelTopology:
         self._monitor_task = asyncio.create_task(self._monitor(), name="redis_session sentinel")
         for link in self._links.values():
             self._start_watcher(link)
+
+    async def adopt(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Before a command from ``loop``, the first since another loop ran the store.
+
+        Raises :class:`UsageError` if the store's loop is another one, still open. If that
+        loop has closed, forget what belonged to it, restart the watchers and the monitor on
+        ``loop`` and survey the sentinels: the master may have changed while nothing listened.
+        Waits for that survey until ``deadline`` (commands arriving meanwhile wait too).
+        """
+        if loop is not self._loop:
+            self._bind(loop)
+            if self._closed or not self._started:
+                return
+            self._monitor_task = asyncio.create_task(self._monitor(), name="redis_session sentinel")
+            for link in self._links.values():
+                self._start_watcher(link)
+            self._refresh = self._kick()
+        task = self._refresh
+        if task is None:
+            return
+        if not task.done():
+            # asyncio.wait neither raises the task's outcome nor cancels it on timeout.
+            await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+        if task.done():
+            self._refresh = None
 
     def writer(self) -> NodePool:
         """Return the pool of the master (or of the replica being promoted, while fenced)."""
@@ -352,6 +392,9 @@ class SentinelTopology:
         """Stop the background tasks and close every pool and sentinel connection (bounded)."""
         if self._closed:
             return
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)  # a closed loop's tasks are forgotten; another live loop refused
         self._closed = True
         tasks: list[asyncio.Task[Any]] = [
             t for t in (self._monitor_task, self._round_task) if t is not None
@@ -528,7 +571,9 @@ class SentinelTopology:
         pool = self._build(*addr)
         try:
             async with asyncio.timeout(max(0.01, deadline - asyncio.get_running_loop().time())):
-                await pool.start(connect=1)
+                # Through gather_all: NodePool.start's own gather re-raises a connect's
+                # CancelledError rather than ours, which escapes an anyio cancel scope.
+                await gather_all([pool.start(connect=1)])
         except (RedisSessionError, TimeoutError) as exc:
             await _close_pool(pool)
             return "timed out" if isinstance(exc, TimeoutError) else str(exc)
@@ -615,19 +660,26 @@ class SentinelTopology:
 
     async def _monitor(self) -> None:
         """Every second (sooner after a failover): survey, then PING the nodes when routing."""
-        # Not `while True`: a cancellation lost in redis-py's wait_for (Python 3.11) must not
-        # keep this task alive after aclose().
-        while not self._closed:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_CHECK_INTERVAL):
-                    await self._wake.wait()
-            self._wake.clear()
-            try:
-                await asyncio.wait({self._kick()})
-                if self.routes_reads and self._master is not None:
-                    await self._router.measure(self._master)
-            except Exception:  # the monitor must outlive any one bad round
-                logger.warning("Sentinel monitor round failed", exc_info=True)
+        try:
+            # Not `while True`: a cancellation lost in redis-py's wait_for (Python 3.11) must
+            # not keep this task alive after aclose().
+            while not self._closed:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_CHECK_INTERVAL):
+                        await self._wake.wait()
+                self._wake.clear()
+                try:
+                    await asyncio.wait({self._kick()})
+                    if self.routes_reads and self._master is not None:
+                        await self._router.measure(self._master)
+                except Exception:  # the monitor must outlive any one bad round
+                    logger.warning("Sentinel monitor round failed", exc_info=True)
+        finally:
+            # Cancelled by aclose(), or by asyncio.run as its loop ends: the connections the
+            # links keep between surveys belong to this loop, and nothing else would close
+            # them before it does (the store may be used again from a later loop).
+            for link in list(self._links.values()):
+                await link.release()
 
     def _start_watcher(self, link: SentinelLink) -> None:
         if self._started and not self._closed and link.address not in self._watchers:
@@ -670,6 +722,55 @@ class SentinelTopology:
         if switch is not None and self._master is not None and not self._closed:
             self._switch(switch)
         self._kick(again=True)
+
+    # -- the event loop --------------------------------------------------------------------------
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind to ``loop``; refuse if bound to another loop that is still open.
+
+        The tasks, events and connections here belong to one loop, and a future resolved
+        from another loop's thread never wakes the loop waiting on it: a call from a second
+        live loop would hang, so it is refused before anything is touched. A closed loop can
+        never run its tasks again: forget them (see :meth:`_abandon`).
+        """
+        old = self._loop
+        if old is loop:
+            return
+        here = threading.current_thread()
+        if old is not None:
+            if not old.is_closed():
+                msg = (
+                    f"this store runs on event loop {old!r} in thread {self._thread}; it was "
+                    f"called from event loop {loop!r} in thread {here.name!r} (Sentinel master "
+                    f"{self._name!r}). A store belongs to the event loop that opened it: open "
+                    "one store per event loop, or call it from its own loop "
+                    "(asyncio.run_coroutine_threadsafe)"
+                )
+                raise UsageError(msg)
+            self._abandon()
+            logger.debug("Sentinel topology for %r moved to a new event loop", self._name)
+        self._loop = loop
+        self._thread = repr(here.name)
+
+    def _abandon(self) -> None:
+        """Forget everything tied to a closed event loop; no callback of it can run again.
+
+        asyncio.run cancelled the tasks before closing its loop, and they closed their
+        connections as they ended (the links' idle ones in ``_monitor``); the pools move to
+        the new loop by themselves on their next use.
+        """
+        self._round_task = None
+        self._monitor_task = None
+        self._refresh = None
+        self._watchers.clear()
+        self._closers.clear()
+        self._again = False
+        self._first_failure = None
+        self._wake = asyncio.Event()
+        self._switched = asyncio.Event()
+        self._router.abandon()
+        for link in self._links.values():
+            link.abandon()
 
     # -- helpers ---------------------------------------------------------------------------------
 
