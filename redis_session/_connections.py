@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -24,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, RedisError, ResponseError
 
 from ._config import RedisConfig
-from ._errors import CommandError, PoolTimeout, StoreUnavailable
+from ._errors import CommandError, PoolTimeout, StoreUnavailable, UsageError
 from ._pool import ConnectionLost, NodePool, NodeStatistics, pack
 from ._scripts import Script
 
@@ -455,6 +456,22 @@ class ConnectionManager:
                 # A retry now would only find the deadline passed in the pool's queue, and
                 # blame a full pool (PoolTimeout) for a dead node.
                 raise _unavailable(pool, failure) from None
+
+    def check_caller(self) -> None:
+        """Raise :class:`UsageError` if the running loop is not ours while ours is still open.
+
+        For what must fail before it changes any state (a store's close); commands find out
+        in :meth:`_prepare`, from the topology.
+        """
+        loop, ours = asyncio.get_running_loop(), self._loop
+        if ours is not None and loop is not ours and not ours.is_closed():
+            msg = (
+                f"this store runs on event loop {ours!r}; it was called from event loop "
+                f"{loop!r} in thread {threading.current_thread().name!r}. A store belongs to "
+                "the event loop that opened it: open one store per event loop, or call it "
+                "from its own loop (asyncio.run_coroutine_threadsafe)"
+            )
+            raise UsageError(msg)
 
     async def _prepare(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         """Before a command: move to a new event loop, and join a waiting schedule."""

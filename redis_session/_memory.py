@@ -107,7 +107,8 @@ class MemoryProvider:
         if existing is not None:
             # Taken, unless by this very record (a retried create), as the Lua script says.
             return CREATED if existing.record.version == record.version else TAKEN
-        # A record born expired is as good as created and gone at once, as in Redis.
+        if record.deadline_ms <= now_ms:
+            return CLOCK  # born expired: stamp again rather than hand out a dead session
         self._put(key, record, now_ms)
         return CREATED
 
@@ -179,6 +180,9 @@ class MemoryProvider:
     def statistics(self) -> PoolStatistics:
         """Return zeros: there is no connection pool."""
         return _NO_POOL
+
+    def check_caller(self) -> None:
+        """Accept every caller: memory holds no loop-bound resources."""
 
     async def aclose(self) -> None:
         """Drop every session."""

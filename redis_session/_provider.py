@@ -164,6 +164,10 @@ class Provider(Protocol):
         """Return the connection pool figures (zeros for memory)."""
         ...
 
+    def check_caller(self) -> None:
+        """Raise :class:`UsageError` when called from a loop other than the store's live one."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections and background tasks."""
         ...

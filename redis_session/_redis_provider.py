@@ -92,7 +92,7 @@ end
 #: KEYS: key. ARGV: v, e, i, d, created (the app's stamp, unix ms), how far created may be
 #: ahead of TIME, how far behind (ms). 1 = created (or this very create already applied),
 #: 0 = the key is taken (or e and i are not integers), {TIME} = created disagrees with the
-#: server's clock: nothing written.
+#: server's clock, or the session would be born expired: nothing written.
 CREATE = Script(
     _COMMON
     + """
@@ -108,7 +108,9 @@ if not created or created > now + tonumber(ARGV[6]) or created < now - tonumber(
 end
 local ttl = ttl_of(ARGV[2], ARGV[3], now)
 if not ttl then return 0 end
-if ttl <= 0 then return 1 end
+-- Born expired (a slow clock within the allowance, or a stall before sending): storing
+-- nothing and reporting success would hand out a session that never loads. Stamp again.
+if ttl <= 0 then return {now} end
 redis.call('HSET', key, 'v', ARGV[1], 'e', ARGV[2], 'i', ARGV[3], 'd', ARGV[4])
 expire(key, ttl)
 return 1
@@ -423,6 +425,10 @@ class RedisProvider:
     def statistics(self) -> PoolStatistics:
         """Return the connection pool figures."""
         return self._manager.statistics()
+
+    def check_caller(self) -> None:
+        """Refuse a caller on another live event loop (see the connection manager)."""
+        self._manager.check_caller()
 
     async def aclose(self) -> None:
         """Close the connection manager."""

@@ -145,7 +145,11 @@ class Session(Generic[T]):
 
     @property
     def created_at(self) -> dt.datetime:
-        """When the session was created (UTC), by the Redis server's clock."""
+        """When the session was created (UTC), by the Redis server's clock.
+
+        Stamped before the create is sent, from the server's clock as known here, so it may
+        lag the server by the time the create was in flight (at most ``redis.timeout``).
+        """
         return _datetime(self._created_ms)
 
     @property
@@ -252,8 +256,9 @@ class SessionStore(Generic[T]):
                 key = self._keyring.redis_key(session_id, self._prefix)
         if outcome == CLOCK:
             msg = (
-                f"the {provider.name} server's clock kept changing against this host's while "
-                "creating a session; nothing was stored"
+                f"could not stamp a new session by the {provider.name} server's clock: its "
+                "clock kept changing against this host's, or this event loop stalled for "
+                "longer than the session's lifetime; nothing was stored"
             )
             raise StoreUnavailable(msg)
         msg = "could not find a free session id"  # pragma: no cover - 2**-256 odds
@@ -409,6 +414,10 @@ class SessionStore(Generic[T]):
         a caller cancelled while closing does not stop it half-way, and a second call waits
         for the same cleanup instead of returning before it ends.
         """
+        if self._closing is None:
+            # From another thread's live loop: refuse before anything changes, so the owner
+            # can still use and close the store.
+            self._provider.check_caller()
         self._closed = True
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._provider.aclose())

@@ -136,7 +136,8 @@ async def test_junk_ids_load_none_and_delete_nothing(
 ) -> None:
     """Any junk id loads as None without raising, and deleting it leaves real sessions alone.
 
-    Junk that is not a string at all is refused with UsageError, before any storage access.
+    Junk that is not a string at all is refused with UsageError, before any storage access;
+    ``None`` (no cookie) loads as no session, but deleting it is refused.
     """
     real = await store.create({"user": "alice"})
     keys = backend.keys()
@@ -144,6 +145,10 @@ async def test_junk_ids_load_none_and_delete_nothing(
     if isinstance(junk, str):
         assert await store.load(junk) is None
         await store.delete(junk)
+    elif junk is None:
+        assert await store.load(junk) is None
+        with pytest.raises(UsageError):
+            await store.delete(junk)
     else:
         with pytest.raises(UsageError):
             await store.load(junk)

@@ -174,3 +174,48 @@ def test_a_loop_closed_without_cancelling_its_tasks_is_left_behind(redis: RedisP
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+def test_aclose_from_another_threads_loop_changes_nothing(redis: RedisProcess) -> None:
+    """aclose() from a second live loop is refused before it marks the store closed.
+
+    It used to mark the store closed first: the owner's loads then raised StoreClosed, its own
+    aclose() raised the cached UsageError, and the connections stayed open.
+    """
+    cfg = {"secret": SECRET, "redis": redis.redis_section(minimum_idle_connections=2)}
+    opened = threading.Event()
+    finish = threading.Event()
+    box: dict[str, Any] = {}
+
+    def owner() -> None:
+        async def main() -> None:
+            store = await open_session_store(cfg)
+            box["store"] = store
+            box["session"] = await store.create({"owner": True})
+            opened.set()
+            while not finish.is_set():  # noqa: ASYNC110 - a threading.Event
+                await asyncio.sleep(0.01)
+            loaded = await store.load(box["session"].id)
+            box["owner_loaded"] = loaded.data if loaded else None
+            await store.aclose()
+            box["clients_after_close"] = len(redis.our_clients())
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=owner, name="owner-thread")
+    thread.start()
+    try:
+        assert opened.wait(10)
+
+        async def intruder() -> None:
+            async with asyncio.timeout(5):
+                with pytest.raises(UsageError, match="event loop"):
+                    await box["store"].aclose()
+
+        asyncio.run(intruder())
+    finally:
+        finish.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert box["owner_loaded"] == {"owner": True}
+    assert box["clients_after_close"] == 0

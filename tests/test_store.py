@@ -21,7 +21,7 @@ from redis_session import (
 )
 from redis_session._conversion import load_config
 from redis_session._crypto import KeyRing
-from redis_session._provider import CREATED, TAKEN
+from redis_session._provider import CLOCK, CREATED, TAKEN
 from redis_session._redis_provider import LOAD, RedisProvider
 from redis_session._store import Session, SessionStore, open_session_store
 
@@ -478,12 +478,16 @@ async def test_write_scripts_are_idempotent(backend: Backend, store: SessionStor
 
 
 async def test_provider_expired_records(backend: Backend, store: SessionStore[Any]) -> None:
-    """A record born past its deadline is accepted and gone; moving one that expired fails."""
+    """A record born past its deadline is refused (stamp again); moving one that expired fails.
+
+    Reporting a born-dead record as created would let create() return a session that never
+    loads.
+    """
     provider = store._provider
     now = provider.now_ms()
     payload = store._encode(0, False, {})
     dead = store._seal(b"authelia_session:dead", payload, now - 1, 0)
-    assert await provider.create(b"authelia_session:dead", dead, now) == CREATED
+    assert await provider.create(b"authelia_session:dead", dead, now) == CLOCK
     assert await provider.load([b"authelia_session:dead"]) is None
     # Moving a session whose deadline passed (by the provider's clock) fails and ends it.
     key = b"authelia_session:brief"
@@ -841,6 +845,9 @@ class _ReplicaRouting:
 
     def statistics(self) -> Any:
         return self._manager.statistics()
+
+    def check_caller(self) -> None:
+        self._manager.check_caller()
 
     async def aclose(self) -> None:
         await self._manager.aclose()

@@ -128,3 +128,21 @@ async def test_small_skew_costs_no_extra_round_trip(redis_backend: Backend) -> N
     assert abs(session.created_at - _server_now(redis_backend)) < dt.timedelta(seconds=3)
     stats = redis_backend.raw.info("commandstats")
     assert int(stats["cmdstat_evalsha"]["calls"]) == 1
+
+
+@pytest.mark.parametrize("slow_ms", [2_500, 3_500])
+async def test_a_slow_stamp_is_never_born_expired(redis_backend: Backend, slow_ms: int) -> None:
+    """A stamp within the lag allowance but older than the lifetime is stamped again.
+
+    With a 2 s lifetime and a host 2.5 s slow, the stamp was accepted (it lags TIME by less
+    than the time in flight allows) and the script stored nothing yet reported success:
+    create returned a session that never loads (adversarial review of issue 9).
+    """
+    slow = await _skewed(redis_backend, -slow_ms, expiration=2)
+    session = await slow.create({"user": "alice"})
+    loaded = await slow.load(session.id)
+    assert loaded is not None
+    assert loaded.data == {"user": "alice"}
+    assert redis_backend.keys() == [session._key]
+    lag = (_server_now(redis_backend) - session.created_at).total_seconds()
+    assert -1.0 < lag < 1.0
