@@ -19,8 +19,9 @@ run in the same process as the store, combined with each server-side scenario:
     tasks are cancelled (on top of the load's own occasional application timeouts).
 
 Everything is bounded and stops by itself: stalls and pauses are capped in count and length,
-the busy process exits on its own deadline and is killed (by its pid) and reaped at the end
-anyway, the CPU affinity is restored, the hook removed and the ballast released.
+the busy process exits on its own deadline (or once this process is gone) and is killed (by
+its pid) and reaped at the end anyway, the CPU affinity is restored, the hook removed and the
+ballast released.
 """
 
 from __future__ import annotations
@@ -49,15 +50,17 @@ GAP_RANGE = (0.5, 2.0)
 MAX_PAUSES = 60
 #: Extra lateness allowed to a call that ran while the loop had half a core.
 CPU_SLACK = 1.0
-#: The busy process ends by itself after this long, whatever happens to the test process.
-HOG_LIFETIME = 900.0
+#: The busy process ends by itself after this long, or as soon as the test process is gone.
+HOG_LIFETIME = 300.0
 #: Ballast for the collector: this many small reference cycles (about 40 MB).
 BALLAST = 250_000
 
+# Burns CPU until its deadline, or until its parent (this process) is gone.
 _HOG = (
-    "import sys, time\n"
-    "end = time.monotonic() + float(sys.argv[1])\n"
-    "while time.monotonic() < end: pass\n"
+    "import os, sys, time\n"
+    "end, parent = time.monotonic() + float(sys.argv[1]), int(sys.argv[2])\n"
+    "while time.monotonic() < end and os.getppid() == parent:\n"
+    "    for _ in range(100_000): pass\n"
 )
 
 
@@ -285,7 +288,7 @@ class ClientFaults:
         allowed = os.sched_getaffinity(0)
         cpu = self._random.choice(sorted(allowed))
         self._hog = subprocess.Popen(
-            [sys.executable, "-c", _HOG, str(HOG_LIFETIME)],
+            [sys.executable, "-c", _HOG, str(HOG_LIFETIME), str(os.getpid())],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
