@@ -260,13 +260,27 @@ class NodePool:
         wanted = min(max(connect, self._min_idle), self._max)
         fresh = [_Conn(self._factory()) for _ in range(wanted)]
         self._conns.update(fresh)
+        tasks = [asyncio.ensure_future(self._connect(c)) for c in fresh]
         try:
-            reasons = await asyncio.gather(*(self._connect(c) for c in fresh))
+            if tasks:
+                await asyncio.wait(tasks)
+            failed = [r for r in (t.result() for t in tasks) if r is not None]
         except BaseException:
-            # Cancelled: log out whatever did connect, to the end (see _finish).
+            # Cancelled (or a connect raised what it does not report). Not asyncio.gather: it
+            # re-raises a child's CancelledError rather than the caller's own, which an anyio
+            # cancel scope may take for someone else's and let escape. The connects are
+            # stopped here, and a cancelled start raises the caller's own cancellation.
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
+                    await asyncio.wait(tasks)
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # mark it seen: what is raised here is reported instead
+            # Log out whatever did connect, to the end (see _finish).
             await _finish(self._discard(fresh), self.node)
             raise
-        failed = [r for r in reasons if r is not None]
         if failed:
             await _finish(self._discard(fresh), self.node)
             msg = f"cannot connect to {self.node}: {failed[0]}"
@@ -692,7 +706,13 @@ class NodePool:
             c.check = loop.call_at(now + _MAINTENANCE_INTERVAL, self._overdue, c, timer)
             return
         c.check = None
-        timer.reschedule(now)  # fires at once: TimeoutError in the worker
+        try:
+            timer.reschedule(now)  # fires at once: TimeoutError in the worker
+        except RuntimeError:
+            # The batch's timeout block already exited (its worker is cleaning up after a
+            # failure, awaiting the disconnect, and a loop stall let this check fire first):
+            # there is nothing left to time out.
+            return
 
     def _describe(self, exc: BaseException) -> str:
         """One readable reason for a connection failure (TLS problems named precisely)."""
