@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -25,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, RedisError, ResponseError
 
 from ._config import RedisConfig
-from ._errors import CommandError, PoolTimeout, StoreUnavailable, UsageError
+from ._errors import CommandError, PoolTimeout, StoreUnavailable, other_loop_error
 from ._pool import ConnectionLost, NodePool, NodeStatistics, pack
 from ._scripts import Script
 
@@ -465,13 +464,7 @@ class ConnectionManager:
         """
         loop, ours = asyncio.get_running_loop(), self._loop
         if ours is not None and loop is not ours and not ours.is_closed():
-            msg = (
-                f"this store runs on event loop {ours!r}; it was called from event loop "
-                f"{loop!r} in thread {threading.current_thread().name!r}. A store belongs to "
-                "the event loop that opened it: open one store per event loop, or call it "
-                "from its own loop (asyncio.run_coroutine_threadsafe)"
-            )
-            raise UsageError(msg)
+            raise other_loop_error(ours, "", loop, "the connection manager")
 
     async def _prepare(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         """Before a command: move to a new event loop, and join a waiting schedule."""

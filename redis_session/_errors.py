@@ -6,6 +6,8 @@ failure is one of these, with a message that names the option or node and never 
 
 from __future__ import annotations
 
+import threading
+
 __all__ = [
     "CommandError",
     "ConfigError",
@@ -72,6 +74,22 @@ class CommandError(RedisSessionError):
     Raised by the connection manager; the store turns the cases it expects into
     :class:`SessionConflict` or ``None`` and lets the rest through.
     """
+
+
+def other_loop_error(ours: object, ours_thread: str, theirs: object, where: str) -> UsageError:
+    """Build the :class:`UsageError` for a call from loop ``theirs`` while ``ours`` is open.
+
+    One wording for every component bound to an event loop (pools, the Sentinel topology, the
+    connection manager); ``where`` names the node or master, ``ours_thread`` the owner's thread.
+    """
+    here = threading.current_thread().name
+    owner = f" in thread {ours_thread}" if ours_thread else ""
+    return UsageError(
+        f"this store runs on event loop {ours!r}{owner}; it was called from event loop "
+        f"{theirs!r} in thread {here!r} ({where}). A store belongs to the event loop that "
+        "opened it: open one store per event loop, or call it from its own loop "
+        "(asyncio.run_coroutine_threadsafe)"
+    )
 
 
 class UsageError(RedisSessionError):

@@ -40,7 +40,13 @@ import hiredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError, ResponseError
 
-from ._errors import CommandError, PoolTimeout, StoreClosed, StoreUnavailable, UsageError
+from ._errors import (
+    CommandError,
+    PoolTimeout,
+    StoreClosed,
+    StoreUnavailable,
+    other_loop_error,
+)
 
 __all__ = ["ConnectionLost", "NodePool", "NodeStatistics", "pack"]
 
@@ -395,13 +401,7 @@ class NodePool:
         here = threading.current_thread()
         if old is not None:
             if not old.is_closed():
-                msg = (
-                    f"this store runs on event loop {old!r} in thread {self._thread}; it was "
-                    f"called from event loop {loop!r} in thread {here.name!r} ({self.node}). "
-                    "A store belongs to the event loop that opened it: open one store per "
-                    "event loop, or call it from its own loop (asyncio.run_coroutine_threadsafe)"
-                )
-                raise UsageError(msg)
+                raise other_loop_error(old, self._thread, loop, self.node)
             self._abandon()
             logger.debug("connection pool for %s moved to a new event loop", self.node)
         self._loop = loop

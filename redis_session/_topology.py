@@ -59,7 +59,7 @@ from redis.exceptions import AuthenticationError, RedisError
 
 from ._config import RedisConfig
 from ._connections import node_label
-from ._errors import RedisSessionError, StoreClosed, StoreUnavailable, UsageError
+from ._errors import RedisSessionError, StoreClosed, StoreUnavailable, other_loop_error
 from ._pool import NodePool, pack
 from ._routing import ReadRouter, gather_all
 from ._sentinel import (
@@ -739,14 +739,7 @@ class SentinelTopology:
         here = threading.current_thread()
         if old is not None:
             if not old.is_closed():
-                msg = (
-                    f"this store runs on event loop {old!r} in thread {self._thread}; it was "
-                    f"called from event loop {loop!r} in thread {here.name!r} (Sentinel master "
-                    f"{self._name!r}). A store belongs to the event loop that opened it: open "
-                    "one store per event loop, or call it from its own loop "
-                    "(asyncio.run_coroutine_threadsafe)"
-                )
-                raise UsageError(msg)
+                raise other_loop_error(old, self._thread, loop, f"Sentinel master {self._name!r}")
             self._abandon()
             logger.debug("Sentinel topology for %r moved to a new event loop", self._name)
         self._loop = loop
