@@ -461,11 +461,41 @@ async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
     except BaseExceptionGroup as failures:
         # Callers expect the library's own errors (StoreUnavailable...), not a group; the
         # first real failure is the one worth reporting.
+        cancelled = anyio.get_cancelled_exc_class()
         task = asyncio.current_task()
         if task is not None and task.cancelling():
-            # We are being cancelled, and a child's failure must not swallow that.
-            raise asyncio.CancelledError from None
-        cancelled = anyio.get_cancelled_exc_class()
+            # We are being cancelled, and a child's failure must not swallow that. The
+            # cancellation must leave as it came: an anyio cancel scope recognises its own
+            # by the message it gave, and lets any other CancelledError through, which
+            # would end the caller's task instead of its cancelled call.
+            raise _cancellation(failures, cancelled) from None
         real = [exc for exc in failures.exceptions if not isinstance(exc, cancelled)]
         raise (real or list(failures.exceptions))[0] from None
     return results[0], results[1]
+
+
+def _cancellation(failures: BaseExceptionGroup, cancelled: type[BaseException]) -> BaseException:
+    """Find the cancellation that ended ``failures``: the one our task was given, if there.
+
+    A child that turned its cancellation into an error keeps it as the error's context, and a
+    child that simply ended keeps it as is; either way it carries its scope's message.
+    """
+    found: list[BaseException] = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                collect(inner)
+            return
+        seen = 0
+        link: BaseException | None = exc
+        while link is not None and seen < 8:  # a context chain is short; bound it anyway
+            if isinstance(link, cancelled):
+                found.append(link)
+                return
+            link, seen = link.__context__, seen + 1
+
+    collect(failures)
+    if not found and failures.__context__ is not None:
+        collect(failures.__context__)  # cancelled while the group waited for its children
+    return found[0] if found else cancelled()

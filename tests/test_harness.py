@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -245,17 +244,19 @@ def test_sentinel_and_data_nodes_require_their_passwords(
         assert c.ping() is True
 
 
-def test_killed_master_is_replaced_within_seconds(sentinel_cluster: SentinelCluster) -> None:
-    """After SIGKILL of the master the sentinels promote the replica in a few seconds."""
+def test_killed_master_is_replaced(sentinel_cluster: SentinelCluster) -> None:
+    """After SIGKILL of the master the sentinels promote the replica.
+
+    Usually within a few seconds; but when the sentinels' first election splits its votes,
+    the next attempt waits twice the failover timeout (5 s here), so the bound is generous.
+    How fast is not asserted: a shared machine decides that, not the harness.
+    """
     cluster = sentinel_cluster
     cluster.master.admin().set("before-failover", "1")
     assert cluster.master.admin().execute_command("WAIT", 1, 5000) == 1
-    start = time.monotonic()
     cluster.master.kill()
-    new_master = cluster.wait_for_master((cluster.replica.host, cluster.replica.port), 10)
-    elapsed = time.monotonic() - start
+    new_master = cluster.wait_for_master((cluster.replica.host, cluster.replica.port), 30)
     assert new_master is cluster.replica
-    assert elapsed < 6, f"failover took {elapsed:.1f}s"
     cluster.rejoin_as_replica(cluster.master)
     assert cluster.master.admin().get("before-failover") == "1"
 
