@@ -27,6 +27,7 @@ from ._config import RedisConfig
 from ._errors import CommandError, PoolTimeout, StoreUnavailable, other_loop_error
 from ._pool import ConnectionLost, NodePool, NodeStatistics, pack
 from ._scripts import Script
+from ._stalls import StallLedger, ledger
 
 __all__ = ["ConnectionManager", "PoolStatistics", "Topology", "node_label"]
 
@@ -343,6 +344,8 @@ class ConnectionManager:
         #: The event loop of the last command: a command from another one has the topology
         #: adopt its loop first (or refuse it), see ``Topology.adopt``.
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: That loop's stalls (see ``_stalls``).
+        self._stalls = StallLedger()
 
     @classmethod
     async def open(cls, cfg: RedisConfig) -> ConnectionManager:
@@ -374,7 +377,8 @@ class ConnectionManager:
                 )
             raise
         manager = cls(cfg, topology)
-        manager._loop = asyncio.get_running_loop()
+        manager._loop = loop = asyncio.get_running_loop()
+        manager._stalls = ledger(loop)
         return manager
 
     @property
@@ -406,12 +410,16 @@ class ConnectionManager:
     ) -> Any:
         """Run one command already encoded with :func:`~redis_session._pool.pack`."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout if deadline is None else deadline
+        given = loop.time() + self._timeout if deadline is None else deadline
+        deadline = given
         topology = self._topology
         if loop is not self._loop or self._backoff:
             await self._prepare(loop, deadline)  # rare: only these two checks per command
         attempt = 0
         while True:
+            # A stall of our own event loop since the call began (it may have made several
+            # commands: EVAL after NOSCRIPT, a resend) is not the node's time: move on by it.
+            deadline = given + self._stalls.since(given - self._timeout)
             pool = topology.reader() if read_only else topology.writer()
             until = deadline
             if read_only and pool is not topology.writer():
@@ -473,6 +481,7 @@ class ConnectionManager:
             # the topology refuses before anything is touched).
             await self._topology.adopt(loop, deadline)
             self._loop = loop
+            self._stalls = ledger(loop)
         if self._backoff:
             await self._join_schedule(deadline)
 

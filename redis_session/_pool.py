@@ -47,6 +47,7 @@ from ._errors import (
     StoreUnavailable,
     other_loop_error,
 )
+from ._stalls import MAX_EXCUSED, STALL, ledger
 
 __all__ = ["ConnectionLost", "NodePool", "NodeStatistics", "pack"]
 
@@ -76,11 +77,6 @@ _CLEANUP_TIMEOUT = 2.0
 #: hammered with hundreds of connects a second.
 _CONNECT_BACKOFF_MIN = 0.05
 _CONNECT_BACKOFF_MAX = 1.0
-#: A timer (batch or maintenance) that runs this much later than asked means the event loop
-#: itself was blocked (a slow handler, a GC pause): the node's replies may be sitting unread.
-_STALL = 0.2
-#: Most stalls one command's deadline is moved on for (see ``NodePool._postpone``).
-_MAX_EXCUSED = 2
 
 _QUEUED, _SENT = 0, 1
 
@@ -701,7 +697,7 @@ class NodePool:
         now = loop.time()
         late = now - c.check.when()
         rounds = max(1, int(self._timeout / _MAINTENANCE_INTERVAL))
-        if c.graces < rounds and (late > _STALL or c.unread()):
+        if c.graces < rounds and (late > STALL or c.unread()):
             c.graces += 1
             c.check = loop.call_at(now + _MAINTENANCE_INTERVAL, self._overdue, c, timer)
             return
@@ -739,7 +735,9 @@ class NodePool:
             # a GC pause): replies that came meanwhile are unread and nothing could be sent.
             # That time is not the node's: deadlines move on by it.
             stall = now - last - _MAINTENANCE_INTERVAL
-            if stall > _STALL:
+            if stall > STALL:
+                # Also for the calls whose next step is not here yet (see _stalls).
+                ledger(loop).record(now - stall, now)
                 self._postpone(stall)
             last = now
             try:
@@ -755,7 +753,7 @@ class NodePool:
             # Twice at most: with a loop blocked over and over, a node that stopped
             # answering must still fail its commands.
             excused = getattr(p, "excused", 0)
-            if excused < _MAX_EXCUSED and not p.future.done():
+            if excused < MAX_EXCUSED and not p.future.done():
                 p.excused = excused + 1
                 p.deadline += stall
 
