@@ -69,6 +69,6 @@ def __getattr__(name: str) -> Any:
     if name == "__version__":
         from importlib.metadata import version  # noqa: PLC0415 - deliberately lazy
 
-        return version("redis-session")
+        return version("redis-session-store")
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

@@ -617,7 +617,7 @@ def _read_yaml(path: Path) -> object:
     try:
         loader = _yaml_loader()
     except ImportError:
-        msg = f"{path}: reading a YAML file needs PyYAML: pip install 'redis-session[yaml]'"
+        msg = f"{path}: reading a YAML file needs PyYAML: pip install 'redis-session-store[yaml]'"
         raise ConfigError([msg]) from None
     import yaml  # noqa: PLC0415 - present, _yaml_loader() just imported it
 
@@ -719,7 +719,7 @@ def load_config(
 ) -> SessionConfig:
     """Read and check a session configuration.
 
-    ``source`` is a path to a YAML file (needs PyYAML: ``pip install 'redis-session[yaml]'``)
+    ``source`` is a path to a YAML file (needs PyYAML: ``pip install 'redis-session-store[yaml]'``)
     or a mapping. Either may hold a top-level ``session:`` key, as in Authelia's configuration
     file (other top-level keys are ignored), or be the session options themselves. An empty
     document gives the defaults, with the in-memory provider.

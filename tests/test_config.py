@@ -718,7 +718,7 @@ def test_without_pyyaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(sys.modules, "yaml", None)
     try:
         assert problems_of(path) == (
-            f"{path}: reading a YAML file needs PyYAML: pip install 'redis-session[yaml]'",
+            f"{path}: reading a YAML file needs PyYAML: pip install 'redis-session-store[yaml]'",
         )
         assert load({"name": "x"}).name == "x"
     finally:
