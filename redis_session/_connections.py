@@ -58,6 +58,9 @@ _REFUSED_BACKOFF_MAX = 0.25
 #: How long after its first refused connect a single server is waited for (a restart). Past
 #: that it is down: callers fail at once, and one try per pause still looks for it.
 _RESTART_WINDOW = 2.0
+#: For this long after a stall of the event loop, a write under Sentinel is acknowledged only
+#: once the failover events received meanwhile are handled (see ``Topology.settle``).
+_SETTLE_AFTER_STALL = 1.0
 #: Under Sentinel the deadline bounds retries; this only guards against a spinning bug
 #: (``recover`` pauses between attempts, so a 5 s deadline allows a few dozen).
 _SENTINEL_RETRIES = 1000
@@ -209,6 +212,9 @@ class Topology(Protocol):
     async def recover(self, failed: NodePool, deadline: float) -> None:
         """React to a connection failure or failover reply on ``failed`` before a retry."""
 
+    async def settle(self, deadline: float) -> None:
+        """Handle the failover news already received (asked before acknowledging a write)."""
+
     async def aclose(self) -> None:
         """Close every pool and background task."""
 
@@ -318,6 +324,9 @@ class _StaticTopology:
     async def recover(self, failed: NodePool, deadline: float) -> None:
         pass  # the pool opens a fresh connection for the retry by itself
 
+    async def settle(self, deadline: float) -> None:
+        pass  # one server: no failover news
+
     async def aclose(self) -> None:
         await self._pool.aclose()
 
@@ -405,7 +414,7 @@ class ConnectionManager:
         """
         return await self.execute_packed(pack(*args), read_only=read_only, deadline=deadline)
 
-    async def execute_packed(
+    async def execute_packed(  # noqa: PLR0912 - one loop over every outcome of a try
         self, packed: bytes, *, read_only: bool = False, deadline: float | None = None
     ) -> Any:
         """Run one command already encoded with :func:`~redis_session._pool.pack`."""
@@ -437,6 +446,14 @@ class ConnectionManager:
             except CommandError as exc:
                 failure = _retryable_reply(pool, exc)
             else:
+                if (
+                    not read_only
+                    and topology.follows_failover
+                    and self._stalls.ended_after(loop.time() - _SETTLE_AFTER_STALL)
+                ):
+                    # Just after a stall of our loop, failover news may have arrived with
+                    # the reply and still wait unread: hear it before acknowledging.
+                    await topology.settle(deadline)
                 if read_only or topology.writer() is pool:
                     self._answered()
                     return reply

@@ -91,6 +91,27 @@ def pack(*args: bytes | str | int | float) -> bytes:
     return packed
 
 
+def unread(conn: AbstractConnection) -> bool:
+    """Whether bytes have arrived on ``conn`` that its reader has not parsed yet.
+
+    In the stream's buffer, or still in the socket (the event loop has not run its read
+    callback yet, as after a stall). Costs a ``select`` call: not for every command.
+    """
+    reader = conn._reader
+    if reader is None:
+        return False
+    if reader._buffer:  # type: ignore[attr-defined]  # StreamReader: no public check
+        return True
+    sock = conn._writer.get_extra_info("socket") if conn._writer else None
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)
+
+
 class ConnectionLost(StoreUnavailable):
     """A command failed because its connection broke, or never opened.
 
@@ -183,19 +204,7 @@ class _Conn:
         Only asked when a deadline passes (never per command): replies can sit unread when the
         event loop was blocked, and failing them then would blame the node for our stall.
         """
-        reader = self.conn._reader
-        if reader is None:
-            return False
-        if reader._buffer:  # type: ignore[attr-defined]  # StreamReader: no public check
-            return True
-        sock = self.conn._writer.get_extra_info("socket") if self.conn._writer else None
-        if sock is None:
-            return False
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return bool(readable)
+        return unread(self.conn)
 
 
 class NodePool:

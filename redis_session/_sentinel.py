@@ -20,6 +20,7 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from ._config import HighAvailabilityConfig, RedisConfig
 from ._connections import CLIENT_NAME, node_label
+from ._pool import unread
 
 __all__ = [
     "OPTION",
@@ -242,11 +243,21 @@ class SentinelLink:
         return Answer(self.label, kind, problem=problem)
 
 
+def events_waiting(conn: AbstractConnection) -> bool:
+    """Whether a subscriber has received bytes it has not handled yet (an event, maybe)."""
+    parser: Any = getattr(conn, "_parser", None)  # redis-py's reply parser for the connection
+    hiredis_reader = getattr(parser, "_reader", None)
+    if hiredis_reader is not None and hiredis_reader.has_data():
+        return True
+    return unread(conn)
+
+
 async def listen(
     link: SentinelLink,
     name: str,
     on_event: Callable[[Event], None],
     stopped: Callable[[], bool] = lambda: False,
+    subscribed: Callable[[AbstractConnection | None], None] = lambda conn: None,
 ) -> None:
     """Subscribe to failover events on ``link``'s sentinel until the connection fails.
 
@@ -254,7 +265,8 @@ async def listen(
     ``asyncio.wait_for`` on Python 3.11, so the owner's closed flag is checked too.
 
     Raises ``RedisError``/``OSError``/``TimeoutError`` when it does (a sentinel that stops
-    answering is detected by a PING after a quiet spell).
+    answering is detected by a PING after a quiet spell). ``subscribed`` is told the
+    subscribed connection, and ``None`` once it is gone (see :func:`events_waiting`).
     """
     loop = asyncio.get_running_loop()
     conn = link.new_connection()
@@ -265,6 +277,7 @@ async def listen(
             for _ in CHANNELS:
                 await conn.read_response()
         logger.debug("subscribed to failover events on sentinel %s", link.label)
+        subscribed(conn)
         heard = loop.time()
         pinged = False
         while not stopped():
@@ -282,6 +295,7 @@ async def listen(
                 await conn.send_command("PING", check_health=False)
                 pinged = True
     finally:
+        subscribed(None)
         await drop(conn)
 
 

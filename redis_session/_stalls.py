@@ -47,6 +47,11 @@ class StallLedger:
         while stalls and (len(stalls) > _MAX_KEPT or stalls[0][1] < end - _KEEP):
             del stalls[0]
 
+    def ended_after(self, moment: float) -> bool:
+        """Whether the last stall ended after ``moment``."""
+        stalls = self._stalls
+        return bool(stalls) and stalls[-1][1] > moment
+
     def since(self, moment: float) -> float:
         """Return how long the loop was blocked after ``moment`` (the last few stalls only)."""
         stalls = self._stalls

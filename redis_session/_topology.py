@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -55,6 +56,7 @@ from typing import Any
 
 import anyio
 import attrs
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AuthenticationError, RedisError
 
 from ._config import RedisConfig
@@ -69,6 +71,7 @@ from ._sentinel import (
     Event,
     SentinelLink,
     configured_sentinels,
+    events_waiting,
     explain,
     listen,
     reason,
@@ -91,6 +94,8 @@ _FENCE_PAUSE = 0.05
 #: A fence that has not seen its replica promoted by then is dropped.
 _FENCE_LIMIT = 5.0
 #: Pause before subscribing again, doubling up to the maximum; reset after a healthy spell.
+#: How long a write's acknowledgement waits, at most, for events already received.
+_SETTLE_LIMIT = 0.05
 _WATCH_BACKOFF = (0.1, 5.0)
 _WATCH_HEALTHY = 5.0
 _CLEANUP_TIMEOUT = 4.0
@@ -270,6 +275,8 @@ class SentinelTopology:
         self._round_task: asyncio.Task[list[Answer]] | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self._watchers: dict[Address, asyncio.Task[None]] = {}
+        #: Each watcher's subscribed connection, to see whether events wait unread on it.
+        self._subscribers: dict[Address, AbstractConnection] = {}
         self._closers: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         #: Set (then replaced) whenever the writer changes: wakes callers paused in recover().
@@ -694,7 +701,13 @@ class SentinelTopology:
         while not self._closed:  # see _monitor
             began = loop.time()
             try:
-                await listen(link, self._name, self._on_event, lambda: self._closed)
+                await listen(
+                    link,
+                    self._name,
+                    self._on_event,
+                    lambda: self._closed,
+                    functools.partial(self._subscribed, link.address),
+                )
             except AuthenticationError as exc:
                 problem = link.auth_problem(exc)
             except (RedisError, OSError, TimeoutError) as exc:
@@ -706,6 +719,27 @@ class SentinelTopology:
                 pause = _WATCH_BACKOFF[0]
             await asyncio.sleep(pause)
             pause = min(_WATCH_BACKOFF[1], pause * 2)
+
+    def _subscribed(self, address: Address, conn: AbstractConnection | None) -> None:
+        if conn is None:
+            self._subscribers.pop(address, None)
+        else:
+            self._subscribers[address] = conn
+
+    async def settle(self, deadline: float) -> None:
+        """Let the watchers handle the events already received, before a write is acknowledged.
+
+        After a stall of the event loop, a write's reply and the failover event that makes
+        its node a former master can arrive in the same turn, and nothing orders the caller
+        after the watcher: the write would be acknowledged by a node about to be demoted.
+        Bounded (``_SETTLE_LIMIT``): a subscriber holding half a message does not hold writes.
+        """
+        loop = asyncio.get_running_loop()
+        until = min(deadline, loop.time() + _SETTLE_LIMIT)
+        while any(events_waiting(conn) for conn in self._subscribers.values()):
+            if loop.time() >= until:
+                return
+            await asyncio.sleep(0)
 
     def _on_event(self, event: Event) -> None:
         """Fence at once when a failover leaves our writer; queue the rest for a survey."""
@@ -756,6 +790,7 @@ class SentinelTopology:
         self._monitor_task = None
         self._refresh = None
         self._watchers.clear()
+        self._subscribers.clear()
         self._closers.clear()
         self._again = False
         self._first_failure = None
