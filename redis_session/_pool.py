@@ -547,8 +547,7 @@ class NodePool:
     async def _connect(self, c: _Conn) -> str | None:
         """Connect ``c``; return None on success, else the reason (already logged)."""
         try:
-            async with asyncio.timeout(self._timeout):
-                await c.conn.connect()  # type: ignore[no-untyped-call]
+            await self._connect_excused(c)
         except _CONNECTION_FAILURES as exc:
             reason = self._describe(exc)
             if reason != self._last_error:
@@ -575,6 +574,29 @@ class NodePool:
         self._connect_backoff = 0.0
         self._next_connect = 0.0
         return None
+
+    async def _connect_excused(self, c: _Conn) -> None:
+        """Connect within the timeout, tried again when a stall of our own loop used it up.
+
+        A connect that timed out while the event loop was blocked (its timer ran late, or a
+        stall was recorded since it began) says nothing about the node: up to
+        ``MAX_EXCUSED`` more tries, each with a whole timeout.
+        """
+        loop = asyncio.get_running_loop()
+        for excused in range(MAX_EXCUSED + 1):
+            began = loop.time()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await c.conn.connect()  # type: ignore[no-untyped-call]
+            except TimeoutError:
+                late = loop.time() - began - self._timeout
+                stalled = late > STALL or ledger(loop).since(began) > 0
+                if not stalled or excused == MAX_EXCUSED:
+                    raise
+                logger.debug("connect to %s timed out in a loop stall; trying again", self.node)
+                await _disconnect(c.conn)
+            else:
+                return
 
     async def _park(self, c: _Conn) -> bool:
         """Wait idle for work; health-check or retire on the way. False means stop this worker."""

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
+import anyio.abc
 
 from ._connections import ConnectionManager, PoolStatistics
 from ._errors import CommandError, SessionConflict
@@ -448,54 +449,28 @@ async def _replica_copy(reading: Awaitable[Any]) -> Any:
 
 
 async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
-    """Await two operations concurrently; if one fails, cancel the other and raise its error."""
-    results: list[Any] = [None, None]
+    """Await two operations concurrently; if one fails, cancel the other and raise its error.
 
-    async def run(index: int, awaitable: Awaitable[Any]) -> None:
-        results[index] = await awaitable
-
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(run, 0, first)
-            group.start_soon(run, 1, second)
-    except BaseExceptionGroup as failures:
-        # Callers expect the library's own errors (StoreUnavailable...), not a group; the
-        # first real failure is the one worth reporting.
-        cancelled = anyio.get_cancelled_exc_class()
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # We are being cancelled, and a child's failure must not swallow that. The
-            # cancellation must leave as it came: an anyio cancel scope recognises its own
-            # by the message it gave, and lets any other CancelledError through, which
-            # would end the caller's task instead of its cancelled call.
-            raise _cancellation(failures, cancelled) from None
-        real = [exc for exc in failures.exceptions if not isinstance(exc, cancelled)]
-        raise (real or list(failures.exceptions))[0] from None
-    return results[0], results[1]
-
-
-def _cancellation(failures: BaseExceptionGroup, cancelled: type[BaseException]) -> BaseException:
-    """Find the cancellation that ended ``failures``: the one our task was given, if there.
-
-    A child that turned its cancellation into an error keeps it as the error's context, and a
-    child that simply ended keeps it as is; either way it carries its scope's message.
+    A half never raises into the task group: it keeps its error and cancels the group's own
+    scope. So the group swallows only its own cancellation, and a cancellation of the caller
+    (an anyio scope or asyncio's) leaves exactly as it came, message and count intact; an
+    anyio scope recognises its own by that message, and would let any other CancelledError
+    through to end the caller's whole task.
     """
-    found: list[BaseException] = []
+    results: list[Any] = [None, None]
+    errors: list[Exception] = []
 
-    def collect(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                collect(inner)
-            return
-        seen = 0
-        link: BaseException | None = exc
-        while link is not None and seen < 8:  # a context chain is short; bound it anyway
-            if isinstance(link, cancelled):
-                found.append(link)
-                return
-            link, seen = link.__context__, seen + 1
+    async def run(index: int, awaitable: Awaitable[Any], group: anyio.abc.TaskGroup) -> None:
+        try:
+            results[index] = await awaitable
+        except Exception as exc:  # noqa: BLE001 - kept and raised by _both, never dropped
+            errors.append(exc)
+            group.cancel_scope.cancel()
 
-    collect(failures)
-    if not found and failures.__context__ is not None:
-        collect(failures.__context__)  # cancelled while the group waited for its children
-    return found[0] if found else cancelled()
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, 0, first, group)
+        group.start_soon(run, 1, second, group)
+    if errors:
+        # The first failure is the one worth reporting; the other half was cancelled for it.
+        raise errors[0]
+    return results[0], results[1]

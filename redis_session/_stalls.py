@@ -6,7 +6,8 @@ time is ours. Each pool's maintenance task notices a stall (its timer ran late) 
 here, one ledger per event loop, so that every deadline taken before the stall can be moved on
 by it: the commands the pool holds at that moment (``NodePool._postpone``), and the later steps
 of a call that began before it (EVAL after NOSCRIPT, a resend, a create restamped by the
-server's clock), which :func:`excused` extends.
+server's clock), whose deadline the connection manager moves on by :meth:`StallLedger.since`,
+and a connect that timed out in a stall (tried again).
 """
 
 from __future__ import annotations
@@ -76,8 +77,3 @@ def ledger(loop: asyncio.AbstractEventLoop) -> StallLedger:
     if found is None:
         found = _ledgers[loop] = StallLedger()
     return found
-
-
-def excused(loop: asyncio.AbstractEventLoop, deadline: float, budget: float) -> float:
-    """Return ``deadline`` moved on by the stalls since its call began (``budget`` before it)."""
-    return deadline + ledger(loop).since(deadline - budget)

@@ -123,3 +123,33 @@ def test_the_ledger_merges_reports_of_one_stall_and_counts_the_newest_few() -> N
     ledger.record(7.0, 7.5)
     assert ledger.since(0.0) == pytest.approx(1.5)  # the newest MAX_EXCUSED (2) stalls only
     assert ledger.since(5.5) == pytest.approx(1.0)
+
+
+def _block(seconds: float) -> None:
+    time.sleep(seconds)  # the point: block the event loop, as a slow handler would
+
+
+async def test_a_reconnect_caught_in_a_stall_is_tried_again(redis: RedisProcess) -> None:
+    """CLIENT KILL, a call that must reconnect, and a stall while it connects: it succeeds.
+
+    The connect's timeout ran out while the loop was blocked; that says nothing about the
+    (healthy) server, so the pool tries again instead of failing every queued call.
+    """
+    store = await open_session_store({"secret": SECRET, "redis": _section(redis)})
+    try:
+        pool = next(iter(store._provider.manager._topology.pools()))  # type: ignore[attr-defined]
+        session = await store.create({"n": 1})
+        for _ in range(3):
+            raw_client(redis).client_kill_filter(_type="normal", skipme=True)
+            task = asyncio.ensure_future(store.load(session.id))
+            for _ in range(1000):  # until a reconnect is under way
+                await asyncio.sleep(0)
+                if any(not c.connected for c in pool._conns):
+                    break
+            await asyncio.sleep(0)
+            _block(STALL)
+            loaded = await task
+            assert loaded is not None
+            assert loaded.data == {"n": 1}
+    finally:
+        await store.aclose()

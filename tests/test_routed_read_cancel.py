@@ -61,6 +61,34 @@ async def test_the_callers_scope_catches_its_own_cancellation(halves: tuple) -> 
     assert scope.cancelled_caught
 
 
+async def _fails_soon() -> None:
+    await anyio.sleep(0.05)
+    raise StoreUnavailable("the master did not answer")
+
+
+async def test_the_scope_fires_while_the_sibling_of_a_failure_winds_down() -> None:
+    """One half fails for real, the other is cancelled and closes; the scope fires meanwhile."""
+    with anyio.move_on_after(0.07) as scope:
+        await _both(_fails_soon(), _ignores_cancel_briefly())
+    assert scope.cancelled_caught
+
+
+async def test_inside_a_shield_the_real_failure_is_raised() -> None:
+    """Cleanup under a shield, after the caller was cancelled: the failure, not a cancellation."""
+    outcome: BaseException | None = None
+    with anyio.move_on_after(0.01) as scope:
+        try:
+            await anyio.sleep(1)
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await _both(_fails_soon(), anyio.sleep(0.1))
+                except StoreUnavailable as exc:
+                    outcome = exc
+    assert scope.cancelled_caught
+    assert isinstance(outcome, StoreUnavailable)
+
+
 async def test_an_asyncio_timeout_becomes_timeouterror() -> None:
     """The same with asyncio's own timeout: the caller gets the TimeoutError it asked for."""
     with pytest.raises(TimeoutError):
