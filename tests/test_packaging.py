@@ -33,7 +33,7 @@ def test_the_distribution_name_is_not_someone_elses() -> None:
 def _pip_install_targets() -> list[tuple[str, str]]:
     """``(file, target)`` for every ``pip install X`` in the docs and the package's code."""
     files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    files += sorted((ROOT / "redis_session").glob("*.py"))
+    files += sorted((ROOT / "redis_session").rglob("*.py"))
     hint = re.compile(r"pip\s+install\s+(?:-\S+\s+)*['\"]?([^\s'\"`]+)")
     return [
         (str(path.relative_to(ROOT)), match.group(1))
