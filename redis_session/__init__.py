@@ -19,7 +19,6 @@ from ._config import (
     SessionConfig,
     TLSConfig,
 )
-from ._connections import PoolStatistics
 from ._conversion import load_config, resolve_config, validate_config
 from ._errors import (
     CommandError,
@@ -32,8 +31,9 @@ from ._errors import (
     StoreUnavailable,
     UsageError,
 )
-from ._pool import NodeStatistics
-from ._store import Session, SessionStore, StoreOpener, open_session_store
+from ._opener import StoreOpener, open_session_store
+from ._statistics import NodeStatistics, PoolStatistics
+from ._store import Session, SessionStore
 
 __all__ = [
     "CommandError",

@@ -23,7 +23,7 @@ def _short(session_id: str) -> str:
 
 
 async def _demo(config: str | None) -> None:
-    from ._store import open_session_store  # noqa: PLC0415 - keep `--help` instant
+    from ._opener import open_session_store  # noqa: PLC0415 - keep `--help` instant
 
     source: str | dict[str, object] = config if config is not None else {}
     async with open_session_store(source) as store:

@@ -17,19 +17,27 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import anyio
-import attrs
-from redis._parsers import _AsyncHiredisParser
-from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, RedisError, ResponseError
+from redis.asyncio.connection import AbstractConnection, UnixDomainSocketConnection
 
 from ._config import RedisConfig
 from ._errors import CommandError, PoolTimeout, StoreUnavailable, other_loop_error
-from ._pool import ConnectionLost, NodePool, NodeStatistics, pack
+from ._pool import ConnectionLost, NodePool
 from ._scripts import Script
 from ._stalls import StallLedger, ledger
+from ._statistics import PoolStatistics
+from ._tls import describe_tls_error, tls_connection_kwargs
+from ._topology import SentinelTopology
+from ._wire import (
+    TCPConnection,
+    TLSConnection,
+    connection_settings,
+    describe_plain,
+    node_label,
+    pack,
+    unbracket,
+)
 
-__all__ = ["ConnectionManager", "PoolStatistics", "Topology", "node_label"]
+__all__ = ["ConnectionManager", "Topology", "make_pool_factory"]
 
 logger = logging.getLogger("redis_session")
 
@@ -70,117 +78,8 @@ _REPLICA_SHARE = 0.5
 #: Bound on closing what a failed or cancelled open had opened (each pool bounds its own
 #: steps too; this bounds them all together).
 _OPEN_CLEANUP_TIMEOUT = 5.0
-#: Client name on every connection, so operators (and tests) can tell ours in CLIENT LIST.
+
 CLIENT_NAME = "redis_session"
-
-
-class _CodedReplyParser(_AsyncHiredisParser):
-    """redis-py's hiredis reply parser, except that error replies keep their whole text.
-
-    redis-py strips the code from the errors it maps to classes, so ``READONLY You can't
-    write...`` arrived as ``You can't write...`` and the failover retry (matching on
-    ``_FAILOVER_REPLIES``) and the NOSCRIPT fallback never fired; ``LOADING`` even became a
-    connection error; and ``ERR unknown command`` reached callers as ``unknown command``. Only
-    the errors redis-py's connect path tells apart by class keep their class (and its text):
-    authentication failures, and ``max number of clients reached`` (a connection error).
-    Every other error reply is a plain ``ResponseError`` with the text the server sent.
-    """
-
-    EXCEPTION_CLASSES = {  # noqa: RUF012 - overrides redis-py's class attribute of that shape
-        code: cls
-        for code, cls in _AsyncHiredisParser.EXCEPTION_CLASSES.items()
-        if code in ("ERR", "WRONGPASS", "NOAUTH")
-    }
-
-    @classmethod
-    def parse_error(cls, response: str) -> RedisError:
-        """Map an error reply to an exception; the code stays in the text unless it has a class."""
-        error: RedisError = super().parse_error(response)  # type: ignore[no-untyped-call]
-        if type(error) is ResponseError:
-            return ResponseError(response)
-        return error
-
-
-#: What a plain connection reports when the server hung up before its first reply.
-_NO_FIRST_REPLY = "the server closed the connection before its first reply"
-#: The first byte of a TLS record (alert, handshake): a TLS server answering plaintext.
-_TLS_RECORD_BYTES = ('"\\x15"', '"\\x16"')
-
-
-class _NoFirstReplyError(RedisConnectionError):
-    """A fresh plain TCP connection was dropped before the server answered anything."""
-
-
-class _TCPConnection(Connection):
-    """redis-py's TCP connection, naming the likely cause when a TLS-only server hangs up.
-
-    A server that speaks only TLS reads our first command as a broken TLS record and resets
-    the connection (or answers with a TLS alert), which redis-py reports like any broken
-    socket: "Connection reset by peer". Raised here, inside connect(), it is known to have
-    happened on the first reply, where a TLS port is the likely cause.
-    """
-
-    async def connect_check_health(
-        self, check_health: bool = True, retry_socket_connect: bool = True
-    ) -> None:
-        """Connect as redis-py does; a hang-up before the first reply says so."""
-        try:
-            await super().connect_check_health(
-                check_health=check_health, retry_socket_connect=retry_socket_connect
-            )
-        except RedisError as exc:
-            if not _hung_up_before_first_reply(exc):
-                raise
-            msg = f"Error connecting to {self._host_error()}: {_NO_FIRST_REPLY} ({exc})"
-            raise _NoFirstReplyError(msg) from exc
-
-
-def _hung_up_before_first_reply(exc: RedisError) -> bool:
-    text = str(exc)
-    # "Error 111 connecting to ..." comes from the TCP connect itself: not a hang-up.
-    if " connecting to " in text:
-        return False
-    if isinstance(exc, InvalidResponse):
-        return any(text.endswith(f"got {b} as reply type byte") for b in _TLS_RECORD_BYTES)
-    if type(exc) is not RedisConnectionError:
-        return False  # authentication and "max number of clients": the server did answer
-    chain: list[BaseException] = [exc]
-    while (inner := chain[-1].__context__) is not None and len(chain) < 10:
-        chain.append(inner)
-    return "Connection closed by server" in text or any(
-        isinstance(e, ConnectionResetError | BrokenPipeError) or "reset by peer" in str(e)
-        for e in chain
-    )
-
-
-def _describe_plain(exc: BaseException, node: str) -> str | None:
-    """Name ``session.redis.tls`` when a plain connection was dropped before any reply."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return None
-        if isinstance(seen, _NoFirstReplyError):
-            return f"{_NO_FIRST_REPLY}; does {node} require TLS? (session.redis.tls is not set)"
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-@attrs.frozen
-class PoolStatistics:
-    """A snapshot of the connection pools, as returned by ``SessionStore.statistics()``."""
-
-    #: Most connections to one node (``maximum_active_connections``).
-    max_connections: int
-    #: Connections open or opening, all nodes.
-    open: int
-    #: Connections with commands in flight.
-    in_use: int
-    #: Open connections waiting for work.
-    idle: int
-    #: Commands queued for a connection.
-    waiting: int
-    #: The same figures per node (one entry per node in use).
-    nodes: tuple[NodeStatistics, ...] = ()
 
 
 class Topology(Protocol):
@@ -219,36 +118,18 @@ class Topology(Protocol):
         """Close every pool and background task."""
 
 
-def node_label(host: str, port: int) -> str:
-    """How a node is named in messages: ``host:port``, ``[v6]:port`` or the socket path."""
-    if host.startswith("/"):
-        return host
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
-
-
 def make_pool_factory(cfg: RedisConfig) -> Callable[[str, int], NodePool]:
     """Return a function that builds the pool for one data node of ``cfg``."""
     timeout = cfg.timeout.total_seconds()
-    password = cfg.password.get_secret_value() if cfg.password else None
-    common: dict[str, Any] = {
-        "username": cfg.username,
-        "password": password,
-        "db": cfg.database_index,
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        # RESP2: redis-py 8.1 surfaces an error for idle connections closed under RESP3 (#4252).
-        "protocol": 2,
-        "client_name": CLIENT_NAME,
-        # No CLIENT SETINFO: one round trip less per connection.
-        "driver_info": None,
-        # Error replies keep their code (READONLY, LOADING, NOSCRIPT...): see _CodedReplyParser.
-        "parser_class": _CodedReplyParser,
-    }
+    common = connection_settings(
+        username=cfg.username,
+        password=cfg.password.get_secret_value() if cfg.password else None,
+        timeout=timeout,
+        db=cfg.database_index,
+    )
 
     def build(host: str, port: int) -> NodePool:
-        bare = host[1:-1] if host.startswith("[") else host
+        bare = unbracket(host)
         label = node_label(bare, port)
         factory: Callable[[], AbstractConnection]
         describe: Callable[[BaseException], str | None] | None = None
@@ -258,12 +139,6 @@ def make_pool_factory(cfg: RedisConfig) -> Callable[[str, int], NodePool]:
                 return UnixDomainSocketConnection(path=host, **common)
 
         elif cfg.tls is not None:
-            from ._tls import (  # noqa: PLC0415 - TLS only
-                TLSConnection,
-                describe_tls_error,
-                tls_connection_kwargs,
-            )
-
             tls_kwargs = tls_connection_kwargs(cfg.tls, bare)
             # That is ConnectionPool's argument list; a connection is built here directly.
             del tls_kwargs["connection_class"]
@@ -279,10 +154,10 @@ def make_pool_factory(cfg: RedisConfig) -> Callable[[str, int], NodePool]:
         else:
 
             def factory() -> AbstractConnection:
-                return _TCPConnection(host=bare, port=port, **common)
+                return TCPConnection(host=bare, port=port, **common)
 
             def describe(exc: BaseException) -> str | None:
-                return _describe_plain(exc, label)
+                return describe_plain(exc, label)
 
         return NodePool(
             label,
@@ -365,8 +240,6 @@ class ConnectionManager:
         build = make_pool_factory(cfg)
         topology: Topology
         if cfg.high_availability is not None:
-            from ._topology import SentinelTopology  # noqa: PLC0415 - Sentinel only
-
             topology = SentinelTopology(cfg, build)
         else:
             assert cfg.host is not None  # validate_config guarantees it

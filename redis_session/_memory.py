@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from ._connections import PoolStatistics
 from ._provider import (
     CLOCK,
     CLOCK_AHEAD_MS,
@@ -30,6 +29,7 @@ from ._provider import (
     ttl_ms,
     wall_clock_ms,
 )
+from ._statistics import PoolStatistics
 
 __all__ = ["MemoryProvider"]
 

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import select
 import threading
 import time
 from collections import deque
@@ -35,10 +34,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
-import attrs
-import hiredis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from ._errors import (
     CommandError,
@@ -48,8 +45,10 @@ from ._errors import (
     other_loop_error,
 )
 from ._stalls import MAX_EXCUSED, STALL, ledger
+from ._statistics import NodeStatistics
+from ._wire import FAILURES, disconnect, is_dead, pack, stream_of, unread
 
-__all__ = ["ConnectionLost", "NodePool", "NodeStatistics", "pack"]
+__all__ = ["ConnectionLost", "NodePool"]
 
 logger = logging.getLogger("redis_session")
 
@@ -80,37 +79,6 @@ _CONNECT_BACKOFF_MAX = 1.0
 
 _QUEUED, _SENT = 0, 1
 
-#: What a broken or confused connection raises: redis-py's errors, socket errors, our batch
-#: timer, and hiredis's own protocol errors (not RedisErrors) on a garbled stream.
-_CONNECTION_FAILURES = (RedisError, OSError, TimeoutError, hiredis.HiredisError)
-
-
-def pack(*args: bytes | str | int | float) -> bytes:
-    """Encode one command in RESP, in the caller's task (hiredis does it in C)."""
-    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # stub types one-tuples
-    return packed
-
-
-def unread(conn: AbstractConnection) -> bool:
-    """Whether bytes have arrived on ``conn`` that its reader has not parsed yet.
-
-    In the stream's buffer, or still in the socket (the event loop has not run its read
-    callback yet, as after a stall). Costs a ``select`` call: not for every command.
-    """
-    reader = conn._reader
-    if reader is None:
-        return False
-    if reader._buffer:  # type: ignore[attr-defined]  # StreamReader: no public check
-        return True
-    sock = conn._writer.get_extra_info("socket") if conn._writer else None
-    if sock is None:
-        return False
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return bool(readable)
-
 
 class ConnectionLost(StoreUnavailable):
     """A command failed because its connection broke, or never opened.
@@ -123,23 +91,6 @@ class ConnectionLost(StoreUnavailable):
     def __init__(self, message: str, *, sent: bool) -> None:
         super().__init__(message)
         self.sent = sent
-
-
-@attrs.frozen
-class NodeStatistics:
-    """A snapshot of one node's pool."""
-
-    #: ``host:port`` or the unix socket path.
-    node: str
-    max_connections: int
-    #: Connections open or being opened.
-    open: int
-    #: Connections with a batch in flight.
-    in_use: int
-    #: Open connections waiting for work.
-    idle: int
-    #: Commands queued, not yet written to any connection.
-    waiting: int
 
 
 class _Pending:
@@ -195,8 +146,7 @@ class _Conn:
 
     def dead(self) -> bool:
         """Whether the server or the network closed the socket while we were not reading."""
-        reader = self.conn._reader  # redis-py has no public liveness check
-        return reader is None or reader.at_eof()
+        return is_dead(self.conn)
 
     def unread(self) -> bool:
         """Whether reply bytes have arrived that the worker has not parsed yet.
@@ -384,12 +334,12 @@ class NodePool:
         conns = [*self._conns]
         self._conns.clear()
         self._idle.clear()
-        await asyncio.gather(*(_disconnect(c.conn) for c in conns))
+        await asyncio.gather(*(disconnect(c.conn) for c in conns))
 
     async def _discard(self, conns: list[_Conn]) -> None:
         for c in conns:
             self._forget(c)
-        await asyncio.gather(*(_disconnect(c.conn) for c in conns))
+        await asyncio.gather(*(disconnect(c.conn) for c in conns))
 
     # -- the event loop --------------------------------------------------------------------------
 
@@ -539,7 +489,7 @@ class NodePool:
             self._forget(c)
             # Also when never marked connected: a connect cancelled half-way (the pool
             # closing) may have a socket open already, which would otherwise leak.
-            await _disconnect(c.conn)
+            await disconnect(c.conn)
             # Work may be left for a connection that no longer exists; open another.
             if not self._closed:
                 self._dispatch()
@@ -548,7 +498,7 @@ class NodePool:
         """Connect ``c``; return None on success, else the reason (already logged)."""
         try:
             await self._connect_excused(c)
-        except _CONNECTION_FAILURES as exc:
+        except FAILURES as exc:
             reason = self._describe(exc)
             if reason != self._last_error:
                 logger.warning("cannot connect to %s: %s", self.node, reason)
@@ -557,7 +507,7 @@ class NodePool:
                 max(2 * self._connect_backoff, _CONNECT_BACKOFF_MIN), _CONNECT_BACKOFF_MAX
             )
             self._next_connect = time.monotonic() + self._connect_backoff
-            await _disconnect(c.conn)
+            await disconnect(c.conn)
             self._forget(c)
             if not any(other.connected for other in self._conns):
                 # Nobody else can serve the queue: fail fast rather than at the deadline.
@@ -594,7 +544,7 @@ class NodePool:
                 if not stalled or excused == MAX_EXCUSED:
                     raise
                 logger.debug("connect to %s timed out in a loop stall; trying again", self.node)
-                await _disconnect(c.conn)
+                await disconnect(c.conn)
             else:
                 return
 
@@ -661,10 +611,7 @@ class NodePool:
             async with asyncio.timeout(None) as timer:
                 c.graces = 0
                 c.check = loop.call_at(loop.time() + self._timeout, self._overdue, c, timer)
-                writer = conn._writer  # redis-py's own send adds a task per write (wait_for)
-                parser: Any = conn._parser  # the connection's hiredis reply parser
-                if writer is None:
-                    raise ConnectionError("not connected")  # noqa: TRY301 - same handling
+                writer, parser = stream_of(conn)
                 writer.writelines([p.packed for p in batch])
                 await writer.drain()
                 for p in batch:
@@ -676,7 +623,7 @@ class NodePool:
                         else:
                             future.set_result(reply)
                     delivered += 1
-        except _CONNECTION_FAILURES as exc:
+        except FAILURES as exc:
             reason = self._describe(exc)
             if not idle_probe:
                 logger.warning("connection to %s failed mid-batch: %s", self.node, reason)
@@ -690,7 +637,7 @@ class NodePool:
                 if not p.future.done():
                     p.future.set_exception(ConnectionLost(msg, sent=True))
             c.connected = False
-            await _disconnect(conn)
+            await disconnect(conn)
             raise _WorkerDone from None
         except BaseException:
             # Cancelled (the pool is closing): nobody will read the rest of these replies.
@@ -860,12 +807,6 @@ class NodePool:
 
 class _WorkerDone(Exception):
     """Raised inside a worker to stop it after its connection broke."""
-
-
-async def _disconnect(conn: AbstractConnection) -> None:
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(_CLEANUP_TIMEOUT):
-            await asyncio.shield(conn.disconnect(nowait=True))
 
 
 async def _finish(cleanup: Coroutine[Any, Any, None], node: str) -> None:

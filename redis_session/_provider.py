@@ -25,7 +25,7 @@ from typing import Protocol
 
 import attrs
 
-from ._connections import PoolStatistics
+from ._statistics import PoolStatistics
 
 __all__ = [
     "CLOCK",

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.abc
 
-from ._connections import ConnectionManager, PoolStatistics
+from ._connections import ConnectionManager
 from ._errors import CommandError, SessionConflict
 from ._provider import (
     CLOCK,
@@ -50,6 +50,7 @@ from ._provider import (
     wall_clock_ms,
 )
 from ._scripts import Script
+from ._statistics import PoolStatistics
 
 __all__ = ["CREATE", "LOAD", "READ", "REGENERATE", "SAVE", "SLIDE", "RedisProvider"]
 

@@ -23,7 +23,8 @@ from typing import TypeVar
 import anyio
 
 from ._errors import RedisSessionError
-from ._pool import NodePool, pack
+from ._pool import NodePool
+from ._wire import pack
 
 __all__ = ["ReadRouter", "gather_all"]
 

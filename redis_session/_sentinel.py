@@ -13,14 +13,19 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import anyio
 import attrs
 from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from ._config import HighAvailabilityConfig, RedisConfig
-from ._connections import CLIENT_NAME, node_label
-from ._pool import unread
+from ._tls import describe_tls_error, tls_connection_kwargs
+from ._wire import (
+    TLSConnection,
+    connection_settings,
+    disconnect,
+    node_label,
+    unbracket,
+)
 
 __all__ = [
     "OPTION",
@@ -59,7 +64,6 @@ _ABORTS = (
 )
 CHANNELS = ("+selected-slave", "+promoted-slave", "+switch-master", *_ABORTS)
 _BAD_REPLICA_FLAGS = frozenset({"s_down", "o_down", "disconnected"})
-_CLEANUP_TIMEOUT = 2.0
 
 
 @attrs.frozen
@@ -160,8 +164,6 @@ class SentinelLink:
         keeps it (the next try often only times out).
         """
         if self._tls:
-            from ._tls import describe_tls_error  # noqa: PLC0415 - TLS only
-
             described = describe_tls_error(exc, node=self.label, server_name=self._server_name)
             if described is not None:
                 self._tls_problem = described
@@ -187,7 +189,7 @@ class SentinelLink:
         """Drop the connection kept between surveys; the next survey opens a new one."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            await drop(conn)
+            await disconnect(conn)
 
     def abandon(self) -> None:
         """Forget the connection and lock of an event loop that has closed.
@@ -220,12 +222,12 @@ class SentinelLink:
                             replies.append(exc)
             except BaseException:
                 if conn is not None:
-                    await drop(conn)
+                    await disconnect(conn)
                 raise
             if self._closed:
                 # Closed while we asked (a cancellation lost in redis-py's wait_for lets the
                 # survey finish): keep no connection, or it would outlive the link.
-                await drop(conn)
+                await disconnect(conn)
             else:
                 self._conn = conn
             return replies
@@ -243,15 +245,6 @@ class SentinelLink:
         return Answer(self.label, kind, problem=problem)
 
 
-def events_waiting(conn: AbstractConnection) -> bool:
-    """Whether a subscriber has received bytes it has not handled yet (an event, maybe)."""
-    parser: Any = getattr(conn, "_parser", None)  # redis-py's reply parser for the connection
-    hiredis_reader = getattr(parser, "_reader", None)
-    if hiredis_reader is not None and hiredis_reader.has_data():
-        return True
-    return unread(conn)
-
-
 async def listen(
     link: SentinelLink,
     name: str,
@@ -266,7 +259,7 @@ async def listen(
 
     Raises ``RedisError``/``OSError``/``TimeoutError`` when it does (a sentinel that stops
     answering is detected by a PING after a quiet spell). ``subscribed`` is told the
-    subscribed connection, and ``None`` once it is gone (see :func:`events_waiting`).
+    subscribed connection, and ``None`` once it is gone (see ``_wire.unread_replies``).
     """
     loop = asyncio.get_running_loop()
     conn = link.new_connection()
@@ -296,7 +289,7 @@ async def listen(
                 pinged = True
     finally:
         subscribed(None)
-        await drop(conn)
+        await disconnect(conn)
 
 
 def parse_event(message: Any, name: str) -> Event | None:
@@ -371,35 +364,21 @@ def reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def drop(conn: AbstractConnection) -> None:
-    """Disconnect ``conn`` (bounded, shielded, never raising).
-
-    Shielded with anyio: an enclosing anyio cancel scope cancels every await again, and an
-    ``asyncio.shield`` would return at once and leave the socket to close in a stray task.
-    """
-    with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True), contextlib.suppress(Exception):
-        await conn.disconnect(nowait=True)
-
-
 def _connection_factory(cfg: RedisConfig, addr: Address) -> Callable[[], AbstractConnection]:
     ha: HighAvailabilityConfig | None = cfg.high_availability
     assert ha is not None
     host, port = addr
-    bare = host[1:-1] if host.startswith("[") else host
-    common: dict[str, Any] = {
-        "password": ha.sentinel_password.get_secret_value() if ha.sentinel_password else None,
-        "socket_timeout": SENTINEL_TIMEOUT,
-        "socket_connect_timeout": SENTINEL_TIMEOUT,
-        "protocol": 2,  # RESP3 misreports idle connections closed by the server (#4252)
-        "decode_responses": True,
-        "client_name": CLIENT_NAME,
-        "driver_info": None,  # no CLIENT SETINFO round trip
-    }
+    bare = unbracket(host)
+    common = connection_settings(
+        username=None,
+        password=ha.sentinel_password.get_secret_value() if ha.sentinel_password else None,
+        timeout=SENTINEL_TIMEOUT,
+        decode_responses=True,
+        keep_error_codes=False,
+    )
     if bare.startswith("/"):
         return lambda: UnixDomainSocketConnection(path=bare, **common)
     if cfg.tls is not None:
-        from ._tls import TLSConnection, tls_connection_kwargs  # noqa: PLC0415 - TLS only
-
         # Built once per sentinel: loading the trust store is too slow for every reconnect.
         tls = tls_connection_kwargs(cfg.tls, bare)
         tls.pop("connection_class", None)

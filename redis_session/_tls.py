@@ -10,26 +10,29 @@ that names the node and the option to change.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import socket
 import ssl
 import warnings
-from collections.abc import Iterator, Mapping
 from typing import Any
 
-import redis.exceptions
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from redis.asyncio.connection import SSLConnection
 
 from ._config import TLSConfig
 from ._errors import ConfigError
+from ._wire import (
+    CLOSED_AFTER_HANDSHAKE,
+    OUR_MARKERS,
+    ClosedAfterHandshakeError,
+    PlainPortError,
+    TLSConnection,
+    causes,
+    unbracket,
+)
 
 __all__ = [
-    "TLSConnection",
     "build_ssl_context",
     "describe_tls_error",
     "tls_connection_kwargs",
@@ -219,198 +222,6 @@ def build_ssl_context(tls: TLSConfig, *, host: str | None = None) -> ssl.SSLCont
     return ctx
 
 
-# --------------------------------------------------------------------------- connection
-
-
-class TLSConnection(SSLConnection):
-    """A redis-py TLS connection that uses a given context and sends a given server name.
-
-    Extra keyword arguments (through ``ConnectionPool(connection_class=TLSConnection, ...)``):
-
-    - ``ssl_context``: the ``ssl.SSLContext`` from :func:`build_ssl_context`, shared by every
-      connection of the pool.
-    - ``server_hostname``: the name sent as SNI and checked against the certificate; ``None``
-      means ``host``.
-
-    redis-py's own ``ssl_*`` arguments are refused, since they would be silently ignored.
-    """
-
-    def __init__(
-        self,
-        *,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        stray = sorted(k for k in kwargs if k.startswith("ssl_"))
-        if stray:
-            msg = f"TLSConnection takes ssl_context, not {', '.join(stray)}"
-            raise TypeError(msg)
-        # SSLConnection.__init__ only records settings in a RedisSSLContext that would build a
-        # second context lazily in get(). Handing it ours pre-built means get() can never build
-        # one, and keeps its informational properties (cert_reqs, check_hostname, min_version)
-        # truthful for code that inspects them.
-        super().__init__(
-            ssl_cert_reqs=ssl_context.verify_mode,
-            ssl_check_hostname=ssl_context.check_hostname,
-            ssl_min_version=ssl_context.minimum_version,
-            **kwargs,
-        )
-        self.ssl_context.context = ssl_context
-        self._tls_context = ssl_context
-        self.server_hostname = server_hostname
-
-    def _connection_arguments(self) -> Mapping[str, Any]:
-        # What _connect uses: ``ssl`` and ``server_hostname`` drive the handshake, SNI and the
-        # host name check while ``host`` stays the address.
-        kwargs = dict(super()._connection_arguments())
-        kwargs["ssl"] = self._tls_context
-        kwargs["server_hostname"] = self.server_hostname
-        return kwargs
-
-    async def _connect(self) -> None:
-        """Open the TCP connection, then run the TLS handshake on it, within the timeout.
-
-        Two steps rather than redis-py's one call, so a handshake that gets no answer can be
-        told apart: a plain Redis port reads the ClientHello as an unfinished inline command
-        and never answers, which would otherwise surface as a bare timeout seconds later.
-        """
-        args = self._connection_arguments()
-        async with asyncio.timeout(self.socket_connect_timeout):
-            reader, writer = await asyncio.open_connection(args["host"], args["port"])
-            try:
-                sock = writer.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                await self._handshake(writer, args["ssl"], args["server_hostname"])
-            except BaseException:
-                writer.close()
-                raise
-        self._reader, self._writer = reader, writer
-
-    async def _handshake(
-        self, writer: asyncio.StreamWriter, context: ssl.SSLContext, server_name: str | None
-    ) -> None:
-        """Upgrade ``writer`` to TLS; fail at once if the port turns out to speak plain RESP.
-
-        A TLS server answers the ClientHello within a round trip. When no answer has come
-        after ``_PROBE_AFTER``, a second connection sends an inline PING in plaintext: a
-        RESP reply to it proves the port is plain, and waiting any longer is pointless. Any
-        other outcome proves nothing, and the handshake keeps its whole timeout.
-        """
-        handshake = asyncio.ensure_future(writer.start_tls(context, server_hostname=server_name))
-        probe: asyncio.Future[bool] | None = None
-        try:
-            done, _ = await asyncio.wait({handshake}, timeout=_PROBE_AFTER)
-            if not done:
-                probe = asyncio.ensure_future(_answers_plain_resp(self.host, self.port))
-                await asyncio.wait({handshake, probe}, return_when=asyncio.FIRST_COMPLETED)
-                if not handshake.done() and probe.done() and probe.result():
-                    msg = f"Error connecting to {self._host_error()}: {_PLAIN_PORT}"
-                    raise _PlainPortError(msg)
-            await handshake
-        finally:
-            # Cancelled, timed out or refused: neither may outlive this connect (a cancelled
-            # start_tls closes its transport; the probe closes its socket itself).
-            for task in (handshake, probe):
-                if task is None:
-                    continue
-                # Retrieve every outcome, also one that lands after the cancel: a failed
-                # handshake nobody awaited would be reported as "never retrieved" at GC.
-                task.add_done_callback(_retrieve)
-                if not task.done():
-                    task.cancel()
-
-    async def connect_check_health(
-        self, check_health: bool = True, retry_socket_connect: bool = True
-    ) -> None:
-        """Connect as redis-py does, but name a hang-up right after the TLS handshake.
-
-        In TLS 1.3 the client's handshake is done before the server has checked the client
-        certificate, so an mTLS rejection arrives on the first command of the connection: as
-        the server's alert, or, as often, as a bare reset or EOF that redis-py reports like any
-        broken socket. Raised here, inside connect(), it is known to be about the handshake.
-        """
-        try:
-            await super().connect_check_health(
-                check_health=check_health, retry_socket_connect=retry_socket_connect
-            )
-        except redis.exceptions.ConnectionError as exc:
-            if not _hung_up_after_handshake(exc):
-                raise
-            msg = f"Error connecting to {self._host_error()}: {_CLOSED_AFTER_HANDSHAKE} ({exc})"
-            raise _ClosedAfterHandshakeError(msg) from exc
-
-    def repr_pieces(self) -> list[tuple[str, Any]]:
-        """Name/value pairs for ``repr()``: address, db and server name; never credentials."""
-        pieces: list[tuple[str, Any]] = list(super().repr_pieces())  # type: ignore[no-untyped-call]
-        pieces.insert(2, ("server_hostname", self.server_hostname))
-        return pieces
-
-
-_CLOSED_AFTER_HANDSHAKE = "the server closed the TLS connection right after the handshake"
-#: How long a TLS handshake may go unanswered before the port is probed for plain RESP.
-_PROBE_AFTER = 0.25
-_PLAIN_PORT = "the TLS handshake got no answer, and the port answers plain RESP"
-
-
-class _PlainPortError(redis.exceptions.ConnectionError):
-    """The TLS handshake went unanswered, and the port answered a plaintext PING."""
-
-
-#: Our own error texts, found again when only a string of them is left.
-_OUR_MARKERS = (
-    (_CLOSED_AFTER_HANDSHAKE, "closed_after_handshake"),
-    (_PLAIN_PORT, "plain_port"),
-)
-
-
-async def _answers_plain_resp(host: str, port: int) -> bool:
-    """Whether ``host:port`` answers an inline ``PING`` in RESP: proof it is no TLS port.
-
-    ``+PONG`` or any error reply (``-NOAUTH ...``, ``-ERR max number of clients...``) counts;
-    a TLS port hangs up or sends a TLS record. No credentials are sent.
-    """
-    try:
-        reader, writer = await asyncio.open_connection(host, port)
-    except OSError:
-        return False
-    try:
-        writer.write(b"PING\r\n")
-        line = await reader.readline()
-    except OSError:
-        return False
-    finally:
-        writer.close()
-    return line[:1] in (b"+", b"-") and line.endswith(b"\r\n")
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-class _ClosedAfterHandshakeError(redis.exceptions.ConnectionError):
-    """The server hung up on a fresh TLS connection before answering anything."""
-
-
-def _hung_up_after_handshake(exc: redis.exceptions.ConnectionError) -> bool:
-    # Only a plain broken socket after _connect() succeeded: errors from _connect() itself say
-    # "connecting to" and are described already, and subclasses (authentication) are replies.
-    if type(exc) is not redis.exceptions.ConnectionError or " connecting to " in str(exc):
-        return False
-    chain = list(_walk(exc))
-    return "Connection closed by server" in str(exc) or any(
-        isinstance(e, ConnectionResetError | BrokenPipeError | ssl.SSLEOFError) for e in chain
-    )
-
-
-def _unbracket(host: str) -> str:
-    if host.startswith("[") and host.endswith("]"):
-        return host[1:-1]
-    return host
-
-
 def tls_connection_kwargs(tls: TLSConfig, host: str) -> dict[str, Any]:
     """Return the ``ConnectionPool`` keyword arguments for TLS to ``host``.
 
@@ -424,7 +235,7 @@ def tls_connection_kwargs(tls: TLSConfig, host: str) -> dict[str, Any]:
     """
     if host.startswith("/"):
         raise ConfigError([f"{_OPT}: TLS is not supported over a unix socket ({host})"])
-    server_hostname = _unbracket(tls.server_name or host)
+    server_hostname = unbracket(tls.server_name or host)
     return {
         "connection_class": TLSConnection,
         "ssl_context": build_ssl_context(tls, host=server_hostname),
@@ -495,7 +306,7 @@ _TEMPLATES = {
     "plain_port": _WHERE + "the TLS handshake got no answer, and {node} answers plain RESP"
     " instead: it is a plain TCP port, not Redis's tls-port ({opt} is set); use the server's"
     " tls-port, or remove {opt} if the server does not use TLS",
-    "closed_after_handshake": _WHERE + _CLOSED_AFTER_HANDSHAKE + ", without a word; it most"
+    "closed_after_handshake": _WHERE + CLOSED_AFTER_HANDSHAKE + ", without a word; it most"
     " likely requires a client certificate it trusts: set {opt}.certificate_file and"
     " {opt}.key_file, signed by a CA the server accepts",
     "other": _WHERE + "{detail}",
@@ -508,23 +319,6 @@ _Found = dict[str, str]
 
 def _strip_ssl_noise(text: str) -> str:
     return _SSL_NOISE.sub("", text).strip()
-
-
-def _walk(exc: BaseException) -> Iterator[BaseException]:
-    """Yield ``exc`` and everything it wraps: causes, contexts and exception group members."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo and len(seen) < 50:
-        cur = todo.pop(0)
-        if id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        yield cur
-        # __context__ survives ``raise ... from None``, so a wrapper that hides the cause from
-        # tracebacks still lets us find the ssl error underneath.
-        todo.extend(e for e in (cur.__cause__, cur.__context__) if e is not None)
-        if isinstance(cur, BaseExceptionGroup):
-            todo.extend(cur.exceptions)
 
 
 def _classify_verify(code: int | None, message: str, server_name: str | None) -> _Found:
@@ -553,9 +347,9 @@ def _from_attributes(chain: list[BaseException], server_name: str | None) -> _Fo
     for e in chain:
         if isinstance(e, ssl.SSLError) and getattr(e, "reason", None) in _REASON_KINDS:
             return {"key": _REASON_KINDS[e.reason], "detail": _ssl_reason(e)}
-    if any(isinstance(e, _ClosedAfterHandshakeError) for e in chain):
+    if any(isinstance(e, ClosedAfterHandshakeError) for e in chain):
         return {"key": "closed_after_handshake"}
-    if any(isinstance(e, _PlainPortError) for e in chain):
+    if any(isinstance(e, PlainPortError) for e in chain):
         return {"key": "plain_port"}
     if any(isinstance(e, ssl.SSLEOFError) for e in chain):
         return {"key": "eof"}
@@ -572,7 +366,7 @@ def _from_text(texts: list[str], server_name: str | None) -> _Found | None:
         for reason in _REASON_IN_TEXT.findall(text):
             if reason in _REASON_KINDS:
                 return {"key": _REASON_KINDS[reason], "detail": reason.lower().replace("_", " ")}
-        for marker, key in _OUR_MARKERS:
+        for marker, key in OUR_MARKERS:
             if marker in text:
                 return {"key": key}
         lowered = text.lower()
@@ -624,7 +418,7 @@ def describe_tls_error(exc: BaseException, *, node: str, server_name: str | None
     Call it only for connections that use TLS: a reset while connecting is read as the server
     hanging up in the handshake.
     """
-    found = _classify(list(_walk(exc)), server_name)
+    found = _classify(list(causes(exc)), server_name)
     if found is None:
         return None
     fields = {"detail": "", **found}

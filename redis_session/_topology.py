@@ -60,9 +60,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AuthenticationError, RedisError
 
 from ._config import RedisConfig
-from ._connections import node_label
 from ._errors import RedisSessionError, StoreClosed, StoreUnavailable, other_loop_error
-from ._pool import NodePool, pack
+from ._pool import NodePool
 from ._routing import ReadRouter, gather_all
 from ._sentinel import (
     SENTINEL_TIMEOUT,
@@ -71,12 +70,12 @@ from ._sentinel import (
     Event,
     SentinelLink,
     configured_sentinels,
-    events_waiting,
     explain,
     listen,
     reason,
     replication_info,
 )
+from ._wire import node_label, pack, unread_replies
 
 __all__ = ["SentinelTopology"]
 
@@ -736,7 +735,7 @@ class SentinelTopology:
         """
         loop = asyncio.get_running_loop()
         until = min(deadline, loop.time() + _SETTLE_LIMIT)
-        while any(events_waiting(conn) for conn in self._subscribers.values()):
+        while any(unread_replies(conn) for conn in self._subscribers.values()):
             if loop.time() >= until:
                 return
             await asyncio.sleep(0)

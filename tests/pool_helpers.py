@@ -13,8 +13,9 @@ import anyio.to_thread
 import pytest
 
 from redis_session import RedisConfig
-from redis_session._connections import CLIENT_NAME, ConnectionManager
+from redis_session._connections import ConnectionManager
 from redis_session._pool import NodePool
+from redis_session._wire import CLIENT_NAME
 
 from .servers import RedisProcess
 

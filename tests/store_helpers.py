@@ -16,7 +16,8 @@ import redis as redis_sync
 from redis_session._codec import Codec
 from redis_session._conversion import load_config
 from redis_session._memory import MemoryProvider
-from redis_session._store import SessionStore, _keyring, open_session_store
+from redis_session._opener import _keyring, open_session_store
+from redis_session._store import SessionStore
 
 SECRET = "a test secret that is long enough to be taken seriously"
 

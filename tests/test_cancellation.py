@@ -21,7 +21,7 @@ import pytest
 
 from redis_session import RedisSessionError, StoreClosed, StoreUnavailable
 from redis_session._connections import ConnectionManager, make_pool_factory
-from redis_session._pool import pack
+from redis_session._wire import pack
 
 from .pool_helpers import config, eventually, kill_ours_sync, only_pool, opened, ours
 from .servers import RedisProcess

@@ -24,9 +24,9 @@ import pytest
 from redis.asyncio.connection import Connection
 
 import redis_session._connections
-import redis_session._tls
+import redis_session._wire
 from redis_session import SessionStore, StoreUnavailable, open_session_store
-from redis_session._tls import TLSConnection
+from redis_session._wire import TLSConnection
 
 from .servers import RedisProcess
 
@@ -47,7 +47,7 @@ async def no_gc(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[Connectio
     """
     made: list[Connection] = []
 
-    class KeptConnection(redis_session._connections._TCPConnection):
+    class KeptConnection(redis_session._wire.TCPConnection):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             made.append(self)
@@ -57,8 +57,8 @@ async def no_gc(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[Connectio
             super().__init__(**kwargs)
             made.append(self)
 
-    monkeypatch.setattr(redis_session._connections, "_TCPConnection", KeptConnection)
-    monkeypatch.setattr(redis_session._tls, "TLSConnection", KeptTLSConnection)
+    monkeypatch.setattr(redis_session._connections, "TCPConnection", KeptConnection)
+    monkeypatch.setattr(redis_session._connections, "TLSConnection", KeptTLSConnection)
     was_enabled = gc.isenabled()
     gc.disable()
     try:

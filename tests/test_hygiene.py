@@ -24,8 +24,9 @@ import pytest
 from redis.asyncio.connection import AbstractConnection
 
 from redis_session import SessionStore, open_session_store
-from redis_session._connections import CLIENT_NAME, ConnectionManager
+from redis_session._connections import ConnectionManager
 from redis_session._pool import NodePool
+from redis_session._wire import CLIENT_NAME
 
 from .servers import RedisProcess, SentinelCluster
 

@@ -23,8 +23,9 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from redis_session import PoolTimeout, RedisConfig, Secret, StoreUnavailable, TLSConfig
-from redis_session._connections import CLIENT_NAME, ConnectionManager, make_pool_factory
-from redis_session._pool import NodePool, pack
+from redis_session._connections import ConnectionManager, make_pool_factory
+from redis_session._pool import NodePool
+from redis_session._wire import CLIENT_NAME, pack
 
 from .pool_helpers import config, eventually, kill_ours, opened, ours
 from .servers import RedisProcess, TLSFiles, free_port

@@ -23,8 +23,9 @@ import pytest
 from redis.asyncio.connection import Connection
 
 from redis_session import PoolTimeout, StoreUnavailable, open_session_store
-from redis_session._connections import CLIENT_NAME, make_pool_factory
-from redis_session._pool import NodePool, pack
+from redis_session._connections import make_pool_factory
+from redis_session._pool import NodePool
+from redis_session._wire import CLIENT_NAME, pack
 
 from .pool_helpers import config, eventually, kill_ours, only_pool, opened, ours
 from .servers import RedisProcess

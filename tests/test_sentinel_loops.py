@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from redis_session import SessionStore, UsageError, open_session_store
-from redis_session._connections import CLIENT_NAME
+from redis_session._wire import CLIENT_NAME
 
 from .servers import RedisProcess, SentinelCluster
 

@@ -18,7 +18,7 @@ import anyio.to_thread
 import pytest
 
 from redis_session import open_session_store
-from redis_session._connections import node_label
+from redis_session._wire import node_label
 
 from .servers import SentinelCluster
 

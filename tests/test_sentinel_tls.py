@@ -16,8 +16,8 @@ import anyio.to_thread
 import pytest
 
 from redis_session import StoreUnavailable, open_session_store
-from redis_session._connections import CLIENT_NAME
 from redis_session._topology import SentinelTopology
+from redis_session._wire import CLIENT_NAME
 
 from .servers import SentinelCluster, TLSFiles
 

@@ -22,7 +22,8 @@ from redis.backoff import NoBackoff
 
 from redis_session._config import TLSConfig
 from redis_session._errors import ConfigError
-from redis_session._tls import TLSConnection, describe_tls_error, tls_connection_kwargs
+from redis_session._tls import describe_tls_error, tls_connection_kwargs
+from redis_session._wire import TLSConnection
 
 from .servers import RedisProcess, TLSFiles
 

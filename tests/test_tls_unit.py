@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from redis_session._config import TLSConfig
 from redis_session._errors import ConfigError, StoreUnavailable
 from redis_session._tls import (
+    ClosedAfterHandshakeError,
     TLSConnection,
-    _ClosedAfterHandshakeError,
     build_ssl_context,
     describe_tls_error,
     tls_connection_kwargs,
@@ -457,8 +457,8 @@ def test_closed_right_after_handshake() -> None:
     """TLSConnection's marker for a hang-up after the handshake points at client certificates."""
     inner = redis.exceptions.ConnectionError("Error 104 while writing to socket. Reset.")
     try:
-        raise _ClosedAfterHandshakeError(f"Error connecting to {NODE}: x") from inner
-    except _ClosedAfterHandshakeError as exc:
+        raise ClosedAfterHandshakeError(f"Error connecting to {NODE}: x") from inner
+    except ClosedAfterHandshakeError as exc:
         text = describe(exc)
     assert text == (
         f"TLS connection to Redis at {NODE} failed: the server closed the TLS connection right"
@@ -546,9 +546,9 @@ def test_not_a_tls_problem(exc: BaseException) -> None:
 
 def test_plain_port_is_found_in_text_alone() -> None:
     """A wrapper that kept only the text of our plain-port error is still described as such."""
-    from redis_session._tls import _PLAIN_PORT  # noqa: PLC0415 - the text under test
+    from redis_session._wire import PLAIN_PORT  # noqa: PLC0415 - the text under test
 
-    error = StoreUnavailable(f"cannot connect to {NODE}: Error connecting to {NODE}: {_PLAIN_PORT}")
+    error = StoreUnavailable(f"cannot connect to {NODE}: Error connecting to {NODE}: {PLAIN_PORT}")
     text = describe_tls_error(error, node=NODE, server_name=NAME)
     assert text is not None
     assert text.startswith(f"TLS connection to Redis at {NODE} failed: the TLS handshake got no")

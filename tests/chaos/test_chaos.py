@@ -50,7 +50,7 @@ import pytest
 import redis as redis_sync
 
 from redis_session import open_session_store
-from redis_session._connections import CLIENT_NAME
+from redis_session._wire import CLIENT_NAME
 from tests.pool_helpers import kill_ours_sync
 from tests.servers import RedisProcess, SentinelCluster, wait_until
 
