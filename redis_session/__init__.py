@@ -23,6 +23,7 @@ from ._conversion import load_config, resolve_config, validate_config
 from ._errors import (
     CommandError,
     ConfigError,
+    ConnectionLost,
     PoolTimeout,
     RedisSessionError,
     SessionConflict,
@@ -38,6 +39,7 @@ from ._store import Session, SessionStore
 __all__ = [
     "CommandError",
     "ConfigError",
+    "ConnectionLost",
     "HighAvailabilityConfig",
     "NodeConfig",
     "NodeStatistics",

@@ -20,12 +20,18 @@ import anyio
 from redis.asyncio.connection import AbstractConnection, UnixDomainSocketConnection
 
 from ._config import RedisConfig
-from ._errors import CommandError, PoolTimeout, StoreUnavailable, other_loop_error
-from ._pool import ConnectionLost, NodePool
+from ._errors import (
+    CommandError,
+    ConnectionLost,
+    PoolTimeout,
+    StoreUnavailable,
+    other_loop_error,
+)
+from ._pool import NodePool
 from ._scripts import Script
 from ._stalls import StallLedger, ledger
 from ._statistics import PoolStatistics
-from ._tls import describe_tls_error, tls_connection_kwargs
+from ._tls import build_ssl_context, describe_tls_error
 from ._topology import SentinelTopology
 from ._wire import (
     TCPConnection,
@@ -128,6 +134,11 @@ def make_pool_factory(cfg: RedisConfig) -> Callable[[str, int], NodePool]:
         db=cfg.database_index,
     )
 
+    # One TLS context for every pool of the store, built now: a file that cannot be read is a
+    # ConfigError at open, never later when a failover or a new replica needs a pool.
+    tls = cfg.tls
+    ssl_context = None if tls is None else build_ssl_context(tls, host=tls.server_name or cfg.host)
+
     def build(host: str, port: int) -> NodePool:
         bare = unbracket(host)
         label = node_label(bare, port)
@@ -138,14 +149,17 @@ def make_pool_factory(cfg: RedisConfig) -> Callable[[str, int], NodePool]:
             def factory() -> AbstractConnection:
                 return UnixDomainSocketConnection(path=host, **common)
 
-        elif cfg.tls is not None:
-            tls_kwargs = tls_connection_kwargs(cfg.tls, bare)
-            # That is ConnectionPool's argument list; a connection is built here directly.
-            del tls_kwargs["connection_class"]
-            server_name = tls_kwargs["server_hostname"]
+        elif tls is not None and ssl_context is not None:
+            server_name = unbracket(tls.server_name or bare)
 
             def factory() -> AbstractConnection:
-                return TLSConnection(host=bare, port=port, **tls_kwargs, **common)
+                return TLSConnection(
+                    host=bare,
+                    port=port,
+                    ssl_context=ssl_context,
+                    server_hostname=server_name,
+                    **common,
+                )
 
             def describe(exc: BaseException) -> str | None:
                 # Only for TLS: on plain TCP a reset while connecting is not a handshake.
@@ -346,13 +360,13 @@ class ConnectionManager:
                 continue
             attempt += 1
             if attempt > self._retries or loop.time() >= deadline:
-                raise _unavailable(pool, failure) from None
+                raise _unavailable(pool, failure)
             await topology.recover(pool, deadline)
             if loop.time() >= deadline:
                 # recover() waited until the deadline for a new master: report what failed.
                 # A retry now would only find the deadline passed in the pool's queue, and
                 # blame a full pool (PoolTimeout) for a dead node.
-                raise _unavailable(pool, failure) from None
+                raise _unavailable(pool, failure)
 
     def check_caller(self) -> None:
         """Raise :class:`UsageError` if the running loop is not ours while ours is still open.
@@ -413,7 +427,7 @@ class ConnectionManager:
         if self._retry_at >= deadline or self._down_for_good(now):
             # The next try would come too late to answer, or the server is not restarting
             # but down: report what failed, now.
-            raise reported from None
+            raise reported
         await asyncio.sleep(self._retry_at - now)
 
     def _down_for_good(self, now: float) -> bool:
@@ -442,7 +456,7 @@ class ConnectionManager:
             packed = pack("EVALSHA", script.sha, len(keys), *keys, *args)
             return await self.execute_packed(packed, read_only=read_only, deadline=deadline)
         except CommandError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
+            if exc.code != "NOSCRIPT":
                 raise
         packed = pack("EVAL", script.source, len(keys), *keys, *args)
         return await self.execute_packed(packed, read_only=read_only, deadline=deadline)
@@ -474,11 +488,10 @@ class ConnectionManager:
 
 def _retryable_reply(pool: NodePool, exc: CommandError) -> CommandError:
     """Return an error reply worth retrying; raise what the caller gets for the others."""
-    text = str(exc)
-    if text.startswith(_UNAVAILABLE_REPLIES):
-        msg = f"{pool.node} cannot take writes now: {text}"
-        raise StoreUnavailable(msg) from None
-    if not text.startswith(_RETRY_REPLIES):
+    if exc.code in _UNAVAILABLE_REPLIES:
+        msg = f"{pool.node} cannot take writes now: {exc}"
+        raise StoreUnavailable(msg) from exc
+    if exc.code not in _RETRY_REPLIES:
         raise exc
     return exc
 
@@ -487,19 +500,24 @@ def _did_not_run(failure: StoreUnavailable | CommandError) -> bool:
     """Whether ``failure`` proves the command did not run: no connection, LOADING or BUSY."""
     if isinstance(failure, ConnectionLost):
         return not failure.sent
-    return isinstance(failure, CommandError) and str(failure).startswith(_WAIT_REPLIES)
+    return isinstance(failure, CommandError) and failure.code in _WAIT_REPLIES
 
 
 def _unavailable(pool: NodePool, failure: StoreUnavailable | CommandError) -> StoreUnavailable:
-    """Return what a caller gets when retries end: the connection failure or failover reply."""
+    """Return what a caller gets when retries end: the connection failure or failover reply.
+
+    A connection failure is raised as it is (a :class:`ConnectionLost`, its cause the
+    connection's own error); an error reply becomes :class:`StoreUnavailable` caused by it.
+    """
     if isinstance(failure, CommandError):
         # LOADING also comes from a standalone server that is restarting: not a failover.
-        text = str(failure)
-        if text.startswith("LOADING"):
+        if failure.code == "LOADING":
             state = "is still loading its data set"
-        elif text.startswith("BUSY"):
+        elif failure.code == "BUSY":
             state = "is busy running a script"
         else:
             state = "is not a writable master"
-        return StoreUnavailable(f"{pool.node} {state}: {failure}")
+        unavailable = StoreUnavailable(f"{pool.node} {state}: {failure}")
+        unavailable.__cause__ = failure
+        return unavailable
     return failure

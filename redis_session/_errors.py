@@ -11,6 +11,7 @@ import threading
 __all__ = [
     "CommandError",
     "ConfigError",
+    "ConnectionLost",
     "PoolTimeout",
     "RedisSessionError",
     "SessionConflict",
@@ -60,6 +61,21 @@ class StoreUnavailable(RedisSessionError, ConnectionError):
     """Redis could not be reached or did not answer in time, after the library's own retries."""
 
 
+class ConnectionLost(StoreUnavailable):
+    """A command failed because its connection broke, or never opened.
+
+    ``sent`` tells whether the command may have reached the server: ``False`` means it surely
+    did not run (no connection could be opened, or the pool closed with it still queued). The
+    library retries both kinds within ``redis.timeout`` before raising this; a command that was
+    sent may have run, which every store operation is written to tolerate. The underlying
+    error (redis-py's, or the socket's) is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
 class PoolTimeout(StoreUnavailable, TimeoutError):
     """No connection became available within the configured wait limit (``redis.timeout``)."""
 
@@ -72,8 +88,15 @@ class CommandError(RedisSessionError):
     """Redis answered a command with an error reply (a bug or a misconfigured server).
 
     Raised by the connection manager; the store turns the cases it expects into
-    :class:`SessionConflict` or ``None`` and lets the rest through.
+    :class:`SessionConflict` or ``None`` and lets the rest through. ``code`` is the reply's
+    first word when it is an error code (``ERR``, ``WRONGTYPE``, ``NOSCRIPT``, ``READONLY``,
+    ``OOM``...), else ``""``; the message is the whole reply as the server sent it.
     """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        first = message.split(" ", 1)[0]
+        self.code: str = first if first.isascii() and first.isalpha() and first.isupper() else ""
 
 
 def other_loop_error(ours: object, ours_thread: str, theirs: object, where: str) -> UsageError:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import threading
@@ -39,16 +40,16 @@ from redis.exceptions import ResponseError
 
 from ._errors import (
     CommandError,
+    ConnectionLost,
     PoolTimeout,
     StoreClosed,
-    StoreUnavailable,
     other_loop_error,
 )
 from ._stalls import MAX_EXCUSED, STALL, ledger
 from ._statistics import NodeStatistics
-from ._wire import FAILURES, disconnect, is_dead, pack, stream_of, unread
+from ._wire import FAILURES, disconnect, is_dead, pack, reason, stream_of, unread
 
-__all__ = ["ConnectionLost", "NodePool"]
+__all__ = ["NodePool"]
 
 logger = logging.getLogger("redis_session")
 
@@ -78,19 +79,6 @@ _CONNECT_BACKOFF_MIN = 0.05
 _CONNECT_BACKOFF_MAX = 1.0
 
 _QUEUED, _SENT = 0, 1
-
-
-class ConnectionLost(StoreUnavailable):
-    """A command failed because its connection broke, or never opened.
-
-    ``sent`` tells whether the command may have reached the server. The connection manager
-    retries both kinds within the deadline, so a command that was sent may run twice: every
-    write the store sends is written to be safe to repeat (see ``_redis_provider``).
-    """
-
-    def __init__(self, message: str, *, sent: bool) -> None:
-        super().__init__(message)
-        self.sent = sent
 
 
 class _Pending:
@@ -512,7 +500,7 @@ class NodePool:
             if not any(other.connected for other in self._conns):
                 # Nobody else can serve the queue: fail fast rather than at the deadline.
                 msg = f"cannot connect to {self.node}: {reason}"
-                self._fail_queue(lambda: ConnectionLost(msg, sent=False))
+                self._fail_queue(functools.partial(_lost, msg, exc))
             return reason
         c.connected = True
         c.used_at = c.checked_at = self._answered_at = time.monotonic()
@@ -635,7 +623,7 @@ class NodePool:
             msg = f"connection to {self.node} failed: {reason}"
             for p in batch[delivered:]:
                 if not p.future.done():
-                    p.future.set_exception(ConnectionLost(msg, sent=True))
+                    p.future.set_exception(_lost(msg, exc, sent=True))
             c.connected = False
             await disconnect(conn)
             raise _WorkerDone from None
@@ -694,9 +682,7 @@ class NodePool:
             described = self._describe_error(exc)
             if described is not None:
                 return described
-        if isinstance(exc, TimeoutError):
-            return "timed out"
-        return str(exc) or type(exc).__name__
+        return reason(exc)
 
     def _requeue(self, batch: list[_Pending]) -> None:
         for p in reversed(batch):
@@ -836,6 +822,13 @@ async def _finish(cleanup: Coroutine[Any, Any, None], node: str) -> None:
         logger.warning("closing connections to %s failed", node, exc_info=task.exception())
     if cancelled is not None:
         raise cancelled
+
+
+def _lost(message: str, cause: BaseException, *, sent: bool = False) -> ConnectionLost:
+    """Build a :class:`ConnectionLost` for one caller, caused by the connection's own error."""
+    lost = ConnectionLost(message, sent=sent)
+    lost.__cause__ = cause
+    return lost
 
 
 def _reply_size(reply: Any, depth: int = 0) -> int:

@@ -24,6 +24,7 @@ from ._wire import (
     connection_settings,
     disconnect,
     node_label,
+    reason,
     unbracket,
 )
 
@@ -355,13 +356,6 @@ def replication_info(reply: Any) -> dict[str, str]:
     """Parse an ``INFO replication`` reply into its ``key:value`` fields."""
     text = reply.decode() if isinstance(reply, bytes) else str(reply)
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-
-
-def reason(exc: BaseException) -> str:
-    """One readable reason for a failed sentinel exchange."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
 
 
 def _connection_factory(cfg: RedisConfig, addr: Address) -> Callable[[], AbstractConnection]:

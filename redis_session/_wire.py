@@ -48,6 +48,7 @@ __all__ = [
     "is_dead",
     "node_label",
     "pack",
+    "reason",
     "stream_of",
     "unbracket",
     "unread",
@@ -78,6 +79,13 @@ FAILURES = (RedisError, OSError, TimeoutError, hiredis.HiredisError)
 CLIENT_NAME = "redis_session"
 #: Bound on closing one connection.
 _DISCONNECT_TIMEOUT = 2.0
+
+
+def reason(exc: BaseException) -> str:
+    """One readable reason for a failed exchange with a node: its text, or "timed out"."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
 
 
 def pack(*args: bytes | str | int | float) -> bytes:

@@ -21,9 +21,10 @@ from redis_session import (
 )
 from redis_session._conversion import load_config
 from redis_session._crypto import KeyRing
+from redis_session._opener import open_session_store
 from redis_session._provider import CLOCK, CREATED, TAKEN
 from redis_session._redis_provider import LOAD, RedisProvider
-from redis_session._store import Session, SessionStore, open_session_store
+from redis_session._store import Session, SessionStore
 
 from .pool_helpers import eventually
 from .store_helpers import SECRET, Backend, raw_client
