@@ -6,10 +6,11 @@ import threading
 from datetime import timedelta
 
 import anyio
+import anyio.to_thread
 import pytest
 import redis as redis_py
 
-from redis_session import CommandError, StoreUnavailable, open_session_store
+from redis_session import CommandError, ConnectionLost, StoreUnavailable, open_session_store
 
 from .pool_helpers import config, opened
 from .servers import RedisProcess
@@ -76,6 +77,9 @@ async def test_out_of_memory_on_save_is_unavailable(fresh_redis: RedisProcess) -
                 await store.create({"user": "jane", "pad": "x" * 2000})
             assert "cannot take writes now" in str(info.value)
             assert "OOM" in str(info.value)
+            # The server's own reply is the cause, with its code.
+            assert isinstance(info.value.__cause__, CommandError)
+            assert info.value.__cause__.code == "OOM"
         finally:
             admin.config_set("maxmemory", 0)
         assert await store.load(session.id) is not None
@@ -97,3 +101,25 @@ async def test_error_reply_keeps_its_err_code(redis: RedisProcess) -> None:
     assert str(unknown.value).startswith("ERR unknown command 'NOSUCHCOMMAND'")
     assert str(arity.value) == "ERR wrong number of arguments for 'get' command"
     assert str(wrong_type.value).startswith("WRONGTYPE Operation against a key holding")
+    assert [e.value.code for e in (unknown, arity, wrong_type)] == ["ERR", "ERR", "WRONGTYPE"]
+
+
+def test_a_command_error_without_a_code_has_an_empty_one() -> None:
+    """A reply that does not start with an error code (a script's own error text) has none."""
+    assert CommandError("user script: something failed").code == ""
+    assert CommandError("NOSCRIPT No matching script").code == "NOSCRIPT"
+
+
+async def test_a_dead_server_raises_connection_lost_with_its_cause(
+    fresh_redis: RedisProcess,
+) -> None:
+    """Nothing listens any more: ConnectionLost, not sent, caused by the connect's own error."""
+    cfg = config(fresh_redis, timeout=timedelta(seconds=0.5))
+    async with opened(cfg) as manager:
+        await anyio.to_thread.run_sync(fresh_redis.kill)
+        with pytest.raises(ConnectionLost) as info:
+            await manager.execute("PING")
+    assert isinstance(info.value, StoreUnavailable)
+    assert info.value.sent is False
+    assert isinstance(info.value.__cause__, redis_py.ConnectionError | OSError)
+    assert f"{fresh_redis.host}:{fresh_redis.port}" in str(info.value)
