@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -69,14 +69,16 @@ class Supervisor:
         """Forget every task: their event loop has closed, so none can ever run again."""
         self._tasks.clear()
 
-    async def aclose(self, *closing: Awaitable[Any]) -> None:
-        """Stop the tasks, then run ``closing`` and wait for everything (bounded, shielded).
+    async def aclose(self, closing: Callable[[], Iterable[Awaitable[Any]]] | None = None) -> None:
+        """Stop the tasks, then run ``closing()`` and wait for everything (bounded, shielded).
 
         Tasks spawned with ``on_close="cancel"`` are cancelled, again every ``recancel``
-        seconds, and waited for before ``closing`` starts (a close must not pull a pool from
-        under a task still using it); ``"once"`` tasks are cancelled once; ``"finish"`` tasks
-        are left to finish. Tasks spawned meanwhile (closes begun as the others wind down)
-        are waited for too. Exceptions from ``closing`` are not raised (see :meth:`_ended`).
+        seconds, and waited for before ``closing()`` is called (a close must not pull a pool
+        from under a task still using it); ``"once"`` tasks are cancelled once; ``"finish"``
+        tasks are left to finish. Tasks spawned meanwhile (closes begun as the others wind
+        down) are waited for too. The awaitables ``closing()`` returns run as ``"finish"``
+        tasks: their exceptions are logged, not raised. A cancellation of the caller is
+        raised once all that is over (or the bound is reached).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
@@ -87,7 +89,7 @@ class Supervisor:
         # Shielded from anyio cancel scopes; the caller's own cancellation is held back below.
         with anyio.CancelScope(shield=True):
             interrupted = await self._wait(loop, deadline, stubborn_only=True)
-            for aw in closing:
+            for aw in closing() if closing is not None else ():
                 self.spawn(_awaited(aw), name="redis_session close", on_close="finish")
             later = await self._wait(loop, deadline, stubborn_only=False)
             interrupted = interrupted or later
