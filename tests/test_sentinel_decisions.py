@@ -6,6 +6,9 @@ behaviour they add up to is checked against real servers in ``test_sentinel*.py`
 
 from __future__ import annotations
 
+import attrs
+import pytest
+
 from redis_session._fence import (
     FENCE_LIMIT,
     Fence,
@@ -16,7 +19,7 @@ from redis_session._fence import (
     on_installed,
     on_role,
 )
-from redis_session._sentinel import Answer, Event
+from redis_session._sentinel import Address, Answer, Event
 
 OLD = ("127.0.0.1", 7001)
 NEW = ("127.0.0.1", 7002)
@@ -183,3 +186,295 @@ def test_installing_a_survey_candidate_supersedes_the_writer_it_replaces() -> No
     assert view.writer == NEW
     assert view.superseded == {OLD: Superseded(NEW)}
     assert on_installed(View(), OLD) == View(writer=OLD)
+
+
+# -- the whole table: every branch of every decision ----------------------------------------------
+
+FENCE_OLD_NEW = Fence(OLD, NEW, NOW + FENCE_LIMIT)
+LATER = NOW + FENCE_LIMIT + 1
+
+EVENTS = [
+    # (id, view before, event, view after (None: unchanged), node to switch to)
+    ("abort without a fence", View(writer=OLD), Event("aborted", None, OLD), None, None),
+    ("abort of a promoted fence", fenced(promoted=True), Event("aborted", None, OLD), None, None),
+    ("abort of another master", fenced(), Event("aborted", None, THIRD), None, None),
+    (
+        "abort of the fenced master",
+        fenced(),
+        Event("aborted", None, OLD),
+        View(writer=NEW, epoch=1),
+        None,
+    ),
+    ("event naming no node", View(writer=OLD), Event("switched", None, OLD), None, None),
+    ("the writer named again", fenced(), Event("promoted", NEW, OLD), None, None),
+    ("about another master", View(writer=OLD), Event("selected", NEW, THIRD), None, None),
+    (
+        "selected away from the writer",
+        View(writer=OLD),
+        Event("selected", NEW, OLD),
+        View(writer=NEW, fence=FENCE_OLD_NEW, superseded={OLD: Superseded(NEW)}),
+        NEW,
+    ),
+    (
+        "switched away from the writer, read late",
+        View(writer=OLD, superseded={NEW: Superseded(OLD, 3)}),
+        Event("switched", NEW, OLD),
+        View(
+            writer=NEW,
+            fence=attrs.evolve(FENCE_OLD_NEW, promoted=True),
+            superseded={OLD: Superseded(NEW)},
+        ),
+        NEW,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "event", "after", "switch"), [e[1:] for e in EVENTS], ids=[e[0] for e in EVENTS]
+)
+def test_event_table(
+    before: View, event: Event, after: View | None, switch: Address | None
+) -> None:
+    """on_event: each branch, with the view it leaves and the node it switches writes to."""
+    view, node = on_event(before, event, NOW)
+    assert view == (before if after is None else after)
+    if after is None:
+        assert view is before  # the caller tells "nothing changed" by identity
+    assert node == switch
+
+
+ANSWERS = [
+    # (id, view before, answers, hint, view after, ranked)
+    ("no answer names a master", View(), [Answer("s", "unknown")], None, View(), []),
+    (
+        "epoch learned, the newest ranks first",
+        View(),
+        [answer(OLD, 1), answer(OLD, 1), answer(THIRD, 2)],
+        None,
+        View(epoch=2),
+        [THIRD, OLD],
+    ),
+    (
+        "votes break an epoch tie",
+        View(),
+        [answer(THIRD, 1), answer(OLD, 1), answer(OLD, 1)],
+        None,
+        View(epoch=1),
+        [OLD, THIRD],
+    ),
+    (
+        "an older epoch seen before stays",
+        View(epoch=5),
+        [answer(OLD, 1)],
+        None,
+        View(epoch=5),
+        [OLD],
+    ),
+    (
+        "the hint goes first",
+        View(),
+        [answer(OLD, 1)],
+        NEW,
+        View(epoch=1),
+        [NEW, OLD],
+    ),
+    (
+        "a hint also named moves up",
+        View(),
+        [answer(OLD, 2), answer(NEW, 1)],
+        NEW,
+        View(epoch=2),
+        [NEW, OLD],
+    ),
+    (
+        "a superseded hint is dropped",
+        fenced(),
+        [answer(THIRD, 1)],
+        OLD,
+        fenced(),
+        [THIRD],
+    ),
+    (
+        "successor not named: no bound yet",
+        fenced(promoted=True),
+        [answer(OLD, 2)],
+        None,
+        attrs.evolve(fenced(promoted=True), epoch=2),
+        [],
+    ),
+    (
+        "successor named: bound set, promoted fence ends",
+        fenced(promoted=True),
+        [answer(NEW, 2), answer(OLD, 1)],
+        None,
+        View(writer=NEW, superseded={OLD: Superseded(NEW, 2)}, epoch=2),
+        [NEW],
+    ),
+    (
+        "an existing bound only grows",
+        View(writer=NEW, superseded={OLD: Superseded(NEW, 4)}, epoch=4),
+        [answer(NEW, 3)],
+        None,
+        View(writer=NEW, superseded={OLD: Superseded(NEW, 4)}, epoch=4),
+        [NEW],
+    ),
+    (
+        "superseded master above its bound is a candidate",
+        View(writer=NEW, superseded={OLD: Superseded(NEW, 2)}, epoch=2),
+        [answer(OLD, 3), answer(NEW, 2)],
+        None,
+        View(writer=NEW, superseded={OLD: Superseded(NEW, 2)}, epoch=3),
+        [OLD, NEW],
+    ),
+    (
+        "an unpromoted fence stays though its node ranks first",
+        fenced(),
+        [answer(NEW, 2)],
+        None,
+        attrs.evolve(fenced(), superseded={OLD: Superseded(NEW, 2)}, epoch=2),
+        [NEW],
+    ),
+    (
+        "a promoted fence stays while another node ranks first",
+        fenced(promoted=True),
+        [answer(THIRD, 3), answer(NEW, 2)],
+        None,
+        attrs.evolve(fenced(promoted=True), superseded={OLD: Superseded(NEW, 2)}, epoch=3),
+        [THIRD, NEW],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "answers", "hint", "after", "ranked"),
+    [a[1:] for a in ANSWERS],
+    ids=[a[0] for a in ANSWERS],
+)
+def test_answers_table(
+    before: View, answers: list[Answer], hint: Address | None, after: View, ranked: list[Address]
+) -> None:
+    """on_answers: epochs and bounds learned, candidates ranked, a caught-up fence ended."""
+    assert on_answers(before, answers, hint) == (after, ranked)
+
+
+ROLES = [
+    # (id, view before, role, failing over, now, view after)
+    ("no fence", View(writer=NEW), "master", False, LATER, View(writer=NEW)),
+    (
+        "promoted now",
+        fenced(),
+        "master",
+        False,
+        NOW + 1,
+        attrs.evolve(fenced(), fence=Fence(OLD, NEW, NOW + 1 + FENCE_LIMIT, promoted=True)),
+    ),
+    ("unpromoted, within the limit", fenced(), "slave", False, NOW + 1, fenced()),
+    ("role unknown, within the limit", fenced(), None, False, NOW + 1, fenced()),
+    (
+        "promoted, within the limit",
+        fenced(promoted=True),
+        None,
+        False,
+        NOW + 1,
+        fenced(promoted=True),
+    ),
+    ("overdue, still failing over", fenced(), "slave", True, LATER, fenced()),
+    (
+        "overdue, never promoted",
+        fenced(),
+        "slave",
+        False,
+        LATER,
+        View(writer=NEW, epoch=1),
+    ),
+    (
+        "overdue, never promoted, old master no longer superseded",
+        attrs.evolve(fenced(), superseded={}),
+        None,
+        False,
+        LATER,
+        View(writer=NEW, epoch=1),
+    ),
+    (
+        "overdue promoted, never named: bound at the newest epoch",
+        fenced(promoted=True),
+        None,
+        False,
+        LATER,
+        View(writer=NEW, superseded={OLD: Superseded(NEW, 1)}, epoch=1),
+    ),
+    (
+        "overdue promoted, already bound: the bound stays",
+        attrs.evolve(fenced(promoted=True), superseded={OLD: Superseded(NEW, 0)}),
+        None,
+        True,
+        LATER,
+        View(writer=NEW, superseded={OLD: Superseded(NEW, 0)}, epoch=1),
+    ),
+    (
+        "overdue promoted, old master not superseded",
+        attrs.evolve(fenced(promoted=True), superseded={}),
+        "master",
+        False,
+        LATER,
+        View(writer=NEW, epoch=1),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "role", "failing_over", "now", "after"),
+    [r[1:] for r in ROLES],
+    ids=[r[0] for r in ROLES],
+)
+def test_role_table(
+    before: View, role: str | None, failing_over: bool, now: float, after: View
+) -> None:
+    """on_role: promotion noticed, a fence held, an overdue fence given up either way."""
+    assert on_role(before, role, failing_over, now) == after
+
+
+INSTALLS = [
+    # (id, view before, installed node, view after)
+    ("first writer", View(), OLD, View(writer=OLD)),
+    ("the same writer again", View(writer=OLD), OLD, View(writer=OLD)),
+    (
+        "a new writer supersedes the old",
+        View(writer=OLD, superseded={NEW: Superseded(OLD, 1)}),
+        NEW,
+        View(writer=NEW, superseded={OLD: Superseded(NEW)}),
+    ),
+    (
+        "other supersessions are kept",
+        View(writer=OLD, superseded={THIRD: Superseded(OLD, 1)}),
+        NEW,
+        View(writer=NEW, superseded={THIRD: Superseded(OLD, 1), OLD: Superseded(NEW)}),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "addr", "after"), [i[1:] for i in INSTALLS], ids=[i[0] for i in INSTALLS]
+)
+def test_installed_table(before: View, addr: Address, after: View) -> None:
+    """on_installed: the verified candidate becomes the writer; its predecessor superseded."""
+    assert on_installed(before, addr) == after
+
+
+BLOCKED = [
+    # (id, superseded entry, epoch the sentinel names it with, blocked)
+    ("not superseded", None, 1, False),
+    ("no bound yet", Superseded(NEW), 9, True),
+    ("no epoch given (an event)", Superseded(NEW, 1), None, True),
+    ("at the bound", Superseded(NEW, 2), 2, True),
+    ("above the bound", Superseded(NEW, 2), 3, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "epoch", "blocked"), [b[1:] for b in BLOCKED], ids=[b[0] for b in BLOCKED]
+)
+def test_blocked_table(entry: Superseded | None, epoch: int | None, blocked: bool) -> None:
+    """View.blocked: a superseded master may write again only above its bound."""
+    view = View(superseded={} if entry is None else {OLD: entry})
+    assert view.blocked(OLD, epoch) is blocked
