@@ -565,6 +565,8 @@ class SentinelTopology:
                 problem = link.auth_problem(exc)
             except (RedisError, OSError, TimeoutError) as exc:
                 problem = reason(exc)
+            else:
+                return  # listen() returns only once the topology is closed
             if problem != last:
                 logger.warning("Sentinel %s: no failover events (%s)", link.label, problem)
             last = problem
