@@ -8,7 +8,8 @@ healthy (not down, not disconnected, link to the master up), minus the nodes our
 commands found failing.
 
 The state is ``replicas`` (open pools by address), ``_wanted`` (what the sentinels reported),
-``_opening`` (pools being opened in the background), ``_down`` and ``_latency``.
+``_opening`` (pools being opened in the background, as tasks of the topology's supervisor),
+``_down``, ``_latency`` and ``_problems`` (why a replica's pool could not be built, logged once).
 """
 
 from __future__ import annotations
@@ -17,20 +18,18 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable
 
 import anyio
 
-from ._errors import RedisSessionError
+from ._errors import ConfigError, RedisSessionError
 from ._pool import NodePool
-from ._wire import pack
+from ._tasks import Supervisor, gather_all
+from ._wire import node_label, pack
 
-__all__ = ["ReadRouter", "gather_all"]
+__all__ = ["ReadRouter"]
 
 logger = logging.getLogger("redis_session")
-
-T = TypeVar("T")
 
 Address = tuple[str, int]
 
@@ -54,11 +53,14 @@ class ReadRouter:
         *,
         by_latency: bool,
         open_timeout: float,
+        tasks: Supervisor,
         retire: Callable[[NodePool], None],
     ) -> None:
         self._build = build
         self._by_latency = by_latency
         self._open_timeout = open_timeout
+        #: Runs the openings; its owner (the topology) cancels and waits for them on close.
+        self._tasks = tasks
         #: Closes a pool in the background (the topology owns those tasks).
         self._retire = retire
         self.replicas: dict[Address, NodePool] = {}
@@ -66,6 +68,7 @@ class ReadRouter:
         self._opening: dict[Address, asyncio.Task[None]] = {}
         self._down: set[Address] = set()
         self._latency: dict[NodePool, float] = {}
+        self._problems: dict[Address, str] = {}
         self._closed = False
 
     def pick(self, master: NodePool) -> NodePool:
@@ -91,8 +94,8 @@ class ReadRouter:
         for addr in [a for a in self.replicas if a not in self._wanted]:
             self._drop(addr)
         for addr in self._wanted - self.replicas.keys() - self._opening.keys():
-            task = asyncio.create_task(self._open(addr), name=f"redis_session replica {addr}")
-            self._opening[addr] = task
+            name = f"redis_session replica {addr}"
+            self._opening[addr] = self._tasks.spawn(self._open(addr), name=name, on_close="once")
 
     async def settle(self, within: float) -> None:
         """Wait (bounded) until the replica pools being opened are open or have failed."""
@@ -136,13 +139,9 @@ class ReadRouter:
             prev = self._latency.get(pool)
             self._latency[pool] = rtt if prev is None else prev + _LATENCY_ALPHA * (rtt - prev)
 
-    def close(self) -> tuple[list[asyncio.Task[None]], list[NodePool]]:
-        """Stop: cancel the pools being opened; return those tasks and the pools to close."""
+    def close(self) -> None:
+        """Stop opening pools; the owner's supervisor cancels the openings under way."""
         self._closed = True
-        tasks = list(self._opening.values())
-        for task in tasks:
-            task.cancel()
-        return tasks, list(self.replicas.values())
 
     def abandon(self) -> None:
         """Forget the openings of an event loop that has closed (its tasks can never run)."""
@@ -155,7 +154,17 @@ class ReadRouter:
         self._retire(pool)
 
     async def _open(self, addr: Address) -> None:
-        pool = self._build(*addr)
+        try:
+            pool = self._build(*addr)
+        except ConfigError as exc:
+            # Building reads TLS files again: one that cannot be read now is this replica's
+            # problem only. The next survey tries again; the log says it once.
+            self._opening.pop(addr, None)
+            problem = str(exc)
+            if self._problems.get(addr) != problem:
+                logger.warning("cannot open replica %s: %s", node_label(*addr), problem)
+            self._problems[addr] = problem
+            return
         try:
             async with asyncio.timeout(self._open_timeout):
                 await pool.start(connect=1)
@@ -174,32 +183,8 @@ class ReadRouter:
             self._retire(pool)
         else:
             logger.info("routing read-only commands to replica %s too", pool.node)
+            self._problems.pop(addr, None)
             self.replicas[addr] = pool
-
-
-async def gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
-    """Run ``aws`` concurrently and return their results, like ``asyncio.gather``.
-
-    Unlike ``asyncio.gather``, a cancellation of the caller is re-raised as the very exception
-    the caller received (after the children are cancelled and awaited, shielded and bounded):
-    gather re-raises a child's instead, which an anyio cancel scope does not recognise as its
-    own, so the cancellation escaped the scope and cancelled the whole task.
-    """
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    if not tasks:
-        return []
-    try:
-        await asyncio.wait(tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
-            await asyncio.wait(tasks)
-        for task in tasks:  # their outcome is the cancellation's; mark it seen
-            if task.done() and not task.cancelled():
-                task.exception()
-        raise
-    return [task.result() for task in tasks]
 
 
 async def _ping(pool: NodePool) -> float | None:

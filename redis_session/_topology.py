@@ -27,14 +27,14 @@ redis-py's own Sentinel support is not used: its retries reconnect to the old ma
   may be the writer again only when the sentinels name it with a config epoch above the newest
   one seen naming its successor (a later failover back to it), or through a failover event.
 
-The decisions are pure functions of a frozen :class:`_View` (writer, fence, superseded masters,
-newest epoch) and one observation (an event, a survey, a role): ``_on_event``,
-``_on_answers``, ``_on_role``, ``_on_installed``, tested as a table. The I/O around them lives
-in :class:`SentinelTopology`, whose other state is ``_master`` (the writer's pool), ``_links``
-(the sentinels) and the replica pools in ``_router`` (``_routing``). Surveys (one at a time)
-and event handlers change the writer; background tasks open replica pools and close retired
-ones. Every await that takes a pool gives it back or closes it on any exception, cancellation
-included.
+The decisions are pure functions (``_fence``) of a frozen view (writer, fence, superseded
+masters, newest epoch) and one observation (an event, a survey, a role). The I/O around them
+lives in :class:`SentinelTopology`, whose other state is ``_master`` (the writer's pool),
+``_links`` (the sentinels) and the replica pools in ``_router`` (``_routing``). Surveys (one at
+a time) and event handlers change the writer; background tasks (one ``Supervisor``, shared with
+the router) open replica pools and close retired ones. Every await that takes a pool gives it
+back or closes it on any exception, cancellation included. A node whose pool cannot be built
+(a ``ConfigError``, e.g. a TLS file unreadable now) is a candidate that failed, logged once.
 
 The background tasks and sentinel connections belong to the event loop that opened the store.
 A call from another loop that is still running is refused (:class:`UsageError`). Once that
@@ -51,18 +51,18 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import anyio
-import attrs
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AuthenticationError, RedisError
 
+from ._backoff import Backoff
 from ._config import RedisConfig
-from ._errors import RedisSessionError, StoreClosed, StoreUnavailable, other_loop_error
+from ._errors import ConfigError, RedisSessionError, StoreClosed, StoreUnavailable, other_loop_error
+from ._fence import FENCE_LIMIT, View, on_answers, on_event, on_installed, on_role
 from ._pool import NodePool
-from ._routing import ReadRouter, gather_all
+from ._routing import ReadRouter
 from ._sentinel import (
     SENTINEL_TIMEOUT,
     Address,
@@ -75,6 +75,7 @@ from ._sentinel import (
     reason,
     replication_info,
 )
+from ._tasks import Supervisor, gather_all
 from ._wire import node_label, pack, unread_replies
 
 __all__ = ["SentinelTopology"]
@@ -90,149 +91,12 @@ _ROUND_BUDGET = 2.0
 _RETRY_PAUSE = 0.2
 #: The same while fenced: promotion is a sentinel timer tick (~0.1 s) away.
 _FENCE_PAUSE = 0.05
-#: A fence that has not seen its replica promoted by then is dropped.
-_FENCE_LIMIT = 5.0
-#: Pause before subscribing again, doubling up to the maximum; reset after a healthy spell.
 #: How long a write's acknowledgement waits, at most, for events already received.
 _SETTLE_LIMIT = 0.05
+#: Pause before subscribing again, doubling up to the maximum; reset after a healthy spell.
 _WATCH_BACKOFF = (0.1, 5.0)
 _WATCH_HEALTHY = 5.0
 _CLEANUP_TIMEOUT = 4.0
-#: How long aclose() waits before cancelling a background task again (see there).
-_RECANCEL_INTERVAL = 0.1
-
-
-@attrs.frozen
-class _Fence:
-    """Writes go to ``new``, chosen for promotion away from ``old``.
-
-    Until ``promoted`` the fence holds writes back (READONLY). It ends when the sentinels name
-    ``new``; at ``until`` it is reconsidered (see :func:`_on_role`).
-    """
-
-    old: Address
-    new: Address
-    until: float
-    promoted: bool = False
-
-
-@attrs.frozen
-class _Superseded:
-    """A master a failover moved away from, to ``successor``.
-
-    The sentinels name it again with the failover's epoch until they switch, so it may be the
-    writer again only when named with an epoch above ``bound``: the newest epoch seen naming
-    the successor (None until they name it: never).
-    """
-
-    successor: Address
-    bound: int | None = None
-
-
-@attrs.frozen
-class _View:
-    """What the client knows about the topology; only the ``_on_*`` functions change it."""
-
-    writer: Address | None = None
-    fence: _Fence | None = None
-    superseded: dict[Address, _Superseded] = attrs.field(factory=dict)
-    #: Newest config epoch any sentinel reported.
-    epoch: int = -1
-
-    def blocked(self, addr: Address, epoch: int | None = None) -> bool:
-        """Whether ``addr``, named by a sentinel with ``epoch``, must not become the writer."""
-        old = self.superseded.get(addr)
-        return old is not None and (old.bound is None or epoch is None or epoch <= old.bound)
-
-
-def _on_event(view: _View, event: Event, now: float) -> tuple[_View, Address | None]:
-    """Take in a failover event: return the new view and the node to make the writer now."""
-    fence = view.fence
-    if event.kind == "aborted":
-        if fence is None or fence.promoted or event.master != fence.old:
-            return view, None
-        # The old master stays master: it may be the writer again (after ROLE says so).
-        kept = {a: s for a, s in view.superseded.items() if a != fence.old}
-        return attrs.evolve(view, fence=None, superseded=kept), None
-    node = event.node
-    if node is None or node == view.writer or event.master != view.writer:
-        return view, None  # old news, or about a master we do not use (a survey follows it)
-    # A failover away from our writer has begun: from now on it may acknowledge writes that
-    # the promotion discards, so writes go to the chosen node before any other await.
-    superseded = {a: s for a, s in view.superseded.items() if a != node}
-    superseded[event.master] = _Superseded(node)
-    promoted = event.kind != "selected"
-    fence = _Fence(event.master, node, now + _FENCE_LIMIT, promoted=promoted)
-    return attrs.evolve(view, writer=node, fence=fence, superseded=superseded), node
-
-
-def _on_answers(
-    view: _View, answers: Iterable[Answer], hint: Address | None = None
-) -> tuple[_View, list[Address]]:
-    """Take in a survey: learn epochs; return the candidates allowed to write, best first.
-
-    Ranked by the newest epoch naming them, then by how many sentinels do; ``hint`` (from an
-    event, newer than any answer) first. A fence ends once the sentinels rank its node first.
-    """
-    answers = [a for a in answers if a.master is not None]
-    epoch = max([view.epoch, *(a.epoch for a in answers)])
-    superseded = dict(view.superseded)
-    for addr, old in view.superseded.items():
-        named = [a.epoch for a in answers if a.master == old.successor]
-        if named:
-            bound = max(named) if old.bound is None else max(old.bound, *named)
-            superseded[addr] = attrs.evolve(old, bound=bound)
-    view = attrs.evolve(view, epoch=epoch, superseded=superseded)
-    scores: dict[Address, tuple[int, int]] = {}
-    for a in answers:
-        assert a.master is not None
-        if not view.blocked(a.master, a.epoch):
-            best, votes = scores.get(a.master, (-1, 0))
-            scores[a.master] = (max(best, a.epoch), votes + 1)
-    ranked = sorted(scores, key=scores.__getitem__, reverse=True)
-    if hint is not None and not view.blocked(hint):
-        ranked = [hint, *(a for a in ranked if a != hint)]
-    fence = view.fence
-    if fence is not None and fence.promoted and ranked[:1] == [fence.new]:
-        view = attrs.evolve(view, fence=None)  # the sentinels have caught up
-    return view, ranked
-
-
-def _on_role(view: _View, role: str | None, failing_over: bool, now: float) -> _View:
-    """Mark the fenced node promoted, or give an overdue fence up.
-
-    ``role`` is the fenced node's (None: not asked, or it failed); ``failing_over`` whether a
-    sentinel still reports a failover in progress.
-    """
-    fence = view.fence
-    if fence is None:
-        return view
-    if not fence.promoted and role == "master":
-        return attrs.evolve(
-            view, fence=attrs.evolve(fence, promoted=True, until=now + _FENCE_LIMIT)
-        )
-    if now <= fence.until:
-        return view
-    superseded = dict(view.superseded)
-    if not fence.promoted:
-        if failing_over:
-            return view  # the sentinels may still promote it: going back could lose writes
-        superseded.pop(fence.old, None)  # never promoted: the old master is still the master
-    else:
-        old = superseded.get(fence.old)
-        if old is not None and old.bound is None:
-            # Promoted, but the sentinels never named it: the old master stays behind every
-            # epoch seen so far (the failover's own is among them once it was promoted).
-            superseded[fence.old] = attrs.evolve(old, bound=view.epoch)
-    return attrs.evolve(view, fence=None, superseded=superseded)
-
-
-def _on_installed(view: _View, addr: Address) -> _View:
-    """Make a candidate a survey verified the writer; the one it replaces is superseded."""
-    superseded = {a: s for a, s in view.superseded.items() if a != addr}
-    if view.writer is not None and view.writer != addr:
-        superseded[view.writer] = _Superseded(addr)
-    return attrs.evolve(view, writer=addr, superseded=superseded)
 
 
 class SentinelTopology:
@@ -253,14 +117,17 @@ class SentinelTopology:
         self._build = build
         self.routes_reads = self._ha.route_by_latency or self._ha.route_randomly
         self._master: NodePool | None = None
-        self._view = _View()
+        self._view = View()
         #: Bumped whenever the writer changes: a survey installs what it verified only if no
         #: event (or other survey) changed the writer while it awaited.
         self._generation = 0
+        #: Every background task: monitor, watchers, surveys, closes, replica openings.
+        self._tasks = Supervisor(timeout=_CLEANUP_TIMEOUT)
         self._router = ReadRouter(
             build,
             by_latency=self._ha.route_by_latency,
             open_timeout=cfg.timeout.total_seconds(),
+            tasks=self._tasks,
             retire=self._retire,
         )
         self._links = {a: SentinelLink(cfg, a) for a in configured_sentinels(cfg)}
@@ -272,11 +139,9 @@ class SentinelTopology:
         self._again = False
         self._first_failure: float | None = None
         self._round_task: asyncio.Task[list[Answer]] | None = None
-        self._monitor_task: asyncio.Task[None] | None = None
         self._watchers: dict[Address, asyncio.Task[None]] = {}
         #: Each watcher's subscribed connection, to see whether events wait unread on it.
         self._subscribers: dict[Address, AbstractConnection] = {}
-        self._closers: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         #: Set (then replaced) whenever the writer changes: wakes callers paused in recover().
         self._switched = asyncio.Event()
@@ -314,7 +179,7 @@ class SentinelTopology:
             await self._router.settle(SENTINEL_TIMEOUT)
             await self._router.measure(self._master)
         self._started = True
-        self._monitor_task = asyncio.create_task(self._monitor(), name="redis_session sentinel")
+        self._tasks.spawn(self._monitor(), name="redis_session sentinel")
         for link in self._links.values():
             self._start_watcher(link)
 
@@ -330,7 +195,7 @@ class SentinelTopology:
             self._bind(loop)
             if self._closed or not self._started:
                 return
-            self._monitor_task = asyncio.create_task(self._monitor(), name="redis_session sentinel")
+            self._tasks.spawn(self._monitor(), name="redis_session sentinel")
             for link in self._links.values():
                 self._start_watcher(link)
             self._refresh = self._kick()
@@ -402,31 +267,17 @@ class SentinelTopology:
         if loop is not self._loop:
             self._bind(loop)  # a closed loop's tasks are forgotten; another live loop refused
         self._closed = True
-        tasks: list[asyncio.Task[Any]] = [
-            t for t in (self._monitor_task, self._round_task) if t is not None
-        ]
-        tasks += self._watchers.values()
-        for task in tasks:
-            task.cancel()
-        background = [*tasks]
-        opening, replicas = self._router.close()
-        # Pools already closing are left to finish: cancelling a close half-way leaks sockets.
-        tasks += [*opening, *self._closers]
-        closing = [p.aclose() for p in (self._master, *replicas) if p is not None]
-        closing += [link.aclose() for link in self._links.values()]
-        # Shielded from anyio cancel scopes too, which would cancel every await here again
-        # (an open cancelled by anyio calls this from inside the cancelled scope).
-        with anyio.CancelScope(shield=True), contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_CLEANUP_TIMEOUT):
-                # Python 3.11's wait_for (inside redis-py) can swallow a cancellation that
-                # lands as its inner await completes: cancel again until the tasks are gone.
-                while pending := [t for t in background if not t.done()]:
-                    await asyncio.wait(pending, timeout=_RECANCEL_INTERVAL)
-                    for task in pending:
-                        task.cancel()
-                await asyncio.shield(asyncio.gather(*tasks, *closing, return_exceptions=True))
-                while self._closers:  # closes begun while the tasks above wound down
-                    await asyncio.shield(asyncio.gather(*self._closers, return_exceptions=True))
+        self._router.close()
+
+        def closing() -> list[Awaitable[None]]:
+            # Once the tasks have stopped: none of them can install or take a pool any more.
+            pools = (self._master, *self._router.replicas.values())
+            return [
+                *(p.aclose() for p in pools if p is not None),
+                *(link.aclose() for link in self._links.values()),
+            ]
+
+        await self._tasks.aclose(closing)
 
     # -- introspection ---------------------------------------------------------------------------
 
@@ -454,7 +305,7 @@ class SentinelTopology:
         """
         task = self._round_task
         if task is None or task.done():
-            task = asyncio.create_task(self._rounds(), name="redis_session sentinel survey")
+            task = self._tasks.spawn(self._rounds(), name="redis_session sentinel survey")
             self._round_task = task
         elif again:
             self._again = True
@@ -503,7 +354,7 @@ class SentinelTopology:
         """Make the best verified candidate the writer, unless it already is; track a fence."""
         await self._check_fence(answers, deadline)
         hint, self._hint = self._hint, None
-        self._view, ranked = _on_answers(self._view, answers, hint)
+        self._view, ranked = on_answers(self._view, answers, hint)
         generation = self._generation
         for addr in ranked:
             if addr == self._view.writer:
@@ -515,7 +366,7 @@ class SentinelTopology:
                 # An event moved the writer while ROLE was asked: that news is newer.
                 self._retire(pool)
                 return
-            self._view = _on_installed(self._view, addr)
+            self._view = on_installed(self._view, addr)
             self._install(pool)
             return
 
@@ -541,7 +392,7 @@ class SentinelTopology:
                 )
         failing_over = any(a.failover for a in answers)
         now = asyncio.get_running_loop().time()
-        self._view = _on_role(self._view, role, failing_over, now)
+        self._view = on_role(self._view, role, failing_over, now)
         after = self._view.fence
         if after is not None and after.promoted and not fence.promoted:
             logger.info("%s is promoted: it is the master of %r", pool.node, self._name)
@@ -550,7 +401,7 @@ class SentinelTopology:
             logger.warning(
                 "%s was not promoted within %gs; following the sentinels for %r again",
                 node_label(*fence.new),
-                _FENCE_LIMIT,
+                FENCE_LIMIT,
                 self._name,
             )
 
@@ -574,7 +425,10 @@ class SentinelTopology:
         reused = self._router.take(addr)
         if reused is not None:
             return reused, True
-        pool = self._build(*addr)
+        try:
+            pool = self._build(*addr)
+        except ConfigError as exc:
+            return str(exc)
         try:
             async with asyncio.timeout(max(0.01, deadline - asyncio.get_running_loop().time())):
                 # Through gather_all: NodePool.start's own gather re-raises a connect's
@@ -612,11 +466,15 @@ class SentinelTopology:
                 return pool
             problem = f"ROLE says {role}, not master" if role else "ROLE failed"
             self._give_back(addr, pool, reused)
+        self._rejected(addr, problem)
+        return None
+
+    def _rejected(self, addr: Address, problem: str) -> None:
+        """Record why ``addr`` is not the writer; log it once per change."""
         if self._problems.get(addr) != problem:
             where = node_label(*addr)
             logger.warning("Sentinel names %s as master of %r but %s", where, self._name, problem)
         self._problems[addr] = problem
-        return None
 
     async def _discard(self, addr: Address, pool: NodePool, reused: bool) -> None:
         """Give back or close a pool taken for a check that did not finish (shielded)."""
@@ -624,11 +482,6 @@ class SentinelTopology:
             self._router.give_back(addr, pool)
         else:
             await _close_pool(pool)
-
-    def _switch(self, addr: Address) -> None:
-        """Make ``addr`` the writer now, without an await: its pool connects on first use."""
-        pool = self._router.take(addr) or self._build(*addr)
-        self._install(pool)
 
     def _install(self, pool: NodePool) -> None:
         """Swap in the writer's pool (``_view.writer`` is its node); the old pool closes at once.
@@ -689,13 +542,13 @@ class SentinelTopology:
 
     def _start_watcher(self, link: SentinelLink) -> None:
         if self._started and not self._closed and link.address not in self._watchers:
-            task = asyncio.create_task(self._watch(link), name=f"redis_session events {link.label}")
-            self._watchers[link.address] = task
+            name = f"redis_session events {link.label}"
+            self._watchers[link.address] = self._tasks.spawn(self._watch(link), name=name)
 
     async def _watch(self, link: SentinelLink) -> None:
         """Follow failover events on one sentinel; resubscribe with backoff when it fails."""
         loop = asyncio.get_running_loop()
-        pause = _WATCH_BACKOFF[0]
+        backoff = Backoff(*_WATCH_BACKOFF)
         last: str | None = None
         while not self._closed:  # see _monitor
             began = loop.time()
@@ -711,13 +564,14 @@ class SentinelTopology:
                 problem = link.auth_problem(exc)
             except (RedisError, OSError, TimeoutError) as exc:
                 problem = reason(exc)
+            else:
+                return  # listen() returns only once the topology is closed
             if problem != last:
                 logger.warning("Sentinel %s: no failover events (%s)", link.label, problem)
             last = problem
             if loop.time() - began > _WATCH_HEALTHY:
-                pause = _WATCH_BACKOFF[0]
-            await asyncio.sleep(pause)
-            pause = min(_WATCH_BACKOFF[1], pause * 2)
+                backoff.reset()
+            await asyncio.sleep(backoff.failed())
 
     def _subscribed(self, address: Address, conn: AbstractConnection | None) -> None:
         if conn is None:
@@ -744,17 +598,33 @@ class SentinelTopology:
         """Fence at once when a failover leaves our writer; queue the rest for a survey."""
         now = asyncio.get_running_loop().time()
         before = self._view
-        self._view, switch = _on_event(before, event, now)
-        if self._view is before:
-            if event.kind == "aborted" or event.node in (None, self._view.writer):
+        view, switch = on_event(before, event, now)
+        if view is before:
+            if event.kind == "aborted" or event.node in (None, view.writer):
                 return  # old news
             if event.kind != "selected":
                 self._hint = event.node  # about a master we do not use: a survey checks it
         where = node_label(*event.node) if event.node else node_label(*event.master)
         logger.info("Sentinel event for %r: %s %s", self._name, event.kind, where)
-        if switch is not None and self._master is not None and not self._closed:
-            self._switch(switch)
+        if switch is None or self._master is None or self._closed:
+            self._view = view
+        elif (pool := self._pool_now(switch)) is not None:
+            # The writer changes now, without an await: the pool connects on first use.
+            self._view = view
+            self._install(pool)
         self._kick(again=True)
+
+    def _pool_now(self, addr: Address) -> NodePool | None:
+        """Return the replica pool of ``addr`` or a new one; None (logged) if it cannot be built."""
+        pool = self._router.take(addr)
+        if pool is not None:
+            return pool
+        try:
+            return self._build(*addr)
+        except ConfigError as exc:
+            # Nowhere to fence to: stay, and let the surveys follow (and log) the node.
+            self._rejected(addr, str(exc))
+            return None
 
     # -- the event loop --------------------------------------------------------------------------
 
@@ -786,11 +656,10 @@ class SentinelTopology:
         the new loop by themselves on their next use.
         """
         self._round_task = None
-        self._monitor_task = None
         self._refresh = None
         self._watchers.clear()
         self._subscribers.clear()
-        self._closers.clear()
+        self._tasks.abandon()
         self._again = False
         self._first_failure = None
         self._wake = asyncio.Event()
@@ -807,9 +676,8 @@ class SentinelTopology:
         The task's first step stops the pool (fails its queue, cancels its workers) before
         any reply that arrives later can be delivered.
         """
-        task = asyncio.create_task(_close_pool(pool), name=f"redis_session close {pool.node}")
-        self._closers.add(task)
-        task.add_done_callback(self._closers.discard)
+        name = f"redis_session close {pool.node}"
+        self._tasks.spawn(_close_pool(pool), name=name, on_close="finish")
 
 
 async def _close_pool(pool: NodePool) -> None:

@@ -32,7 +32,10 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         frozenset(
             {
                 "_wire",
+                "_backoff",
+                "_tasks",
                 "_stalls",
+                "_fence",
                 "_pool",
                 "_tls",
                 "_scripts",
