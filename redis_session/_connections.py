@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import anyio
 from redis.asyncio.connection import AbstractConnection, UnixDomainSocketConnection
 
+from ._backoff import Backoff
 from ._config import RedisConfig
 from ._errors import (
     CommandError,
@@ -233,7 +234,7 @@ class ConnectionManager:
         self._retries = _SENTINEL_RETRIES if topology.follows_failover else _STATIC_RETRIES
         #: Current pause of the shared retry schedule (0 while the server answers), and the
         #: loop time of the next try of every caller waiting on it.
-        self._backoff = 0.0
+        self._backoff = Backoff(_REFUSED_BACKOFF_MIN, _REFUSED_BACKOFF_MAX)
         self._retry_at = 0.0
         #: Loop time of the first refused connect of the current outage, if any.
         self._down_since: float | None = None
@@ -392,7 +393,8 @@ class ConnectionManager:
     def _answered(self) -> None:
         """Note that a command succeeded: a single server that refused connects answers again."""
         if self._backoff:
-            self._backoff = self._retry_at = 0.0
+            self._backoff.reset()
+            self._retry_at = 0.0
             self._down_since = None
 
     async def _join_schedule(self, deadline: float) -> None:
@@ -422,8 +424,7 @@ class ConnectionManager:
         if now >= self._retry_at:
             # The first caller to fail since the last try moves the schedule on; the others
             # failed in the same try and wait for the same next one.
-            self._backoff = min(max(2 * self._backoff, _REFUSED_BACKOFF_MIN), _REFUSED_BACKOFF_MAX)
-            self._retry_at = now + self._backoff
+            self._retry_at = now + self._backoff.failed()
         if self._retry_at >= deadline or self._down_for_good(now):
             # The next try would come too late to answer, or the server is not restarting
             # but down: report what failed, now.

@@ -38,6 +38,7 @@ import anyio
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
+from ._backoff import Backoff
 from ._errors import (
     CommandError,
     ConnectionLost,
@@ -182,7 +183,7 @@ class NodePool:
         self._maintenance: asyncio.Task[None] | None = None
         self._closed = False
         self._last_error: str | None = None
-        self._connect_backoff = 0.0
+        self._connect_backoff = Backoff(_CONNECT_BACKOFF_MIN, _CONNECT_BACKOFF_MAX)
         #: ``time.monotonic()`` before which no extra connection is opened (see backoff above).
         self._next_connect = 0.0
         #: ``time.monotonic()`` of the node's last reply, to tell a pool that is merely busy
@@ -360,7 +361,7 @@ class NodePool:
         self._tasks.clear()
         self._waking = 0
         self._maintenance = None
-        self._connect_backoff = 0.0
+        self._connect_backoff.reset()
         self._next_connect = 0.0
 
     # -- deciding (no awaits) ------------------------------------------------------------------
@@ -491,10 +492,7 @@ class NodePool:
             if reason != self._last_error:
                 logger.warning("cannot connect to %s: %s", self.node, reason)
             self._last_error = reason
-            self._connect_backoff = min(
-                max(2 * self._connect_backoff, _CONNECT_BACKOFF_MIN), _CONNECT_BACKOFF_MAX
-            )
-            self._next_connect = time.monotonic() + self._connect_backoff
+            self._next_connect = time.monotonic() + self._connect_backoff.failed()
             await disconnect(c.conn)
             self._forget(c)
             if not any(other.connected for other in self._conns):
@@ -509,7 +507,7 @@ class NodePool:
         else:
             logger.debug("connected to %s", self.node)
         self._last_error = None
-        self._connect_backoff = 0.0
+        self._connect_backoff.reset()
         self._next_connect = 0.0
         return None
 

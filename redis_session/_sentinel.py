@@ -17,6 +17,7 @@ import attrs
 from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
+from ._backoff import Backoff
 from ._config import HighAvailabilityConfig, RedisConfig
 from ._tls import describe_tls_error, tls_connection_kwargs
 from ._wire import (
@@ -114,7 +115,7 @@ class SentinelLink:
         self.skip_until = 0.0
         self.last_problem: str | None = None
         self._ha = cfg.high_availability
-        self._failures = 0
+        self._backoff = Backoff(*_LINK_BACKOFF)
         self._conn: AbstractConnection | None = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -137,7 +138,8 @@ class SentinelLink:
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(now)
             return self._problem("unreachable", self.explain_failure(exc))
-        self._failures, self.skip_until, self.last_problem = 0, 0.0, None
+        self._backoff.reset()
+        self.skip_until, self.last_problem = 0.0, None
         where, master, peers, *rest = replies
         if isinstance(where, ResponseError):
             return self._problem("error", f"cannot ask it for the master ({where}); a sentinel?")
@@ -235,9 +237,7 @@ class SentinelLink:
 
     def _failed(self, now: float) -> None:
         # Skip this sentinel for a while, so a dead one cannot slow every survey down.
-        self._failures += 1
-        low, high = _LINK_BACKOFF
-        self.skip_until = now + min(high, low * 2 ** (self._failures - 1))
+        self.skip_until = now + self._backoff.failed()
 
     def _problem(self, kind: str, problem: str) -> Answer:
         if problem != self.last_problem:  # once per change, not once per survey
