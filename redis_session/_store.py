@@ -518,7 +518,7 @@ class StoreOpener(Generic[T]):
 
     async def _open(self) -> SessionStore[T]:
         # Imported here: the conversion layer (YAML, environment) is only needed to open.
-        from ._conversion import load_config, resolve_config  # noqa: PLC0415
+        from ._config_loading import load_config, resolve_config  # noqa: PLC0415
 
         source = self._cfg
         # A SessionConfig built in Python gets the same checks and derived defaults (such as

@@ -19,7 +19,7 @@ from redis_session import (
     StoreClosed,
     StoreUnavailable,
 )
-from redis_session._conversion import load_config
+from redis_session._config_loading import load_config
 from redis_session._crypto import KeyRing
 from redis_session._provider import CLOCK, CREATED, TAKEN
 from redis_session._redis_provider import LOAD, RedisProvider
