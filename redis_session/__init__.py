@@ -5,6 +5,9 @@ Configured like Authelia's ``session:`` section::
     store = await open_session_store(cfg)
     session = await store.create({"username": "john"})
     session = await store.load(session.id)
+
+An invalid configuration raises :class:`ConfigError`, whose ``problems`` are
+:class:`ConfigProblem` objects: the option's path and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from ._config import (
     SessionConfig,
     TLSConfig,
 )
-from ._conversion import load_config, resolve_config, validate_config
+from ._config_loading import load_config, resolve_config, validate_config
 from ._errors import (
     CommandError,
     ConfigError,
+    ConfigProblem,
     ConnectionLost,
     PoolTimeout,
     RedisSessionError,
@@ -39,6 +43,7 @@ from ._store import Session, SessionStore
 __all__ = [
     "CommandError",
     "ConfigError",
+    "ConfigProblem",
     "ConnectionLost",
     "HighAvailabilityConfig",
     "NodeConfig",

@@ -2,8 +2,8 @@
 
 Keys, types and defaults follow the spec in ``shared/seeds`` (Authelia's session and redis
 documentation). Options that Authelia does not have are marked *extension* in their docstring.
-These classes hold values only; parsing, validation and secret files live in ``_conversion``,
-and nothing here does I/O.
+These classes hold values only; the rules live in ``_config_rules``, parsing in
+``_config_converter``, files and secrets in ``_config_loading``, and nothing here does I/O.
 """
 
 from __future__ import annotations

@@ -7,10 +7,14 @@ failure is one of these, with a message that names the option or node and never 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
+
+import attrs
 
 __all__ = [
     "CommandError",
     "ConfigError",
+    "ConfigProblem",
     "ConnectionLost",
     "PoolTimeout",
     "RedisSessionError",
@@ -26,16 +30,42 @@ class RedisSessionError(Exception):
     """Base class of every error this library raises."""
 
 
+@attrs.frozen
+class ConfigProblem:
+    """One problem with a configuration: where it is and what is wrong.
+
+    ``path`` is the option a user wrote, as ``session.redis.port`` or
+    ``session.redis.high_availability.nodes[1].port`` (or the file, for a file that cannot be
+    read); ``message`` says what is wrong, e.g. ``must be between 1 and 65535, got 70000``.
+    ``str()`` gives the line shown to the user, ``path: message``.
+    """
+
+    path: str
+    message: str
+
+    @classmethod
+    def parse(cls, line: str) -> ConfigProblem:
+        """Read a ``path: message`` line back into its two parts (no path if it has no ``: ``)."""
+        path, separator, message = line.partition(": ")
+        return cls(path, message) if separator else cls("", line)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
 class ConfigError(RedisSessionError, ValueError):
     """The configuration is invalid.
 
-    ``problems`` holds one line per problem, each starting with the option path a user wrote,
-    e.g. ``session.redis.port: must be between 1 and 65535, got 70000``. The message is all
-    lines joined, so one error reports every problem at once.
+    ``problems`` holds one :class:`ConfigProblem` per problem, each with the option path a user
+    wrote and the message, e.g. ``session.redis.port`` and ``must be between 1 and 65535, got
+    70000``. The message is all problems, one ``path: message`` line each, so one error reports
+    every problem at once. A problem may also be given as its ``path: message`` line.
     """
 
-    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
-        self.problems: tuple[str, ...] = tuple(problems)
+    def __init__(self, problems: Iterable[ConfigProblem | str]) -> None:
+        self.problems: tuple[ConfigProblem, ...] = tuple(
+            p if isinstance(p, ConfigProblem) else ConfigProblem.parse(p) for p in problems
+        )
         super().__init__(self._render())
 
     def _render(self) -> str:

@@ -15,8 +15,8 @@ from typing import Any, Generic, TypeVar, overload
 
 from ._codec import Codec
 from ._config import SessionConfig
+from ._config_loading import load_config, resolve_config
 from ._connections import ConnectionManager
-from ._conversion import load_config, resolve_config
 from ._crypto import KeyRing
 from ._errors import ConfigError
 from ._memory import MemoryProvider

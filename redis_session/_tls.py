@@ -42,19 +42,6 @@ _log = logging.getLogger("redis_session")
 
 _OPT = "session.redis.tls"
 
-_VERSION_NAMES = {
-    ssl.TLSVersion.SSLv3: "SSL3.0",
-    ssl.TLSVersion.TLSv1: "TLS1.0",
-    ssl.TLSVersion.TLSv1_1: "TLS1.1",
-    ssl.TLSVersion.TLSv1_2: "TLS1.2",
-    ssl.TLSVersion.TLSv1_3: "TLS1.3",
-}
-
-
-def _version_name(version: ssl.TLSVersion) -> str:
-    return _VERSION_NAMES.get(version, version.name)
-
-
 # --------------------------------------------------------------------------- context
 
 
@@ -113,9 +100,6 @@ def _diagnose_cert_chain(cert_file: str, key_file: str | None) -> str:
 
 def _load_client_certificate(ctx: ssl.SSLContext, tls: TLSConfig) -> None:
     if tls.certificate_file is None:
-        if tls.key_file is not None:
-            msg = f"{_OPT}.key_file: needs {_OPT}.certificate_file"
-            raise ConfigError([msg])
         return
     _check_readable(tls.certificate_file, "certificate_file")
     if tls.key_file is not None:
@@ -147,16 +131,6 @@ def _load_client_certificate(ctx: ssl.SSLContext, tls: TLSConfig) -> None:
 
 def _set_versions(ctx: ssl.SSLContext, tls: TLSConfig) -> None:
     minimum, maximum = tls.minimum_version, tls.maximum_version
-    if minimum == ssl.TLSVersion.SSLv3:
-        raise ConfigError([f"{_OPT}.minimum_version: must be TLS1.0 or newer, got SSL3.0"])
-    # MINIMUM_SUPPORTED/MAXIMUM_SUPPORTED are negative sentinels that do not compare as versions.
-    sentinels = {ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.MAXIMUM_SUPPORTED}
-    if maximum is not None and not {minimum, maximum} & sentinels and maximum < minimum:
-        msg = (
-            f"{_OPT}.maximum_version: {_version_name(maximum)} is below"
-            f" minimum_version {_version_name(minimum)}"
-        )
-        raise ConfigError([msg])
     # Python deprecates TLS1.0/1.1 with a DeprecationWarning when they are set; Authelia's
     # configuration allows them, and an explicit choice in the config is not our code using a
     # deprecated API. (OpenSSL 3's default security level may still refuse them.)
@@ -181,8 +155,8 @@ def build_ssl_context(tls: TLSConfig, *, host: str | None = None) -> ssl.SSLCont
     client certificate for mutual TLS.
 
     Raises:
-        ConfigError: a file cannot be read or parsed, the key does not match the certificate,
-            or the version range is empty. The message names the option and the path.
+        ConfigError: a file cannot be read or parsed, or the key does not match the
+            certificate. The message names the option and the path.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname=True
     try:
@@ -231,10 +205,8 @@ def tls_connection_kwargs(tls: TLSConfig, host: str) -> dict[str, Any]:
     The pool's own ``host`` argument must be unbracketed too; that is the caller's job.
 
     Raises:
-        ConfigError: as :func:`build_ssl_context`, or ``host`` is a unix socket path.
+        ConfigError: as :func:`build_ssl_context`.
     """
-    if host.startswith("/"):
-        raise ConfigError([f"{_OPT}: TLS is not supported over a unix socket ({host})"])
     server_hostname = unbracket(tls.server_name or host)
     return {
         "connection_class": TLSConnection,

@@ -14,7 +14,7 @@ import attrs
 import redis as redis_sync
 
 from redis_session._codec import Codec
-from redis_session._conversion import load_config
+from redis_session._config_loading import load_config
 from redis_session._memory import MemoryProvider
 from redis_session._opener import _keyring, open_session_store
 from redis_session._store import SessionStore

@@ -15,6 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import redis_session
 from redis_session._config import (
     HighAvailabilityConfig,
     NodeConfig,
@@ -23,7 +24,7 @@ from redis_session._config import (
     SessionConfig,
     TLSConfig,
 )
-from redis_session._conversion import (
+from redis_session._config_loading import (
     SECRET_FILE_VARIABLES,
     _yaml_loader,
     load_config,
@@ -31,7 +32,7 @@ from redis_session._conversion import (
     validate_config,
 )
 from redis_session._durations import parse_duration
-from redis_session._errors import ConfigError
+from redis_session._errors import ConfigError, ConfigProblem
 
 # The example of the session seed (Authelia's session documentation), as published.
 SEED_SESSION_YAML = """\
@@ -102,10 +103,17 @@ def load(source: Any, environ: dict[str, str] | None = None) -> SessionConfig:
     return load_config(source, environ=NO_ENV if environ is None else environ)
 
 
-def problems_of(source: Any, environ: dict[str, str] | None = None) -> tuple[str, ...]:
+def structured_problems_of(
+    source: Any, environ: dict[str, str] | None = None
+) -> tuple[ConfigProblem, ...]:
     with pytest.raises(ConfigError) as info:
         load(source, environ)
     return info.value.problems
+
+
+def problems_of(source: Any, environ: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The problems as the lines the user reads, ``path: message``."""
+    return tuple(str(problem) for problem in structured_problems_of(source, environ))
 
 
 def with_option(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -577,7 +585,9 @@ def test_exact_message_for_a_bad_port() -> None:
     """The message has the contract's form, word for word."""
     with pytest.raises(ConfigError) as info:
         load(with_option("redis.port", 70000))
-    assert info.value.problems == ("session.redis.port: must be between 1 and 65535, got 70000",)
+    assert info.value.problems == (
+        ConfigProblem("session.redis.port", "must be between 1 and 65535, got 70000"),
+    )
     assert str(info.value) == (
         "invalid session configuration: session.redis.port: must be between 1 and 65535, got 70000"
     )
@@ -602,8 +612,7 @@ def test_every_problem_is_reported_at_once() -> None:
             },
         },
     }
-    problems = problems_of(doc)
-    paths = [p.partition(": ")[0] for p in problems]
+    paths = [problem.path for problem in structured_problems_of(doc)]
     assert paths == [
         "session.name",
         "session.expiration",
@@ -616,6 +625,107 @@ def test_every_problem_is_reported_at_once() -> None:
         "session.colour",
         "session.secret",
     ]
+
+
+NODES = "session.redis.high_availability.nodes"
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (
+            {"secret": "s", "redis": {"host": "h", "port": "6379"}},
+            [
+                (
+                    "session.redis.port",
+                    "expected an integer, got the string '6379'; remove the quotes",
+                )
+            ],
+        ),
+        (
+            {
+                "secret": "s",
+                "redis": {
+                    "high_availability": {
+                        "sentinel_name": "m",
+                        "nodes": [{"host": "s1"}, {"host": "s2", "port": 0}],
+                    }
+                },
+            },
+            [(f"{NODES}[1].port", "must be between 1 and 65535, got 0")],
+        ),
+        (
+            {
+                "redis": {
+                    "host": "h",
+                    "tls": {"minimum_version": "TLS1.3", "maximum_version": "TLS1.2"},
+                }
+            },
+            [
+                (
+                    "session.redis.tls.maximum_version",
+                    "must not be below minimum_version (TLS1.3), got TLS1.2",
+                ),
+                ("session.secret", "is required when redis is configured"),
+            ],
+        ),
+        (
+            {"secret": "s", "redis": {"high_availability": {"nodes": [{"port": 1}, "s2"]}}},
+            [
+                ("session.redis.high_availability.sentinel_name", "is required"),
+                (f"{NODES}[0].host", "is required"),
+                (f"{NODES}[1]", "expected a mapping of options, got a string"),
+            ],
+        ),
+        (
+            # Text that looks like a path or a separator inside a value stays in the message.
+            {"secret": "s", "redis": {"host": "h: x @ session.redis.port"}},
+            [
+                (
+                    "session.redis.host",
+                    "'h: x @ session.redis.port' is not a host name, an IPv4 address or a"
+                    " bracketed IPv6 address or an absolute unix socket path",
+                )
+            ],
+        ),
+    ],
+)
+def test_problems_are_structured(doc: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+    """Each problem holds the option path and the message apart; str() joins them."""
+    problems = structured_problems_of(doc)
+    assert [(p.path, p.message) for p in problems] == expected
+    assert [str(p) for p in problems] == [f"{path}: {message}" for path, message in expected]
+
+
+def test_config_error_accepts_problems_and_lines() -> None:
+    """ConfigError takes ConfigProblem objects or path: message lines, and renders both alike."""
+    error = ConfigError(
+        [
+            ConfigProblem("session.redis.port", "must be between 1 and 65535, got 0"),
+            "session.redis.tls.ca_file: cannot load /x.pem: No such file or directory",
+            "no path here",
+        ]
+    )
+    assert error.problems == (
+        ConfigProblem("session.redis.port", "must be between 1 and 65535, got 0"),
+        ConfigProblem("session.redis.tls.ca_file", "cannot load /x.pem: No such file or directory"),
+        ConfigProblem("", "no path here"),
+    )
+    assert str(error) == (
+        "invalid session configuration (3 problems):\n"
+        "  - session.redis.port: must be between 1 and 65535, got 0\n"
+        "  - session.redis.tls.ca_file: cannot load /x.pem: No such file or directory\n"
+        "  - no path here"
+    )
+
+
+def test_config_problem_is_public_and_frozen() -> None:
+    """ConfigProblem is exported beside ConfigError and cannot be changed after the fact."""
+    assert redis_session.ConfigProblem is ConfigProblem
+    assert "ConfigProblem" in redis_session.__all__
+    problem = ConfigProblem("session.name", "must not be empty")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        problem.path = "session.domain"  # type: ignore[misc]
 
 
 def test_cross_checks_of_a_sound_section_run_beside_broken_ones() -> None:
@@ -678,7 +788,8 @@ def test_yaml_syntax_error_names_file_and_line_without_the_text(tmp_path: Path) 
     with pytest.raises(ConfigError) as info:
         load(path)
     (problem,) = info.value.problems
-    assert problem.startswith(f"{path}: invalid YAML at line ")
+    assert problem.path == str(path)
+    assert problem.message.startswith("invalid YAML at line ")
     assert SECRET not in str(info.value)
     assert SECRET not in repr(info.value)
 
@@ -787,7 +898,9 @@ def test_secret_file_and_inline_value_conflict(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load({"secret": SECRET}, environ)
     assert info.value.problems == (
-        "session.secret: is set both here and by REDIS_SESSION_SECRET_FILE; use one",
+        ConfigProblem(
+            "session.secret", "is set both here and by REDIS_SESSION_SECRET_FILE; use one"
+        ),
     )
     assert SECRET not in str(info.value)
 
@@ -856,7 +969,8 @@ def test_secrets_never_appear_in_errors(doc: dict[str, Any]) -> None:
         load(doc)
     assert SECRET not in str(info.value)
     assert SECRET not in repr(info.value)
-    assert all(SECRET not in problem for problem in info.value.problems)
+    assert all(SECRET not in str(problem) for problem in info.value.problems)
+    assert all(SECRET not in repr(problem) for problem in info.value.problems)
 
 
 def test_secrets_never_appear_in_reprs() -> None:
@@ -976,7 +1090,7 @@ def test_validate_rejects_python_built_configs(cfg: Any, problem: str) -> None:
     """validate_config applies the same rules and messages as load_config."""
     with pytest.raises(ConfigError) as info:
         validate_config(cfg)
-    assert info.value.problems == (problem,)
+    assert tuple(map(str, info.value.problems)) == (problem,)
 
 
 def test_resolve_fills_server_name() -> None:
@@ -1046,7 +1160,7 @@ def assert_loads_or_config_error(document: Any) -> None:
         assert isinstance(cfg, SessionConfig)
         return
     assert problems
-    assert all(isinstance(p, str) and p for p in problems)
+    assert all(isinstance(p, ConfigProblem) and p.path and p.message for p in problems)
 
 
 @JUNK_SETTINGS
@@ -1098,4 +1212,6 @@ def test_session_clocks_are_capped_at_a_century(option: str) -> None:
     assert load_config({option: "100y"}) is not None
     with pytest.raises(ConfigError) as info:
         load_config({option: "40000y"})
-    assert info.value.problems == (f"session.{option}: must be at most 100y, got 40000y",)
+    assert info.value.problems == (
+        ConfigProblem(f"session.{option}", "must be at most 100y, got 40000y"),
+    )

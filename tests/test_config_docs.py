@@ -23,7 +23,7 @@ from redis_session._config import (
     SessionConfig,
     TLSConfig,
 )
-from redis_session._conversion import SECRET_FILE_VARIABLES
+from redis_session._config_loading import SECRET_FILE_VARIABLES
 from redis_session._durations import format_duration, parse_duration
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"

@@ -768,7 +768,7 @@ def assert_config_error_without_secrets(source: Any) -> None:
     try:
         load_config(source)
     except ConfigError as exc:
-        texts = [str(exc), repr(exc), *exc.problems]
+        texts = [str(exc), repr(exc), *map(str, exc.problems), *map(repr, exc.problems)]
         for text in texts:
             for secret in SECRETS:
                 assert secret not in text, "a secret leaked into a ConfigError"
@@ -930,6 +930,6 @@ def test_unprintable_unknown_key_is_config_error() -> None:
 
 def test_yaml_module_is_the_safe_loader() -> None:
     """The loader is a SafeLoader: python/* tags are refused, never executed."""
-    from redis_session._conversion import _yaml_loader  # noqa: PLC0415
+    from redis_session._config_loading import _yaml_loader  # noqa: PLC0415
 
     assert issubclass(_yaml_loader(), yaml.SafeLoader)

@@ -22,7 +22,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "redis_session"
 #: Every module of the package, in its layer, lowest first.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("errors", frozenset({"_errors", "_version"})),
-    ("config", frozenset({"_config", "_durations", "_conversion"})),
+    (
+        "config",
+        frozenset(
+            {"_config", "_durations", "_config_rules", "_config_converter", "_config_loading"}
+        ),
+    ),
     (
         "session core",
         frozenset({"_statistics", "_provider", "_codec", "_crypto", "_memory", "_store"}),

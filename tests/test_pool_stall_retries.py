@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from redis_session import open_session_store
+from redis_session._config_loading import load_config
 from redis_session._connections import ConnectionManager
-from redis_session._conversion import load_config
 from redis_session._redis_provider import LOAD
 from redis_session._stalls import StallLedger
 

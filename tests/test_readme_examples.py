@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from redis_session import SessionConfig, load_config
-from redis_session._conversion import SECRET_FILE_VARIABLES
+from redis_session._config_loading import SECRET_FILE_VARIABLES
 
 from .servers import RedisProcess
 

@@ -694,7 +694,8 @@ async def test_secrets_absent_from_reprs_and_errors(redis: RedisProcess) -> None
     broken = {**doc, "redis": {**doc["redis"], "port": 0, "password": REDIS_PASSWORD}}
     with pytest.raises(ConfigError) as info:
         load_config(broken)
-    shown += [str(info.value), repr(info.value), *info.value.problems]
+    shown += [str(info.value), repr(info.value), *map(str, info.value.problems)]
+    shown += map(repr, info.value.problems)
     async with open_session_store({"secret": SECRET, "previous_secrets": [OLD_SECRET]}) as mem:
         shown += [repr(mem), str(mem), repr(mem._keyring), repr(mem._provider)]
     async with open_session_store({"secret": SECRET, "redis": redis.redis_section()}) as store:

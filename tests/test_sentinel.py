@@ -20,8 +20,8 @@ import pytest
 
 from redis_session import RedisConfig, StoreUnavailable
 from redis_session._config import HighAvailabilityConfig, NodeConfig
+from redis_session._config_loading import load_config
 from redis_session._connections import ConnectionManager, make_pool_factory
-from redis_session._conversion import load_config
 from redis_session._errors import RedisSessionError
 from redis_session._sentinel import configured_sentinels
 from redis_session._topology import SentinelTopology

@@ -19,7 +19,7 @@ from redis_session import (
     StoreClosed,
     StoreUnavailable,
 )
-from redis_session._conversion import load_config
+from redis_session._config_loading import load_config
 from redis_session._crypto import KeyRing
 from redis_session._opener import open_session_store
 from redis_session._provider import CLOCK, CREATED, TAKEN

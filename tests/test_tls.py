@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from redis_session._config import TLSConfig
-from redis_session._errors import ConfigError
+from redis_session._errors import ConfigError, ConfigProblem
 from redis_session._tls import describe_tls_error, tls_connection_kwargs
 from redis_session._wire import TLSConnection
 
@@ -388,5 +388,7 @@ async def test_bad_ca_file_is_a_config_error(tls_redis: RedisProcess, tmp_path: 
     with pytest.raises(ConfigError) as info:
         await ping(tls_redis, TLSConfig(server_name="myredis.example.com", ca_file=str(path)))
     assert info.value.problems == (
-        f"session.redis.tls.ca_file: cannot load {path}: No such file or directory",
+        ConfigProblem(
+            "session.redis.tls.ca_file", f"cannot load {path}: No such file or directory"
+        ),
     )

@@ -13,7 +13,8 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from redis_session._config import TLSConfig
+from redis_session._config import RedisConfig, Secret, SessionConfig, TLSConfig
+from redis_session._config_loading import resolve_config
 from redis_session._errors import ConfigError, StoreUnavailable
 from redis_session._tls import (
     ClosedAfterHandshakeError,
@@ -69,7 +70,15 @@ def config_problem(tls: TLSConfig) -> str:
     with pytest.raises(ConfigError) as info:
         build_ssl_context(tls)
     assert len(info.value.problems) == 1
-    return info.value.problems[0]
+    return str(info.value.problems[0])
+
+
+def rule_problems(tls: TLSConfig, host: str = "redis.internal") -> tuple[str, ...]:
+    """The problems the config layer finds in a redis section with this tls section."""
+    cfg = SessionConfig(secret=Secret("s"), redis=RedisConfig(host=host, tls=tls))
+    with pytest.raises(ConfigError) as info:
+        resolve_config(cfg)
+    return tuple(map(str, info.value.problems))
 
 
 # --- context settings ------------------------------------------------------------------------
@@ -100,18 +109,23 @@ def test_old_minimum_version_is_allowed_without_deprecation_warning() -> None:
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1
 
 
+# The rules on tls options are the config layer's alone (load_config, resolve_config); a
+# context is only built from a configuration that passed them.
+
+
 def test_ssl3_minimum_is_refused() -> None:
     """SSL 3.0 is below Authelia's floor and is reported against minimum_version."""
-    problem = config_problem(TLSConfig(minimum_version=ssl.TLSVersion.SSLv3))
-    assert problem.startswith("session.redis.tls.minimum_version:")
+    assert rule_problems(TLSConfig(minimum_version=ssl.TLSVersion.SSLv3)) == (
+        "session.redis.tls.minimum_version: must not be below TLS1.0, got SSLv3",
+    )
 
 
 def test_empty_version_range_is_refused() -> None:
     """A maximum below the minimum is a config error, not a handshake that can never work."""
-    problem = config_problem(
-        TLSConfig(minimum_version=ssl.TLSVersion.TLSv1_3, maximum_version=ssl.TLSVersion.TLSv1_2)
+    tls = TLSConfig(minimum_version=ssl.TLSVersion.TLSv1_3, maximum_version=ssl.TLSVersion.TLSv1_2)
+    assert rule_problems(tls) == (
+        "session.redis.tls.maximum_version: must not be below minimum_version (TLS1.3), got TLS1.2",
     )
-    assert problem == ("session.redis.tls.maximum_version: TLS1.2 is below minimum_version TLS1.3")
 
 
 def test_skip_verify_turns_checks_off_and_warns(caplog: pytest.LogCaptureFixture) -> None:
@@ -242,8 +256,8 @@ def test_certificate_file_without_key(pems: Pems) -> None:
 
 def test_key_file_without_certificate_file(pems: Pems) -> None:
     """key_file alone cannot be used."""
-    assert config_problem(TLSConfig(key_file=pems.client_key)) == (
-        "session.redis.tls.key_file: needs session.redis.tls.certificate_file"
+    assert rule_problems(TLSConfig(key_file=pems.client_key)) == (
+        "session.redis.tls.certificate_file: is required with key_file",
     )
 
 
@@ -270,10 +284,11 @@ def test_kwargs_strip_ipv6_brackets() -> None:
     assert tls_connection_kwargs(TLSConfig(), "[fd00::1]")["server_hostname"] == "fd00::1"
 
 
-def test_kwargs_refuse_unix_socket() -> None:
+def test_unix_socket_with_tls_is_refused() -> None:
     """TLS over a unix socket path is a config error."""
-    with pytest.raises(ConfigError, match=r"session\.redis\.tls: TLS is not supported"):
-        tls_connection_kwargs(TLSConfig(), "/run/redis.sock")
+    assert rule_problems(TLSConfig(), host="/run/redis.sock") == (
+        "session.redis.tls: cannot be used with a unix socket host",
+    )
 
 
 def test_connection_uses_our_context_and_name() -> None:
