@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import anyio
-from redis.asyncio.connection import AbstractConnection, UnixDomainSocketConnection
 
 from ._backoff import Backoff
 from ._config import RedisConfig
@@ -30,14 +29,12 @@ from ._errors import (
 )
 from ._pool import NodePool
 from ._scripts import Script
+from ._spec import ConnectionSpec, connection_spec
 from ._stalls import StallLedger, ledger
 from ._statistics import PoolStatistics
-from ._tls import build_ssl_context, describe_tls_error
+from ._tls import describe_tls_error
 from ._topology import SentinelTopology
 from ._wire import (
-    TCPConnection,
-    TLSConnection,
-    connection_settings,
     describe_plain,
     node_label,
     pack,
@@ -125,58 +122,35 @@ class Topology(Protocol):
         """Close every pool and background task."""
 
 
-def make_pool_factory(cfg: RedisConfig) -> Callable[[str, int], NodePool]:
-    """Return a function that builds the pool for one data node of ``cfg``."""
-    timeout = cfg.timeout.total_seconds()
-    common = connection_settings(
-        username=cfg.username,
-        password=cfg.password.get_secret_value() if cfg.password else None,
-        timeout=timeout,
-        db=cfg.database_index,
-    )
+def make_pool_factory(
+    cfg: RedisConfig, spec: ConnectionSpec | None = None
+) -> Callable[[str, int], NodePool]:
+    """Return a function that builds the pool for one data node of ``cfg``.
 
-    # One TLS context for every pool of the store, built now: a file that cannot be read is a
-    # ConfigError at open, never later when a failover or a new replica needs a pool.
-    tls = cfg.tls
-    ssl_context = None if tls is None else build_ssl_context(tls, host=tls.server_name or cfg.host)
+    ``spec`` is the store's resolved connection spec (built from ``cfg`` if not given).
+    """
+    timeout = cfg.timeout.total_seconds()
+    if spec is None:
+        spec = connection_spec(cfg)
 
     def build(host: str, port: int) -> NodePool:
-        bare = unbracket(host)
-        label = node_label(bare, port)
-        factory: Callable[[], AbstractConnection]
+        label = node_label(unbracket(host), port)
+        server_name = spec.server_name(host) if not host.startswith("/") else None
         describe: Callable[[BaseException], str | None] | None = None
-        if host.startswith("/"):
-
-            def factory() -> AbstractConnection:
-                return UnixDomainSocketConnection(path=host, **common)
-
-        elif tls is not None and ssl_context is not None:
-            server_name = unbracket(tls.server_name or bare)
-
-            def factory() -> AbstractConnection:
-                return TLSConnection(
-                    host=bare,
-                    port=port,
-                    ssl_context=ssl_context,
-                    server_hostname=server_name,
-                    **common,
-                )
+        if server_name is not None:
 
             def describe(exc: BaseException) -> str | None:
                 # Only for TLS: on plain TCP a reset while connecting is not a handshake.
                 return describe_tls_error(exc, node=label, server_name=server_name)
 
-        else:
-
-            def factory() -> AbstractConnection:
-                return TCPConnection(host=bare, port=port, **common)
+        elif not host.startswith("/"):
 
             def describe(exc: BaseException) -> str | None:
                 return describe_plain(exc, label)
 
         return NodePool(
             label,
-            factory,
+            spec.opener(host, port),
             max_connections=cfg.maximum_active_connections,
             min_idle=cfg.minimum_idle_connections,
             timeout=timeout,
@@ -252,10 +226,11 @@ class ConnectionManager:
 
         Raises :class:`StoreUnavailable` naming the node when Redis cannot be reached.
         """
-        build = make_pool_factory(cfg)
+        spec = connection_spec(cfg)  # TLS files are read here, once: a ConfigError now or never
+        build = make_pool_factory(cfg, spec)
         topology: Topology
         if cfg.high_availability is not None:
-            topology = SentinelTopology(cfg, build)
+            topology = SentinelTopology(cfg, build, spec)
         else:
             assert cfg.host is not None  # validate_config guarantees it
             topology = _StaticTopology(build(cfg.host, cfg.port))

@@ -14,19 +14,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from ._backoff import Backoff
-from ._config import HighAvailabilityConfig, RedisConfig
-from ._tls import describe_tls_error, tls_connection_kwargs
+from ._config import RedisConfig
+from ._spec import SENTINEL_TIMEOUT, ConnectionSpec
+from ._tls import describe_tls_error
 from ._wire import (
-    TLSConnection,
-    connection_settings,
     disconnect,
     node_label,
     reason,
-    unbracket,
 )
 
 __all__ = [
@@ -49,7 +47,6 @@ Address = tuple[str, int]
 
 OPTION = "session.redis.high_availability"
 #: Bound on one sentinel round trip, connecting included: a dead sentinel costs this, not more.
-SENTINEL_TIMEOUT = 1.0
 #: Sentinel's well-known port; also tried for ``redis.host`` when ``redis.port`` is the data
 #: default 6379, because the config model cannot tell an unset port from an explicit 6379.
 _SENTINEL_PORT = 26379
@@ -101,10 +98,10 @@ class Event:
 class SentinelLink:
     """One sentinel: a lazily opened request/reply connection and its failure backoff."""
 
-    def __init__(self, cfg: RedisConfig, address: Address) -> None:
+    def __init__(self, cfg: RedisConfig, address: Address, spec: ConnectionSpec) -> None:
         self.address = address
         self.label = node_label(*address)
-        self.new_connection = _connection_factory(cfg, address)
+        self.new_connection = spec.opener(*address, sentinel=True)
         #: Names the ``session.redis.tls`` option behind a TLS failure (None without TLS).
         self._server_name: str | None = None
         self._tls_problem: str | None = None
@@ -356,28 +353,6 @@ def replication_info(reply: Any) -> dict[str, str]:
     """Parse an ``INFO replication`` reply into its ``key:value`` fields."""
     text = reply.decode() if isinstance(reply, bytes) else str(reply)
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-
-
-def _connection_factory(cfg: RedisConfig, addr: Address) -> Callable[[], AbstractConnection]:
-    ha: HighAvailabilityConfig | None = cfg.high_availability
-    assert ha is not None
-    host, port = addr
-    bare = unbracket(host)
-    common = connection_settings(
-        username=None,
-        password=ha.sentinel_password.get_secret_value() if ha.sentinel_password else None,
-        timeout=SENTINEL_TIMEOUT,
-        decode_responses=True,
-        keep_error_codes=False,
-    )
-    if bare.startswith("/"):
-        return lambda: UnixDomainSocketConnection(path=bare, **common)
-    if cfg.tls is not None:
-        # Built once per sentinel: loading the trust store is too slow for every reconnect.
-        tls = tls_connection_kwargs(cfg.tls, bare)
-        tls.pop("connection_class", None)
-        return lambda: TLSConnection(host=bare, port=port, **tls, **common)
-    return lambda: Connection(host=bare, port=port, **common)
 
 
 def _pairs(flat: Any) -> dict[str, Any]:

@@ -75,6 +75,7 @@ from ._sentinel import (
     reason,
     replication_info,
 )
+from ._spec import ConnectionSpec, connection_spec
 from ._tasks import Supervisor, gather_all
 from ._wire import node_label, pack, unread_replies
 
@@ -109,7 +110,12 @@ class SentinelTopology:
 
     follows_failover = True
 
-    def __init__(self, cfg: RedisConfig, build: Callable[[str, int], NodePool]) -> None:
+    def __init__(
+        self,
+        cfg: RedisConfig,
+        build: Callable[[str, int], NodePool],
+        spec: ConnectionSpec | None = None,
+    ) -> None:
         assert cfg.high_availability is not None
         self._cfg = cfg
         self._ha = cfg.high_availability
@@ -130,7 +136,9 @@ class SentinelTopology:
             tasks=self._tasks,
             retire=self._retire,
         )
-        self._links = {a: SentinelLink(cfg, a) for a in configured_sentinels(cfg)}
+        # Resolved once (TLS files read now), shared by every link, also ones learned later.
+        self._spec = connection_spec(cfg) if spec is None else spec
+        self._links = {a: SentinelLink(cfg, a, self._spec) for a in configured_sentinels(cfg)}
         #: Why each recently named candidate was not accepted as master (for messages).
         self._problems: dict[Address, str] = {}
         self._hint: Address | None = None
@@ -339,7 +347,7 @@ class SentinelTopology:
             for addr in answer.sentinels:
                 if addr not in self._links:
                     logger.info("learned of sentinel %s for %r", node_label(*addr), self._name)
-                    self._links[addr] = SentinelLink(self._cfg, addr)
+                    self._links[addr] = SentinelLink(self._cfg, addr, self._spec)
                     self._start_watcher(self._links[addr])
         await self._follow(answers, deadline)
         if self.routes_reads:

@@ -23,7 +23,7 @@ import anyio.to_thread
 import pytest
 from redis.asyncio.connection import Connection
 
-import redis_session._connections
+import redis_session._spec
 import redis_session._wire
 from redis_session import SessionStore, StoreUnavailable, open_session_store
 from redis_session._wire import TLSConnection
@@ -57,8 +57,8 @@ async def no_gc(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[Connectio
             super().__init__(**kwargs)
             made.append(self)
 
-    monkeypatch.setattr(redis_session._connections, "TCPConnection", KeptConnection)
-    monkeypatch.setattr(redis_session._connections, "TLSConnection", KeptTLSConnection)
+    monkeypatch.setattr(redis_session._spec, "TCPConnection", KeptConnection)
+    monkeypatch.setattr(redis_session._spec, "TLSConnection", KeptTLSConnection)
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "_fence",
                 "_pool",
                 "_tls",
+                "_spec",
                 "_scripts",
                 "_sentinel",
                 "_routing",

@@ -7,6 +7,7 @@ against ``tls.ca_file``.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,9 @@ import anyio
 import anyio.to_thread
 import pytest
 
+import redis_session._spec
 from redis_session import StoreUnavailable, open_session_store
+from redis_session._tls import build_ssl_context
 from redis_session._topology import SentinelTopology
 from redis_session._wire import CLIENT_NAME
 
@@ -71,11 +74,24 @@ async def test_discovers_the_master_through_tls_sentinels(
             assert await anyio.to_thread.run_sync(sentinel.our_clients, CLIENT_NAME)
 
 
-async def test_follows_a_failover_over_tls(tls_sentinel_cluster: SentinelCluster) -> None:
-    """SENTINEL FAILOVER: events and surveys over TLS lead writes to the new master."""
+async def test_follows_a_failover_over_tls(
+    tls_sentinel_cluster: SentinelCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SENTINEL FAILOVER: events and surveys over TLS lead writes to the new master.
+
+    The TLS files are read once, when the store opens: every sentinel link, the master's
+    pool and the new master's pool after the failover share that one context.
+    """
     cluster = tls_sentinel_cluster
     await anyio.to_thread.run_sync(cluster.wait_streaming)
     old, new = cluster.master, cluster.replica
+    built: list[ssl.SSLContext] = []
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(build_ssl_context(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(redis_session._spec, "build_ssl_context", counting)
     async with open_session_store(store_config(cluster)) as store:
         before = await store.create({"n": 1})
         await anyio.to_thread.run_sync(
@@ -92,6 +108,8 @@ async def test_follows_a_failover_over_tls(tls_sentinel_cluster: SentinelCluster
             assert loaded.data == data
         raw = await anyio.to_thread.run_sync(new.admin().execute_command, "ROLE")
         assert raw[0] == "master"
+        assert len(built) == 1
+        assert topology.writer()._factory()._tls_context is built[0]  # type: ignore[attr-defined]
     assert old.alive()
 
 
