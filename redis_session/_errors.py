@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -62,11 +63,18 @@ class ConfigError(RedisSessionError, ValueError):
     every problem at once. A problem may also be given as its ``path: message`` line.
     """
 
-    def __init__(self, problems: Iterable[ConfigProblem | str]) -> None:
+    def __init__(self, problems: Iterable[ConfigProblem | str] | ConfigProblem | str) -> None:
+        # One problem alone (a line, or a ConfigProblem) is one problem: a bare string must not
+        # be taken for an iterable of one-letter problems.
+        many = (problems,) if isinstance(problems, str | ConfigProblem) else problems
         self.problems: tuple[ConfigProblem, ...] = tuple(
-            p if isinstance(p, ConfigProblem) else ConfigProblem.parse(p) for p in problems
+            p if isinstance(p, ConfigProblem) else ConfigProblem.parse(p) for p in many
         )
         super().__init__(self._render())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle and copy by the problems, not by the rendered message in ``args``.
+        return (type(self), (self.problems,), self.__dict__)
 
     def _render(self) -> str:
         if len(self.problems) == 1:
@@ -104,6 +112,14 @@ class ConnectionLost(StoreUnavailable):
     def __init__(self, message: str, *, sent: bool) -> None:
         super().__init__(message)
         self.sent = sent
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle and copy (multiprocessing, queued log handlers) with ``sent``, a keyword.
+        return (_rebuild_connection_lost, (str(self), self.sent), self.__dict__)
+
+
+def _rebuild_connection_lost(message: str, sent: bool) -> ConnectionLost:
+    return ConnectionLost(message, sent=sent)
 
 
 class PoolTimeout(StoreUnavailable, TimeoutError):

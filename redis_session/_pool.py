@@ -184,6 +184,8 @@ class NodePool:
         self._closed = False
         self._last_error: str | None = None
         self._connect_backoff = Backoff(_CONNECT_BACKOFF_MIN, _CONNECT_BACKOFF_MAX)
+        #: The error of the latest failed connect: the cause of what ``start`` raises.
+        self._connect_failure: BaseException | None = None
         #: ``time.monotonic()`` before which no extra connection is opened (see backoff above).
         self._next_connect = 0.0
         #: ``time.monotonic()`` of the node's last reply, to tell a pool that is merely busy
@@ -234,7 +236,10 @@ class NodePool:
         if failed:
             await _finish(self._discard(fresh), self.node)
             msg = f"cannot connect to {self.node}: {failed[0]}"
-            raise ConnectionLost(msg, sent=False)
+            cause = self._connect_failure
+            if cause is None:  # pragma: no cover - a failed connect always records its error
+                raise ConnectionLost(msg, sent=False)
+            raise _lost(msg, cause)
         for c in fresh:
             self._start_worker(c)
         self._ensure_maintenance()
@@ -488,6 +493,7 @@ class NodePool:
         try:
             await self._connect_excused(c)
         except FAILURES as exc:
+            self._connect_failure = exc
             reason = self._describe(exc)
             if reason != self._last_error:
                 logger.warning("cannot connect to %s: %s", self.node, reason)

@@ -157,8 +157,9 @@ class ReadRouter:
         try:
             pool = self._build(*addr)
         except ConfigError as exc:
-            # Building reads TLS files again: one that cannot be read now is this replica's
-            # problem only. The next survey tries again; the log says it once.
+            # A pool that cannot be built (the spec is resolved at open, so this is a bug or a
+            # build function of a test) is this replica's problem only. The next survey tries
+            # again; the log says it once.
             self._opening.pop(addr, None)
             problem = str(exc)
             if self._problems.get(addr) != problem:

@@ -83,7 +83,15 @@ def connection_spec(cfg: RedisConfig) -> ConnectionSpec:
             keep_error_codes=False,
         )
     tls = cfg.tls
-    context = None if tls is None else build_ssl_context(tls, host=tls.server_name or cfg.host)
+    context = None
+    if tls is not None:
+        # Named in the skip_verify warning: the server, or under Sentinel every node of it.
+        named = tls.server_name or cfg.host
+        if ha is not None and tls.server_name is None:
+            named = (
+                f"{cfg.host or 'nodes'} of Sentinel master {ha.sentinel_name!r} and its sentinels"
+            )
+        context = build_ssl_context(tls, host=named)
     return ConnectionSpec(
         data_settings=data,
         sentinel_settings=sentinel,

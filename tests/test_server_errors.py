@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import threading
 from datetime import timedelta
 
@@ -10,7 +12,13 @@ import anyio.to_thread
 import pytest
 import redis as redis_py
 
-from redis_session import CommandError, ConnectionLost, StoreUnavailable, open_session_store
+from redis_session import (
+    CommandError,
+    ConfigError,
+    ConnectionLost,
+    StoreUnavailable,
+    open_session_store,
+)
 
 from .pool_helpers import config, opened
 from .servers import RedisProcess
@@ -123,3 +131,31 @@ async def test_a_dead_server_raises_connection_lost_with_its_cause(
     assert info.value.sent is False
     assert isinstance(info.value.__cause__, redis_py.ConnectionError | OSError)
     assert f"{fresh_redis.host}:{fresh_redis.port}" in str(info.value)
+
+
+async def test_an_open_against_a_dead_server_keeps_the_connect_error_as_cause(
+    fresh_redis: RedisProcess,
+) -> None:
+    """The open itself fails: ConnectionLost (not sent), caused by the connect's own error."""
+    section = fresh_redis.redis_section()
+    await anyio.to_thread.run_sync(fresh_redis.kill)
+    with pytest.raises(ConnectionLost) as info:
+        await open_session_store({"secret": "s" * 40, "redis": section})
+    assert info.value.sent is False
+    assert isinstance(info.value.__cause__, redis_py.ConnectionError | OSError)
+
+
+def test_errors_survive_pickle_and_copy() -> None:
+    """ConnectionLost keeps ``sent``, ConfigError its problems and its message."""
+    lost = ConnectionLost("connection to 127.0.0.1:1 failed: timed out", sent=True)
+    for again in (pickle.loads(pickle.dumps(lost)), copy.copy(lost), copy.deepcopy(lost)):
+        assert type(again) is ConnectionLost
+        assert again.sent is True
+        assert str(again) == str(lost)
+    error = ConfigError(["session.redis.port: must be between 1 and 65535, got 70000", "x: y"])
+    for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert again.problems == error.problems
+        assert str(again) == str(error)
+    # One line alone is one problem, not one per letter.
+    single = ConfigError("session.redis.port: must be between 1 and 65535, got 70000")
+    assert [p.path for p in single.problems] == ["session.redis.port"]
