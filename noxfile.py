@@ -49,17 +49,20 @@ def _pyenv_versions(pythons: list[str]) -> None:
     On a machine where pyenv installed 3.12 and 3.13 but its active version is 3.11 only, the
     ``python3.12`` shim refuses to run. ``PYENV_VERSION`` lists the active version first and
     then the newest installed patch release of each Python in the matrix, so the shims find
-    them all; nothing is installed and an explicit ``PYENV_VERSION`` is left as it is.
+    them all; nothing is installed. A ``PYENV_VERSION`` already set is kept first and only
+    extended: ``python3 -m nox`` run through pyenv's shim gets ``PYENV_VERSION=3.11.x`` from
+    ``pyenv exec``, which alone would hide 3.12 and 3.13 again.
     """
     executable = shutil.which("pyenv")
-    if "PYENV_VERSION" in os.environ or executable is None:
+    if executable is None:
         return
 
     def pyenv(*args: str) -> str:
         done = subprocess.run([executable, *args], capture_output=True, text=True, check=False)  # noqa: S603
         return done.stdout.strip() if done.returncode == 0 else ""
 
-    active = [v for v in pyenv("version-name").split(":") if v]
+    given = os.environ.get("PYENV_VERSION") or pyenv("version-name")
+    active = [v for v in given.split(":") if v]
     wanted = [found for python in pythons if (found := pyenv("latest", python))]
     if wanted and active:
         os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys([*active, *wanted]))
