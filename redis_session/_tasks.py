@@ -153,4 +153,8 @@ async def gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
             if task.done() and not task.cancelled():
                 task.exception()
         raise
+    failures = [t.exception() for t in tasks]  # every outcome seen, not just the first raised
+    first = next((f for f in failures if f is not None), None)
+    if first is not None:
+        raise first
     return [task.result() for task in tasks]

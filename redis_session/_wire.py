@@ -473,7 +473,9 @@ async def disconnect(conn: AbstractConnection) -> None:
     Shielded with anyio: an enclosing anyio cancel scope cancels every await again, and an
     ``asyncio.shield`` would return at once and leave the socket to close in a stray task.
     """
-    with anyio.move_on_after(_DISCONNECT_TIMEOUT, shield=True), contextlib.suppress(Exception):
+    # suppress() outermost: a coroutine closed after its loop is gone (garbage collected)
+    # cannot even enter the scope, and must not raise from its cleanup either.
+    with contextlib.suppress(Exception), anyio.move_on_after(_DISCONNECT_TIMEOUT, shield=True):
         await conn.disconnect(nowait=True)
 
 

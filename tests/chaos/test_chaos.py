@@ -380,6 +380,12 @@ async def test_proxy_cut_mid_reply(redis: RedisProcess, client: frozenset[str]) 
             sc.load.mark("fault")
             sc.proxy.set_mode("cut", cut_probability=p)
             await anyio.sleep(OUTAGE)
+            # A client stalled through the whole outage sent nothing to cut: keep cutting (a
+            # few seconds at most) until a reply was, or the scenario would test nothing.
+            for _ in range(100):
+                if sc.proxy.cuts:
+                    break
+                await anyio.sleep(0.05)
             sc.proxy.set_mode("pass")
             sc.load.mark("heal")
             await sc.load.wait_recovered(RECOVERY)
