@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from ._config import (
+    REMEMBER_ME_DISABLED,
+    CookieConfig,
     HighAvailabilityConfig,
     NodeConfig,
     RedisConfig,
@@ -41,10 +43,12 @@ from ._statistics import NodeStatistics, PoolStatistics
 from ._store import Session, SessionStore
 
 __all__ = [
+    "REMEMBER_ME_DISABLED",
     "CommandError",
     "ConfigError",
     "ConfigProblem",
     "ConnectionLost",
+    "CookieConfig",
     "HighAvailabilityConfig",
     "NodeConfig",
     "NodeStatistics",

@@ -14,6 +14,7 @@ from datetime import timedelta
 import attrs
 
 __all__ = [
+    "CookieConfig",
     "HighAvailabilityConfig",
     "NodeConfig",
     "RedisConfig",
@@ -125,14 +126,53 @@ class RedisConfig:
     high_availability: HighAvailabilityConfig | None = None
 
 
+#: ``remember_me: -1`` in Authelia's notation: remember-me is disabled. Any negative duration
+#: means the same; compare with ``< timedelta(0)``.
+REMEMBER_ME_DISABLED = timedelta(seconds=-1)
+
+
+@attrs.frozen
+class CookieConfig:
+    """One entry of ``session.cookies`` (Authelia 4.38+): the session cookie of one domain.
+
+    The cookie is sent for ``domain`` and its subdomains. Options left ``None`` take the value
+    of the same option at the top of ``session`` when the configuration is loaded, so a loaded
+    configuration's entries are complete.
+    """
+
+    #: Cookie domain: a registrable domain or a subdomain, never a public suffix.
+    domain: str
+    #: Authelia's portal URL for this domain. Accepted for compatibility; not used here.
+    authelia_url: str | None = None
+    #: Authelia's redirection target for this domain. Accepted for compatibility; not used here.
+    default_redirection_url: str | None = None
+    #: Cookie name for this domain; defaults to ``session.name``.
+    name: str | None = None
+    #: ``SameSite`` attribute (``lax``, ``strict`` or ``none``); defaults to ``session.same_site``.
+    same_site: str | None = None
+    #: Absolute lifetime of a session on this domain; defaults to ``session.expiration``.
+    expiration: timedelta | None = None
+    #: Idle limit on this domain; defaults to ``session.inactivity``.
+    inactivity: timedelta | None = None
+    #: Lifetime of a remember-me session on this domain (negative: disabled); defaults to
+    #: ``session.remember_me``.
+    remember_me: timedelta | None = None
+
+
 @attrs.frozen
 class SessionConfig:
     """``session``: the whole session configuration (Authelia's keys and defaults)."""
 
-    #: Cookie name; also namespaces the keys in Redis.
+    #: Cookie name (the default of every ``cookies`` entry); also namespaces the keys in Redis.
     name: str = "authelia_session"
-    #: Cookie domain. Kept for the web app; the store itself does not use it.
+    #: ``SameSite`` attribute of the cookie: ``lax``, ``strict`` or ``none`` (Authelia 4.38+).
+    same_site: str = "lax"
+    #: Deprecated (Authelia before 4.38): one cookie domain. Loading maps it to a ``cookies``
+    #: entry, with a warning.
     domain: str | None = None
+    #: Per-domain cookies (Authelia 4.38+). Empty: a host-only cookie for whatever host served
+    #: the request.
+    cookies: tuple[CookieConfig, ...] = ()
     #: Key material for encryption at rest and key hashing. Required with ``redis``.
     secret: Secret | None = None
     #: *Extension.* Former secrets still accepted for reading during a key rotation.
@@ -141,8 +181,12 @@ class SessionConfig:
     expiration: timedelta = timedelta(hours=1)
     #: Idle limit: a session unused this long is gone. Not applied to remember-me sessions.
     inactivity: timedelta = timedelta(minutes=5)
-    #: Absolute lifetime of a remember-me session (replaces ``expiration``).
-    remember_me_duration: timedelta = timedelta(days=30)
+    #: Absolute lifetime of a remember-me session (replaces ``expiration``); a negative
+    #: duration (Authelia's ``-1``) disables remember-me (Authelia 4.38+).
+    remember_me: timedelta = timedelta(days=30)
+    #: Deprecated (Authelia before 4.38): the old name of ``remember_me``. Loading maps it
+    #: there, with a warning.
+    remember_me_duration: timedelta | None = None
     #: *Extension.* Largest serialized session data accepted by ``save``, in bytes.
     maximum_data_size: int = 64 * 1024
     #: The Redis provider; ``None`` selects the in-memory provider.

@@ -193,7 +193,7 @@ class SessionStore(Generic[T]):
         self._keyring = keyring
         self._prefix = f"{cfg.name}:".encode()
         self._expiration_ms = _ms(cfg.expiration)
-        self._remember_me_ms = _ms(cfg.remember_me_duration)
+        self._remember_me_ms = _ms(cfg.remember_me)
         self._inactivity_ms = _ms(cfg.inactivity)
         self._maximum_data_size = cfg.maximum_data_size
         self._closed = False
