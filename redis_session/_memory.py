@@ -137,10 +137,8 @@ class MemoryProvider:
         current = entry.record
         if current.version == record.version:
             return True
-        if current.version != expected or (current.deadline_ms, current.inactivity_ms) != (
-            record.deadline_ms,
-            record.inactivity_ms,
-        ):
+        clocks = (current.deadline_ms, current.inactivity_ms)
+        if current.version != expected or clocks != (record.deadline_ms, record.inactivity_ms):
             return False
         entry.record = attrs.evolve(current, version=record.version, blob=record.blob)
         entry.expires_ms = now_ms + ttl_ms(current.deadline_ms, current.inactivity_ms, now_ms)
@@ -153,8 +151,11 @@ class MemoryProvider:
         expected: bytes,
         record: Record,
         deadline: float | None = None,
+        *,
+        clock: tuple[int, int] | None = None,
     ) -> bool:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``."""
+        expected_clock = clock or (record.deadline_ms, record.inactivity_ms)
         now_ms = self.clock()
         old = self._live(old_key, now_ms)
         if old is None:
@@ -162,10 +163,8 @@ class MemoryProvider:
             # Already moved by this very call (a retry): done, as the Lua script says.
             return new is not None and new.record.version == record.version
         current = old.record
-        if current.version != expected or (current.deadline_ms, current.inactivity_ms) != (
-            record.deadline_ms,
-            record.inactivity_ms,
-        ):
+        clocks = (current.deadline_ms, current.inactivity_ms)
+        if current.version != expected or clocks != expected_clock:
             return False
         if self._live(new_key, now_ms) is not None:
             return False

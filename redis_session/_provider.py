@@ -148,11 +148,14 @@ class Provider(Protocol):
         expected: bytes,
         record: Record,
         deadline: float | None = None,
+        *,
+        clock: tuple[int, int] | None = None,
     ) -> bool:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``.
 
-        ``False`` if the old record's version is not ``expected``, its deadline or idle limit
-        differ from the record's, or ``new_key`` is taken. Like :meth:`save` for another type.
+        ``False`` if the old record's version is not ``expected``, its deadline and idle limit
+        are not ``clock`` (by default the record's own: the session keeps its clocks), or
+        ``new_key`` is taken. Like :meth:`save` for another type.
         """
         ...
 

@@ -214,10 +214,12 @@ return 1
 """
 )
 
-#: KEYS: old key, new key. ARGV: expected v, new v, e, i, d. If the old record is at the
-#: expected version with the given e and i, and the new key is free: write the new record, set
-#: its TTL, delete the old key; 1. Otherwise 0 and nothing changes (1 if this very move
-#: already applied; a type name when the old key holds another type).
+#: KEYS: old key, new key. ARGV: expected v, new v, e, i, d, old e, old i. If the old record
+#: is at the expected version with the given old e and i (those its blob is bound to; the new
+#: record's e and i differ from them when the session switches to or from remember-me), and
+#: the new key is free: write the new record, set its TTL, delete the old key; 1. Otherwise 0
+#: and nothing changes (1 if this very move already applied; a type name when the old key
+#: holds another type).
 REGENERATE = Script(
     _COMMON
     + """
@@ -228,7 +230,7 @@ if not r[1] then
   if redis.pcall('HGET', new, 'v') == ARGV[2] then return 1 end
   return 0
 end
-if r[1] ~= ARGV[1] or r[2] ~= ARGV[3] or r[3] ~= ARGV[4] then return 0 end
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[6] or r[3] ~= ARGV[7] then return 0 end
 if redis.call('EXISTS', new) == 1 then return 0 end
 local ttl = ttl_of(ARGV[3], ARGV[4], clock())
 if not ttl then return 0 end
@@ -405,14 +407,19 @@ class RedisProvider:
         expected: bytes,
         record: Record,
         deadline: float | None = None,
+        *,
+        clock: tuple[int, int] | None = None,
     ) -> bool:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``."""
+        old_deadline, old_inactivity = clock or (record.deadline_ms, record.inactivity_ms)
         args = (
             expected,
             record.version,
             record.deadline_ms,
             record.inactivity_ms,
             record.blob,
+            old_deadline,
+            old_inactivity,
         )
         keys = (old_key, new_key)
         reply = await self._manager.run_script(REGENERATE, keys, args, deadline=deadline)

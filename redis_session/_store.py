@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import inspect
 import logging
 import os
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Generic, TypeVar
+
+import anyio
 
 from ._codec import Codec
 from ._config import SessionConfig
 from ._crypto import KeyRing
+from ._domains import cookie_for
 from ._errors import (
     SessionConflict,
     SessionDataError,
@@ -48,6 +53,10 @@ _ID_BYTES = 32
 #: a third failure means something else is wrong.
 _CREATE_ATTEMPTS = 3
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: How many times :meth:`SessionStore.update` tries by default, and the longest pause between
+#: tries: with full jitter, a hundred concurrent updates of one session all get through.
+_UPDATE_ATTEMPTS = 64
+_UPDATE_PAUSE_MAX = 0.05
 _CONFLICT = (
     "the session was saved, regenerated or deleted elsewhere since it was loaded, or it expired"
 )
@@ -74,6 +83,17 @@ def _plain_id(session_id: object, method: str) -> str:
         return str.__str__(session_id)
     msg = f"{method}() takes a session id (str), got {type(session_id).__qualname__}"
     raise UsageError(msg)
+
+
+def _check_flag(remember_me: object, method: str) -> None:
+    """Refuse a ``remember_me`` that is not a ``bool`` (callers ignore the annotation)."""
+    if type(remember_me) is not bool:
+        # A truthy string or None would be stored and then never read back as a session.
+        msg = (
+            f"{method}(remember_me=...) takes True or False, got {type(remember_me).__name__}; "
+            "convert a form or cookie value to a bool first"
+        )
+        raise UsageError(msg)
 
 
 def _redact_id(session_id: str) -> str:
@@ -157,7 +177,7 @@ class Session(Generic[T]):
 
     @property
     def remember_me(self) -> bool:
-        """Whether this is a remember-me session (``remember_me_duration``, no idle limit)."""
+        """Whether this is a remember-me session (lifetime ``remember_me``, no idle limit)."""
         return self._remember_me
 
     def __repr__(self) -> str:
@@ -188,6 +208,7 @@ class SessionStore(Generic[T]):
     def __init__(
         self, cfg: SessionConfig, provider: Provider, codec: Codec[T], keyring: KeyRing
     ) -> None:
+        self._config = cfg
         self._provider = provider
         self._codec = codec
         self._keyring = keyring
@@ -199,28 +220,28 @@ class SessionStore(Generic[T]):
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
 
-    async def create(self, data: T, *, remember_me: bool = False) -> Session[T]:
+    @property
+    def config(self) -> SessionConfig:
+        """The configuration this store was opened with (resolved: defaults filled in)."""
+        return self._config
+
+    async def create(
+        self, data: T, *, remember_me: bool = False, domain: str | None = None
+    ) -> Session[T]:
         """Store ``data`` as a new session and return it; its :attr:`~Session.id` is new.
 
-        The session lasts ``expiration`` (``remember_me_duration`` with ``remember_me``) and,
+        The session lasts ``expiration`` (``remember_me`` with ``remember_me=True``) and,
         unless ``remember_me``, ends earlier after ``inactivity`` without a load or save.
-        Raises :class:`~redis_session.SessionDataError` if ``data`` cannot be serialized or is
-        larger than ``session.maximum_data_size``, and :class:`~redis_session.UsageError` if
-        ``remember_me`` is not a ``bool``.
+        ``domain`` (a request's host, or a cookie domain) picks the ``session.cookies`` entry
+        whose durations apply; without it the top-level ones do. Raises
+        :class:`~redis_session.SessionDataError` if ``data`` cannot be serialized or is larger
+        than ``session.maximum_data_size``, and :class:`~redis_session.UsageError` if
+        ``remember_me`` is not a ``bool``, remember-me is disabled (``remember_me: -1``), or
+        no cookie entry serves ``domain``.
         """
         self._check_open()
-        flag: object = remember_me  # callers ignore the annotation; check what really came
-        if type(flag) is not bool:
-            # A truthy string or None would be stored and then never read back as a session.
-            msg = (
-                f"create(remember_me=...) takes True or False, got {type(flag).__name__}; "
-                "convert a form or cookie value to a bool first"
-            )
-            raise UsageError(msg)
-        if remember_me:
-            lifetime, inactivity = self._remember_me_ms, 0
-        else:
-            lifetime, inactivity = self._expiration_ms, self._inactivity_ms
+        _check_flag(remember_me, "create")
+        lifetime, inactivity = self._clocks(remember_me, domain, "create")
         provider = self._provider
         # One deadline for every try, so a retry cannot stretch the call past redis.timeout.
         deadline = provider.deadline()
@@ -348,34 +369,110 @@ class SessionStore(Generic[T]):
         session._version = record.version
         session._key = key
 
-    async def regenerate(self, session: Session[T]) -> Session[T]:
+    async def regenerate(
+        self,
+        session: Session[T],
+        *,
+        remember_me: bool | None = None,
+        domain: str | None = None,
+    ) -> Session[T]:
         """Move the session to a new id and return it; the old id stops working at once.
 
         Call it when privileges change (after a login) against session fixation. The new
-        session has the same ``created_at``, ``expires_at`` and ``remember_me``, and holds
-        ``session.data`` as it is now. Raises :class:`~redis_session.SessionConflict` and
-        :class:`~redis_session.UsageError` under the same conditions as :meth:`save`.
+        session holds ``session.data`` as it is now. It keeps ``created_at``, ``expires_at``
+        and ``remember_me``, unless ``remember_me`` switches the kind (a login with "remember
+        me" ticked): then, in the same atomic step, its clocks restart now with that kind's
+        durations (of the ``session.cookies`` entry serving ``domain``, as in :meth:`create`).
+        Raises :class:`~redis_session.SessionConflict` and
+        :class:`~redis_session.UsageError` under the same conditions as :meth:`save` and
+        :meth:`create`; the old id keeps working when it raises.
         """
         self._check_open()
         self._check_session(session, "regenerate")
-        payload = self._encode(session._created_ms, session.remember_me, session.data)
+        kind = session.remember_me
+        created_ms, deadline_ms = session._created_ms, session._deadline_ms
+        inactivity_ms = session._inactivity_ms
+        if remember_me is not None:
+            _check_flag(remember_me, "regenerate")
+            if remember_me != kind:
+                kind = remember_me
+                lifetime, inactivity_ms = self._clocks(kind, domain, "regenerate")
+                # The server's clock as known here, like create's stamp (the move itself is
+                # one atomic step, checked against the old clocks).
+                created_ms = self._provider.now_ms()
+                deadline_ms = created_ms + lifetime
+        payload = self._encode(created_ms, kind, session.data)
         session_id = secrets.token_urlsafe(_ID_BYTES)
         key = self._keyring.redis_key(session_id, self._prefix)
-        record = self._seal(key, payload, session._deadline_ms, session._inactivity_ms)
-        moved = await self._provider.regenerate(session._key, key, session._version, record)
+        record = self._seal(key, payload, deadline_ms, inactivity_ms)
+        moved = await self._provider.regenerate(
+            session._key,
+            key,
+            session._version,
+            record,
+            clock=(session._deadline_ms, session._inactivity_ms),
+        )
         if not moved:
             raise SessionConflict(_CONFLICT)
         return Session(
             session_id,
             session.data,
-            created_ms=session._created_ms,
-            deadline_ms=session._deadline_ms,
-            inactivity_ms=session._inactivity_ms,
-            remember_me=session.remember_me,
+            created_ms=created_ms,
+            deadline_ms=deadline_ms,
+            inactivity_ms=inactivity_ms,
+            remember_me=kind,
             version=record.version,
             key=key,
             store=self,
         )
+
+    async def update(
+        self,
+        session_id: str,
+        fn: Callable[[T], T | Awaitable[T | None] | None],
+        *,
+        attempts: int = _UPDATE_ATTEMPTS,
+    ) -> Session[T] | None:
+        """Load the session, apply ``fn`` to its data and save it, retrying lost races.
+
+        For read-modify-write work such as counters: ``fn`` gets the current data and returns
+        the new data, or ``None`` after changing it in place (``lambda d: d.update(n=1)``); it
+        may be a coroutine function. When another writer saved the session in between, the
+        save raises nothing: the session is loaded again and ``fn`` applied again (so ``fn``
+        must not have other effects), up to ``attempts`` times with short random pauses,
+        after which :class:`~redis_session.SessionConflict` is raised. Returns the saved
+        session, or ``None`` if there is no session (unknown, expired or deleted: nothing is
+        created).
+        """
+        self._check_open()
+        given: object = fn  # callers ignore the annotation; check what really came
+        if not callable(given):
+            msg = f"update() takes a function of the session data, got {type(given).__qualname__}"
+            raise UsageError(msg)
+        if type(attempts) is not int or attempts < 1:
+            msg = f"update(attempts=...) takes a whole number of at least 1, got {attempts!r}"
+            raise UsageError(msg)
+        pause = 0.001
+        for attempt in range(attempts):
+            session = await self.load(session_id)
+            if session is None:
+                return None
+            result = fn(session.data)
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None:
+                session.data = result
+            try:
+                await self.save(session)
+            except SessionConflict:
+                if attempt + 1 == attempts:
+                    raise
+                # Full jitter: contenders that lost together do not come back together.
+                await anyio.sleep(pause * secrets.randbelow(1001) / 1000)
+                pause = min(pause * 2, _UPDATE_PAUSE_MAX)
+            else:
+                return session
+        raise AssertionError  # pragma: no cover - the loop returns or raises
 
     async def delete(self, session_or_id: Session[T] | str) -> None:
         """Delete the session; its id stops working, and no concurrent save can revive it.
@@ -437,6 +534,38 @@ class SessionStore(Generic[T]):
             f"{s.in_use} in use, {s.idle} idle, {s.max_connections} max | "
             f"Commands: {s.waiting} waiting]>"
         )
+
+    def _clocks(self, remember_me: bool, domain: str | None, method: str) -> tuple[int, int]:
+        """Return (lifetime, inactivity) in ms for a new session of this kind on ``domain``."""
+        cfg = self._config
+        if domain is None:
+            expiration, inactivity, remember = cfg.expiration, cfg.inactivity, cfg.remember_me
+            option = "session.remember_me"
+        else:
+            entry = cookie_for(cfg, domain)
+            if entry is None:
+                if cfg.cookies:
+                    msg = (
+                        f"{method}(domain=...): no session.cookies entry serves "
+                        f"{domain!r} (configured: "
+                        f"{', '.join(repr(c.domain) for c in cfg.cookies)})"
+                    )
+                    raise UsageError(msg)
+                expiration, inactivity, remember = cfg.expiration, cfg.inactivity, cfg.remember_me
+                option = "session.remember_me"
+            else:
+                # Loading fills every entry in; a hand-built one may leave options unset.
+                expiration = entry.expiration if entry.expiration is not None else cfg.expiration
+                inactivity = entry.inactivity if entry.inactivity is not None else cfg.inactivity
+                remember = entry.remember_me if entry.remember_me is not None else cfg.remember_me
+                index = cfg.cookies.index(entry)
+                option = f"session.cookies[{index}].remember_me"
+        if not remember_me:
+            return _ms(expiration), _ms(inactivity)
+        if remember < dt.timedelta(0):
+            msg = f"{method}(remember_me=True): remember-me is disabled ({option}: -1)"
+            raise UsageError(msg)
+        return _ms(remember), 0
 
     def _check_open(self) -> None:
         if self._closed:

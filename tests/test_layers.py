@@ -25,7 +25,14 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     (
         "config",
         frozenset(
-            {"_config", "_durations", "_config_rules", "_config_converter", "_config_loading"}
+            {
+                "_config",
+                "_durations",
+                "_config_rules",
+                "_config_converter",
+                "_config_loading",
+                "_domains",
+            }
         ),
     ),
     (

@@ -1,0 +1,233 @@
+"""The store's additions for web apps: update(), the remember-me switch at regenerate, cookie
+entries' durations, and host matching. On both providers (memory and a real redis-server)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import anyio
+import pytest
+
+from redis_session import (
+    REMEMBER_ME_DISABLED,
+    CookieConfig,
+    SessionConfig,
+    SessionConflict,
+    UsageError,
+)
+from redis_session._domains import cookie_for, normalize_host
+
+from .store_helpers import Backend
+
+pytestmark = pytest.mark.anyio
+
+HOUR = dt.timedelta(hours=1)
+
+
+def _near(when: dt.datetime, expected: dt.datetime, slack: float = 5.0) -> bool:
+    return abs((when - expected).total_seconds()) <= slack
+
+
+async def test_update_applies_a_function_and_saves(backend: Backend) -> None:
+    store = await backend.open()
+    s = await store.create({"n": 1})
+    saved = await store.update(s.id, lambda d: {**d, "n": d["n"] + 1})
+    assert saved is not None
+    assert saved.data == {"n": 2}
+    loaded = await store.load(s.id)
+    assert loaded is not None
+    assert loaded.data == {"n": 2}
+
+
+async def test_update_in_place_and_async_functions(backend: Backend) -> None:
+    store = await backend.open()
+    s = await store.create({"n": 0})
+    await store.update(s.id, lambda d: d.update(n=d["n"] + 1))
+
+    async def bump(d: dict[str, Any]) -> dict[str, Any]:
+        await anyio.sleep(0)
+        return {**d, "n": d["n"] + 10}
+
+    await store.update(s.id, bump)
+    loaded = await store.load(s.id)
+    assert loaded is not None
+    assert loaded.data == {"n": 11}
+
+
+async def test_update_of_no_session_creates_nothing(backend: Backend) -> None:
+    store = await backend.open()
+    calls: list[object] = []
+    assert await store.update("x" * 43, calls.append) is None
+    s = await store.create({})
+    await store.delete(s)
+    assert await store.update(s.id, calls.append) is None
+    assert calls == []
+    assert backend.keys() == []
+
+
+async def test_a_hundred_concurrent_increments_all_count(backend: Backend) -> None:
+    """Issue 11 acceptance: 100 concurrent increments through update() end at 100."""
+    store = await backend.open()
+    s = await store.create({"count": 0})
+
+    async def increment() -> None:
+        await store.update(s.id, lambda d: d.update(count=d["count"] + 1))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(100):
+            tg.start_soon(increment)
+    loaded = await store.load(s.id)
+    assert loaded is not None
+    assert loaded.data == {"count": 100}
+
+
+async def test_update_gives_up_after_its_attempts(backend: Backend) -> None:
+    """A writer that always wins makes update() raise after ``attempts`` tries, not loop."""
+    store = await backend.open()
+    s = await store.create({"n": 0})
+    tries = 0
+
+    async def meddle(d: dict[str, Any]) -> dict[str, Any]:
+        nonlocal tries
+        tries += 1
+        # Another writer saves between our load and our save, every time.
+        other = await store.load(s.id)
+        assert other is not None
+        other.data = {"n": -tries}
+        await store.save(other)
+        return {"n": d["n"] + 1}
+
+    with pytest.raises(SessionConflict):
+        await store.update(s.id, meddle, attempts=3)
+    assert tries == 3
+    loaded = await store.load(s.id)
+    assert loaded is not None
+    assert loaded.data == {"n": -3}
+
+
+@pytest.mark.parametrize("attempts", [0, -1, 1.5, True])
+async def test_update_refuses_bad_arguments(backend: Backend, attempts: Any) -> None:
+    store = await backend.open()
+    s = await store.create({})
+    with pytest.raises(UsageError, match="attempts"):
+        await store.update(s.id, lambda d: d, attempts=attempts)
+    with pytest.raises(UsageError, match="function"):
+        await store.update(s.id, "not callable")  # type: ignore[arg-type]
+
+
+async def test_regenerate_switches_to_remember_me_atomically(backend: Backend) -> None:
+    store = await backend.open(expiration="1h", inactivity="5m", remember_me="30d")
+    s = await store.create({"user": "john"})
+    assert not s.remember_me
+    fresh = await store.regenerate(s, remember_me=True)
+    assert fresh.id != s.id
+    assert fresh.remember_me
+    now = dt.datetime.now(dt.UTC)
+    assert _near(fresh.expires_at, now + dt.timedelta(days=30))
+    assert _near(fresh.created_at, now)
+    assert await store.load(s.id) is None
+    loaded = await store.load(fresh.id)
+    assert loaded is not None
+    assert loaded.remember_me
+    assert loaded.data == {"user": "john"}
+    assert loaded.expires_at == fresh.expires_at
+    # No idle limit any more: the stored record says so, and the TTL is the absolute one.
+    key = fresh._key
+    assert backend.fields(key)[b"i"] == b"0"
+    # The session still saves (the blob is bound to the new clocks).
+    loaded.data["x"] = 1
+    await store.save(loaded)
+    # And back: a plain session again, its clocks restarted with the plain durations.
+    plain = await store.regenerate(loaded, remember_me=False)
+    assert not plain.remember_me
+    assert _near(plain.expires_at, dt.datetime.now(dt.UTC) + HOUR)
+    assert backend.fields(plain._key)[b"i"] == b"300000"
+
+
+async def test_regenerate_keeps_the_clocks_when_the_kind_stays(backend: Backend) -> None:
+    store = await backend.open()
+    s = await store.create({}, remember_me=True)
+    same = await store.regenerate(s, remember_me=True)
+    assert same.expires_at == s.expires_at
+    assert same.created_at == s.created_at
+    plain = await store.regenerate(same)
+    assert plain.expires_at == s.expires_at
+
+
+async def test_a_stale_regenerate_with_a_switch_is_a_conflict(backend: Backend) -> None:
+    """The switch still compares against the clocks the loaded copy had: a save in between
+    makes it fail, and the old id keeps working."""
+    store = await backend.open()
+    s = await store.create({"n": 1})
+    other = await store.load(s.id)
+    assert other is not None
+    other.data = {"n": 2}
+    await store.save(other)
+    with pytest.raises(SessionConflict):
+        await store.regenerate(s, remember_me=True)
+    loaded = await store.load(s.id)
+    assert loaded is not None
+    assert loaded.data == {"n": 2}
+    assert not loaded.remember_me
+
+
+async def test_remember_me_disabled_is_refused(backend: Backend) -> None:
+    store = await backend.open(remember_me=-1)
+    with pytest.raises(UsageError, match=r"session\.remember_me: -1"):
+        await store.create({}, remember_me=True)
+    s = await store.create({})
+    with pytest.raises(UsageError, match="disabled"):
+        await store.regenerate(s, remember_me=True)
+    assert await store.load(s.id) is not None
+
+
+async def test_cookie_entries_give_their_durations(backend: Backend) -> None:
+    store = await backend.open(
+        expiration="1h",
+        remember_me="30d",
+        cookies=[
+            {"domain": "example.com", "expiration": "2h", "remember_me": "7d"},
+            {"domain": "other.org", "remember_me": -1},
+        ],
+    )
+    now = dt.datetime.now(dt.UTC)
+    a = await store.create({}, domain="app.example.com")
+    assert _near(a.expires_at, now + 2 * HOUR)
+    b = await store.create({}, remember_me=True, domain="example.com:8443")
+    assert _near(b.expires_at, now + dt.timedelta(days=7))
+    c = await store.create({}, domain="www.other.org")
+    assert _near(c.expires_at, now + HOUR)
+    with pytest.raises(UsageError, match=r"session\.cookies\[1\]\.remember_me: -1"):
+        await store.create({}, remember_me=True, domain="other.org")
+    with pytest.raises(UsageError, match="no session.cookies entry serves 'evil.net'"):
+        await store.create({}, domain="evil.net")
+    with pytest.raises(UsageError, match="no session.cookies entry"):
+        await store.create({}, domain="notexample.com")
+    switched = await store.regenerate(a, remember_me=True, domain="app.example.com")
+    assert _near(switched.expires_at, now + dt.timedelta(days=7))
+
+
+def test_hosts_are_normalised() -> None:
+    assert normalize_host("Example.COM:8443") == "example.com"
+    assert normalize_host("example.com.") == "example.com"
+    assert normalize_host("[::1]:8080") == "::1"
+    assert normalize_host("127.0.0.1") == "127.0.0.1"
+    for bad in ["", None, "a b", "user@host", "host/path", ".example.com", "a..b", "[zz]"]:
+        assert normalize_host(bad) is None, bad
+
+
+def test_the_most_specific_cookie_entry_wins() -> None:
+    cfg = SessionConfig(
+        cookies=(
+            CookieConfig(domain="example.com", name="outer"),
+            CookieConfig(domain="app.example.com", name="inner"),
+        )
+    )
+    assert cookie_for(cfg, "example.com") is cfg.cookies[0]
+    assert cookie_for(cfg, "www.example.com") is cfg.cookies[0]
+    assert cookie_for(cfg, "app.example.com") is cfg.cookies[1]
+    assert cookie_for(cfg, "x.app.example.com:443") is cfg.cookies[1]
+    assert cookie_for(cfg, "badexample.com") is None
+    assert cookie_for(SessionConfig(), "example.com") is None
+    assert REMEMBER_ME_DISABLED < dt.timedelta(0)
