@@ -7,6 +7,7 @@ so neither has to know the other exists.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Generator, Mapping
 from os import PathLike
@@ -23,6 +24,8 @@ from ._memory import MemoryProvider
 from ._provider import Provider
 from ._redis_provider import RedisProvider
 from ._store import SessionStore
+
+logger = logging.getLogger("redis_session")
 
 __all__ = ["ConfigSource", "StoreOpener", "open_session_store"]
 
@@ -74,6 +77,13 @@ class StoreOpener(Generic[T]):
         keyring = _keyring(cfg)
         provider: Provider
         if cfg.redis is None:
+            # Said once per store, where an operator looks: a missing section is a fine default
+            # for development and a surprise in production (sessions die with the process and
+            # are not shared between workers).
+            logger.warning(
+                "session.redis is not configured: sessions live in this process's memory, "
+                "are lost when it stops and are not shared with other processes"
+            )
             provider = MemoryProvider()
         else:
             provider = RedisProvider(await ConnectionManager.open(cfg.redis))

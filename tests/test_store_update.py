@@ -231,3 +231,14 @@ def test_the_most_specific_cookie_entry_wins() -> None:
     assert cookie_for(cfg, "badexample.com") is None
     assert cookie_for(SessionConfig(), "example.com") is None
     assert REMEMBER_ME_DISABLED < dt.timedelta(0)
+
+
+async def test_a_store_in_memory_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    from redis_session import open_session_store
+
+    with caplog.at_level("WARNING", logger="redis_session"):
+        async with open_session_store({}) as store:
+            await store.create({})
+    said = [r for r in caplog.records if "process's memory" in r.getMessage()]
+    assert len(said) == 1
+    assert "session.redis is not configured" in said[0].getMessage()
