@@ -225,6 +225,11 @@ class SessionStore(Generic[T]):
         """The configuration this store was opened with (resolved: defaults filled in)."""
         return self._config
 
+    @property
+    def data_type(self) -> type[T]:
+        """The type of ``data`` this store keeps: ``dict`` or the attrs class it was opened with."""
+        return self._codec.data_type
+
     async def create(
         self, data: T, *, remember_me: bool = False, domain: str | None = None
     ) -> Session[T]:
