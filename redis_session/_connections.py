@@ -278,9 +278,20 @@ class ConnectionManager:
         return await self.execute_packed(pack(*args), read_only=read_only, deadline=deadline)
 
     async def execute_packed(  # noqa: PLR0912 - one loop over every outcome of a try
-        self, packed: bytes, *, read_only: bool = False, deadline: float | None = None
+        self,
+        packed: bytes,
+        *,
+        read_only: bool = False,
+        deadline: float | None = None,
+        resent: list[bool] | None = None,
     ) -> Any:
-        """Run one command already encoded with :func:`~redis_session._pool.pack`."""
+        """Run one command already encoded with :func:`~redis_session._pool.pack`.
+
+        When the command is sent again after a try that may have run it (its connection broke
+        after sending, or its node stopped being the master), ``True`` is appended to
+        ``resent``: the reply then answers the resend, and a write script that reports "not
+        applied" may still have been applied by the first try.
+        """
         loop = asyncio.get_running_loop()
         given = loop.time() + self._timeout if deadline is None else deadline
         deadline = given
@@ -337,6 +348,8 @@ class ConnectionManager:
             attempt += 1
             if attempt > self._retries or loop.time() >= deadline:
                 raise _unavailable(pool, failure)
+            if resent is not None and not _did_not_run(failure):
+                resent.append(True)
             await topology.recover(pool, deadline)
             if loop.time() >= deadline:
                 # recover() waited until the deadline for a new master: report what failed.
@@ -419,23 +432,29 @@ class ConnectionManager:
         *,
         read_only: bool = False,
         deadline: float | None = None,
+        resent: list[bool] | None = None,
     ) -> Any:
         """Run a Lua script by its SHA; on NOSCRIPT send the source (which caches it).
 
         Both tries share one deadline (by default ``redis.timeout`` from now), so a NOSCRIPT
-        late in the first does not give the second a whole timeout more.
+        late in the first does not give the second a whole timeout more. ``resent`` as for
+        :meth:`execute_packed` (a NOSCRIPT reply proves the script did not run).
         """
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self._timeout
         try:
             # Packed here rather than through execute(): this is the store's hot path.
             packed = pack("EVALSHA", script.sha, len(keys), *keys, *args)
-            return await self.execute_packed(packed, read_only=read_only, deadline=deadline)
+            return await self.execute_packed(
+                packed, read_only=read_only, deadline=deadline, resent=resent
+            )
         except CommandError as exc:
             if exc.code != "NOSCRIPT":
                 raise
         packed = pack("EVAL", script.source, len(keys), *keys, *args)
-        return await self.execute_packed(packed, read_only=read_only, deadline=deadline)
+        return await self.execute_packed(
+            packed, read_only=read_only, deadline=deadline, resent=resent
+        )
 
     def statistics(self) -> PoolStatistics:
         """Return a snapshot of every pool, summed and per node."""

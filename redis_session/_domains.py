@@ -9,39 +9,72 @@ they are normalised here and anything that is not a plain host name matches noth
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from ._config import CookieConfig, SessionConfig
 
 __all__ = ["cookie_for", "domain_matches", "normalize_host"]
 
-# Letters, digits, hyphens and dots (a DNS name), or an IPv6 literal in brackets; an optional
-# port. Anything else (a path, a user part, spaces) is not a host a browser would send.
+# Letters, digits, hyphens, underscores and dots (a DNS name), or a bracketed IPv6 literal; an
+# optional port. Anything else (a path, a user part, spaces) is not a host a browser would send.
 _HOST = re.compile(r"(?P<name>[a-z0-9_.-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+# RFC 1035: at most 63 characters a label, 253 a name (without the final dot).
+_LABEL_MAX, _NAME_MAX = 63, 253
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _ipv6(address: str) -> str | None:
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return None
+    return address
 
 
 def normalize_host(host: str | None) -> str | None:
     """Return the host name of a ``Host`` header value, lower-cased, without port or final dot.
 
-    ``None`` for a value that is not a host name (so it matches no cookie entry).
+    An IPv6 literal comes back without its brackets. ``None`` for a value that is not a host
+    name or address (so it matches no cookie entry): non-ASCII text (browsers send IDNs as
+    ``xn--`` labels, and ``str.lower`` would fold some non-ASCII letters into ASCII ones),
+    brackets around anything but an IPv6 address, empty labels, labels over 63 characters,
+    names over 253.
     """
-    if not host:
+    if not host or not host.isascii():
         return None
     match = _HOST.fullmatch(host.strip().lower())
     if match is None:
         return None
     name = match.group("name")
     if name.startswith("["):
-        return name[1:-1]
+        return _ipv6(name[1:-1])
     name = name.removesuffix(".")
-    if not name or ".." in name or name.startswith("."):
+    if not name or len(name) > _NAME_MAX:
+        return None
+    if any(not label or len(label) > _LABEL_MAX for label in name.split(".")):
         return None
     return name
 
 
 def domain_matches(domain: str, host: str) -> bool:
-    """Whether a cookie for ``domain`` is sent to ``host`` (both normalised, lower case)."""
-    return host == domain or host.endswith("." + domain)
+    """Whether a cookie for ``domain`` is sent to ``host`` (both normalised, lower case).
+
+    A name matches itself and its subdomains; an IP address only itself (``1.2.3.4`` is not
+    a parent of ``5.1.2.3.4``, and browsers never domain-match addresses, RFC 6265 §5.1.3).
+    """
+    if host == domain:
+        return True
+    if _is_ip(host) or _is_ip(domain):
+        return False
+    return host.endswith("." + domain)
 
 
 def cookie_for(cfg: SessionConfig, host: str | None) -> CookieConfig | None:

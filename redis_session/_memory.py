@@ -153,7 +153,8 @@ class MemoryProvider:
         deadline: float | None = None,
         *,
         clock: tuple[int, int] | None = None,
-    ) -> bool:
+        created_ms: int | None = None,
+    ) -> int:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``."""
         expected_clock = clock or (record.deadline_ms, record.inactivity_ms)
         now_ms = self.clock()
@@ -161,15 +162,22 @@ class MemoryProvider:
         if old is None:
             new = self._live(new_key, now_ms)
             # Already moved by this very call (a retry): done, as the Lua script says.
-            return new is not None and new.record.version == record.version
+            return CREATED if new is not None and new.record.version == record.version else TAKEN
         current = old.record
         clocks = (current.deadline_ms, current.inactivity_ms)
         if current.version != expected or clocks != expected_clock:
-            return False
+            return TAKEN
         if self._live(new_key, now_ms) is not None:
-            return False
+            return TAKEN
+        if created_ms is not None and not (
+            now_ms - CLOCK_BEHIND_MS <= created_ms <= now_ms + CLOCK_AHEAD_MS
+        ):
+            return CLOCK
+        if ttl_ms(record.deadline_ms, record.inactivity_ms, now_ms) <= 0:
+            return CLOCK  # checked before the old entry goes: a refused move loses nothing
         del self._entries[old_key]
-        return self._put(new_key, record, now_ms)
+        self._put(new_key, record, now_ms)
+        return CREATED
 
     async def delete(self, keys: Sequence[bytes], deadline: float | None = None) -> None:
         """Delete ``keys``; missing keys are fine."""

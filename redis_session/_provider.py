@@ -150,12 +150,18 @@ class Provider(Protocol):
         deadline: float | None = None,
         *,
         clock: tuple[int, int] | None = None,
-    ) -> bool:
+        created_ms: int | None = None,
+    ) -> int:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``.
 
-        ``False`` if the old record's version is not ``expected``, its deadline and idle limit
-        are not ``clock`` (by default the record's own: the session keeps its clocks), or
-        ``new_key`` is taken. Like :meth:`save` for another type.
+        :data:`CREATED` when moved. :data:`TAKEN` (a conflict; nothing changes) if the old
+        record is gone or expired, its version is not ``expected``, its deadline and idle
+        limit are not ``clock`` (by default the record's own: the session keeps its clocks),
+        or ``new_key`` is taken. With ``created_ms`` (the session switches kind and its clocks
+        restart from that stamp) :data:`CLOCK`, as for :meth:`create`, when the stamp
+        disagrees with the provider's clock or the new record would be born expired: nothing
+        changes, stamp again. Every check precedes the first write, so a refused move leaves
+        the old session intact. Like :meth:`save` for another type.
         """
         ...
 

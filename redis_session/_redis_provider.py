@@ -25,7 +25,10 @@ key), saves raise ``SessionConflict`` saying so; it is never overwritten.
 
 Every write script treats "the new version is already stored" as success: the connection
 manager may resend a command whose connection broke after the server ran it, and that retry
-must not turn a save that happened into a conflict.
+must not turn a save that happened into a conflict. When someone else changed the session
+between the first try and the resend, the resend cannot tell whether the first try applied:
+then the caller gets :class:`~redis_session.ConnectionLost` (outcome unknown), never a
+conflict, which would invite it to apply its change a second time.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import anyio
 import anyio.abc
 
 from ._connections import ConnectionManager
-from ._errors import CommandError, SessionConflict
+from ._errors import CommandError, ConnectionLost, SessionConflict
 from ._provider import (
     CLOCK,
     CLOCK_AHEAD_MS,
@@ -214,12 +217,17 @@ return 1
 """
 )
 
-#: KEYS: old key, new key. ARGV: expected v, new v, e, i, d, old e, old i. If the old record
-#: is at the expected version with the given old e and i (those its blob is bound to; the new
-#: record's e and i differ from them when the session switches to or from remember-me), and
-#: the new key is free: write the new record, set its TTL, delete the old key; 1. Otherwise 0
-#: and nothing changes (1 if this very move already applied; a type name when the old key
-#: holds another type).
+#: KEYS: old key, new key. ARGV: expected v, new v, e, i, d, old e, old i, created, how far
+#: created may be ahead of TIME, how far behind (ms). If the old record is live, at the
+#: expected version with the given old e and i (those its blob is bound to; the new record's e
+#: and i differ from them when the session switches to or from remember-me), and the new key
+#: is free: write the new record, set its TTL, delete the old key; 1. ``created`` is empty when
+#: the session keeps its clocks; when it switches, it is the app's stamp of the new clocks and
+#: is checked as CREATE checks it: {TIME} (nothing changes) when it disagrees with the server's
+#: clock or the new record would be born expired, so the caller stamps again. Every check comes
+#: before the first write: a refused move leaves the old session as it was. Otherwise 0 and
+#: nothing changes (1 if this very move already applied; the old key deleted when it is past
+#: its deadline; a type name when the old key holds another type).
 REGENERATE = Script(
     _COMMON
     + """
@@ -232,10 +240,25 @@ if not r[1] then
 end
 if r[1] ~= ARGV[1] or r[2] ~= ARGV[6] or r[3] ~= ARGV[7] then return 0 end
 if redis.call('EXISTS', new) == 1 then return 0 end
-local ttl = ttl_of(ARGV[3], ARGV[4], clock())
+local now = clock()
+local old_ttl = ttl_of(r[2], r[3], now)
+if not old_ttl then return 0 end
+if old_ttl <= 0 then
+  redis.call('DEL', old)
+  return 0
+end
+if ARGV[8] ~= '' then
+  local created = tonumber(ARGV[8])
+  if not created or created > now + tonumber(ARGV[9]) or created < now - tonumber(ARGV[10]) then
+    return {now}
+  end
+end
+local ttl = ttl_of(ARGV[3], ARGV[4], now)
 if not ttl then return 0 end
+-- Keeping its clocks, the new record's TTL is the old one's; a switch stamped too late would
+-- be born expired: stamp again rather than trade a live session for a dead one.
+if ttl <= 0 then return {now} end
 redis.call('DEL', old)
-if ttl <= 0 then return 0 end
 redis.call('HSET', new, 'v', ARGV[2], 'e', ARGV[3], 'i', ARGV[4], 'd', ARGV[5])
 expire(new, ttl)
 return 1
@@ -252,6 +275,19 @@ def _record(reply: Any) -> Record:
         return Record(version, int(deadline), int(inactivity), bytes(blob))
     except (TypeError, ValueError):
         return _UNREADABLE
+
+
+def _outcome_unknown(operation: str) -> ConnectionLost:
+    """Return the error for a write resent after a broken connection that found a change.
+
+    The first try may have been applied before someone else changed the session again, so
+    "conflict" could be wrong: a caller that retries on conflict would apply its change twice.
+    """
+    msg = (
+        f"the connection broke while a {operation} ran, and the resent {operation} found the "
+        "session changed since: the first try may have been applied; reload the session to see"
+    )
+    return ConnectionLost(msg, sent=True)
 
 
 def _type_name(reply: bytes) -> str:
@@ -335,17 +371,19 @@ class RedisProvider:
         )
         reply = await manager.run_script(CREATE, (key,), args, deadline=deadline)
         if isinstance(reply, list):
-            # Learnt on arrival of the reply, so the estimate errs early by the reply's
-            # travel time: a stamp from it never runs ahead of the server.
-            server_ms = int(reply[0])
-            self._offset_ms = server_ms - self.clock()
-            logger.info(
-                "this host's clock differs from the Redis server's by %+d ms; new sessions are "
-                "stamped by the server's clock",
-                -self._offset_ms,
-            )
+            self._learn_clock(int(reply[0]))
             return CLOCK
         return CREATED if reply else TAKEN
+
+    def _learn_clock(self, server_ms: int) -> None:
+        # Learnt on arrival of the reply, so the estimate errs early by the reply's travel
+        # time: a stamp from it never runs ahead of the server.
+        self._offset_ms = server_ms - self.clock()
+        logger.info(
+            "this host's clock differs from the Redis server's by %+d ms; new sessions are "
+            "stamped by the server's clock",
+            -self._offset_ms,
+        )
 
     async def load(
         self, keys: Sequence[bytes], deadline: float | None = None
@@ -395,9 +433,12 @@ class RedisProvider:
     ) -> bool:
         """Replace the record if its version is still ``expected``; ``False`` otherwise."""
         args = (expected, record.version, record.blob, record.deadline_ms, record.inactivity_ms)
-        reply = await self._manager.run_script(SAVE, (key,), args, deadline=deadline)
+        resent: list[bool] = []
+        reply = await self._manager.run_script(SAVE, (key,), args, deadline=deadline, resent=resent)
         if isinstance(reply, bytes):
             raise _other_type_conflict(reply)
+        if not reply and resent:
+            raise _outcome_unknown("save")
         return bool(reply)
 
     async def regenerate(
@@ -409,9 +450,20 @@ class RedisProvider:
         deadline: float | None = None,
         *,
         clock: tuple[int, int] | None = None,
-    ) -> bool:
-        """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``."""
+        created_ms: int | None = None,
+    ) -> int:
+        """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``.
+
+        ``CREATED``, ``TAKEN`` (a conflict) or, with ``created_ms``, ``CLOCK``.
+        """
+        manager = self._manager
+        if deadline is None:
+            deadline = manager.deadline()
         old_deadline, old_inactivity = clock or (record.deadline_ms, record.inactivity_ms)
+        stamp: tuple[int | str, int, int] = ("", 0, 0)
+        if created_ms is not None:
+            in_flight = max(0, int((deadline - asyncio.get_running_loop().time()) * 1000))
+            stamp = (created_ms, CLOCK_AHEAD_MS, in_flight + CLOCK_BEHIND_MS)
         args = (
             expected,
             record.version,
@@ -420,12 +472,19 @@ class RedisProvider:
             record.blob,
             old_deadline,
             old_inactivity,
+            *stamp,
         )
         keys = (old_key, new_key)
-        reply = await self._manager.run_script(REGENERATE, keys, args, deadline=deadline)
+        resent: list[bool] = []
+        reply = await manager.run_script(REGENERATE, keys, args, deadline=deadline, resent=resent)
         if isinstance(reply, bytes):
             raise _other_type_conflict(reply)
-        return bool(reply)
+        if isinstance(reply, list):
+            self._learn_clock(int(reply[0]))
+            return CLOCK
+        if not reply and resent:
+            raise _outcome_unknown("regenerate")
+        return CREATED if reply else TAKEN
 
     async def delete(self, keys: Sequence[bytes], deadline: float | None = None) -> None:
         """Delete ``keys``; missing keys are fine."""

@@ -368,7 +368,8 @@ class SessionStore(Generic[T]):
         else:
             # Loaded under a previous secret's key name: move it to the current one, atomically
             # (a concurrent load looks under both names in one step).
-            saved = await self._provider.regenerate(session._key, key, session._version, record)
+            moved = await self._provider.regenerate(session._key, key, session._version, record)
+            saved = moved == CREATED
         if not saved:
             raise SessionConflict(_CONFLICT)
         session._version = record.version
@@ -395,41 +396,60 @@ class SessionStore(Generic[T]):
         self._check_open()
         self._check_session(session, "regenerate")
         kind = session.remember_me
-        created_ms, deadline_ms = session._created_ms, session._deadline_ms
-        inactivity_ms = session._inactivity_ms
+        switch: tuple[int, int] | None = None
         if remember_me is not None:
             _check_flag(remember_me, "regenerate")
             if remember_me != kind:
                 kind = remember_me
-                lifetime, inactivity_ms = self._clocks(kind, domain, "regenerate")
-                # The server's clock as known here, like create's stamp (the move itself is
-                # one atomic step, checked against the old clocks).
-                created_ms = self._provider.now_ms()
-                deadline_ms = created_ms + lifetime
-        payload = self._encode(created_ms, kind, session.data)
+                switch = self._clocks(kind, domain, "regenerate")
+        if switch is None and domain is not None:
+            # Not used for the clocks, but a domain no entry serves is still a caller's bug.
+            self._clocks(kind, domain, "regenerate")
+        provider = self._provider
+        # One deadline for every try, so restamping cannot stretch the call.
+        deadline = provider.deadline()
+        old_clock = (session._deadline_ms, session._inactivity_ms)
         session_id = secrets.token_urlsafe(_ID_BYTES)
         key = self._keyring.redis_key(session_id, self._prefix)
-        record = self._seal(key, payload, deadline_ms, inactivity_ms)
-        moved = await self._provider.regenerate(
-            session._key,
-            key,
-            session._version,
-            record,
-            clock=(session._deadline_ms, session._inactivity_ms),
+        for _ in range(_CREATE_ATTEMPTS):
+            created_ms, deadline_ms, inactivity_ms = session._created_ms, *old_clock
+            stamp = None
+            if switch is not None:
+                # The clocks restart now, stamped like create's by the provider's clock as
+                # best known; the script refuses a stamp its clock disagrees with (CLOCK).
+                lifetime, inactivity_ms = switch
+                created_ms = stamp = provider.now_ms()
+                deadline_ms = created_ms + lifetime
+            payload = self._encode(created_ms, kind, session.data)
+            record = self._seal(key, payload, deadline_ms, inactivity_ms)
+            outcome = await provider.regenerate(
+                session._key,
+                key,
+                session._version,
+                record,
+                deadline,
+                clock=old_clock,
+                created_ms=stamp,
+            )
+            if outcome == CREATED:
+                return Session(
+                    session_id,
+                    session.data,
+                    created_ms=created_ms,
+                    deadline_ms=deadline_ms,
+                    inactivity_ms=inactivity_ms,
+                    remember_me=kind,
+                    version=record.version,
+                    key=key,
+                    store=self,
+                )
+            if outcome != CLOCK or switch is None:
+                raise SessionConflict(_CONFLICT)
+        msg = (
+            f"could not stamp the regenerated session by the {provider.name} server's clock: "
+            "its clock kept changing against this host's; nothing was changed"
         )
-        if not moved:
-            raise SessionConflict(_CONFLICT)
-        return Session(
-            session_id,
-            session.data,
-            created_ms=created_ms,
-            deadline_ms=deadline_ms,
-            inactivity_ms=inactivity_ms,
-            remember_me=kind,
-            version=record.version,
-            key=key,
-            store=self,
-        )
+        raise StoreUnavailable(msg)
 
     async def update(
         self,
@@ -447,7 +467,11 @@ class SessionStore(Generic[T]):
         must not have other effects), up to ``attempts`` times with short random pauses,
         after which :class:`~redis_session.SessionConflict` is raised. Returns the saved
         session, or ``None`` if there is no session (unknown, expired or deleted: nothing is
-        created).
+        created). When it is cancelled or raises :class:`~redis_session.StoreUnavailable`,
+        the last save may or may not have been applied: ``fn``'s change is then in the
+        session at most once, never twice (a save resent after a broken connection that
+        finds the session changed since raises :class:`~redis_session.ConnectionLost`
+        rather than a conflict that would be retried).
         """
         self._check_open()
         given: object = fn  # callers ignore the annotation; check what really came
@@ -567,8 +591,9 @@ class SessionStore(Generic[T]):
                 option = f"session.cookies[{index}].remember_me"
         if not remember_me:
             return _ms(expiration), _ms(inactivity)
-        if remember < dt.timedelta(0):
-            msg = f"{method}(remember_me=True): remember-me is disabled ({option}: -1)"
+        if remember <= dt.timedelta(0):
+            value = "negative" if remember else "zero"
+            msg = f"{method}(remember_me=True): remember-me is disabled ({option} is {value})"
             raise UsageError(msg)
         return _ms(remember), 0
 
