@@ -12,14 +12,17 @@ import pytest
 
 from redis_session import (
     REMEMBER_ME_DISABLED,
+    ConnectionLost,
     CookieConfig,
     SessionConfig,
     SessionConflict,
+    StoreUnavailable,
     UsageError,
     open_session_store,
 )
 from redis_session._domains import cookie_for, domain_matches, normalize_host
 
+from .chaos.proxy import FaultProxy
 from .store_helpers import Backend
 
 pytestmark = pytest.mark.anyio
@@ -257,3 +260,89 @@ async def test_a_store_in_memory_says_so_once(caplog: pytest.LogCaptureFixture) 
     said = [r for r in caplog.records if "process's memory" in r.getMessage()]
     assert len(said) == 1
     assert "session.redis is not configured" in said[0].getMessage()
+
+
+async def _cut_then_interleave(redis: Any, operation: str) -> None:
+    """Cut the reply of A's write, let B change the session, then let A's resend through.
+
+    A's first try was applied; its resend finds a version it never wrote. Reporting that as a
+    conflict would make update() apply ``fn`` a second time: it must be "outcome unknown".
+    """
+    proxy = await FaultProxy(redis.host, redis.port, seed=7).start()
+    section = {**redis.redis_section(), "host": proxy.host, "port": proxy.port}
+    cfg = {"secret": "a test secret that is long enough", "redis": section}
+    direct_cfg = {**cfg, "redis": redis.redis_section()}
+    try:
+        async with (
+            await open_session_store(cfg) as a,
+            await open_session_store(direct_cfg) as b,
+        ):
+            s = await b.create({"n": 0})
+            # Cache the save script first: otherwise the reply cut is NOSCRIPT (nothing ran).
+            await b.update(s.id, lambda d: d)
+            proxy.after_cut = "blackhole"
+            calls = 0
+
+            def bump(data: dict[str, int]) -> dict[str, int]:
+                nonlocal calls
+                calls += 1
+                proxy.set_mode("cut")  # the load's reply is through: cut the save's
+                return {"n": data["n"] + 1}
+
+            async def interfere() -> None:
+                while proxy.cuts == 0:  # noqa: ASYNC110 - the proxy has no event to wait on
+                    await anyio.sleep(0.001)
+                # A's first try ran; its resend is held. B increments on top of it.
+                await b.update(s.id, lambda d: {"n": d["n"] + 1})
+                proxy.set_mode("pass")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(interfere)
+                if operation == "update":
+                    with pytest.raises(ConnectionLost, match="may have been applied"):
+                        await a.update(s.id, bump)
+                else:
+                    loaded = await a.load(s.id)
+                    assert loaded is not None
+                    loaded.data = bump(loaded.data)
+                    with pytest.raises(ConnectionLost, match="may have been applied"):
+                        await a.save(loaded)
+            assert calls == 1
+            final = await b.load(s.id)
+            assert final is not None
+            # Both increments, each once: A's (first try) and B's on top of it.
+            assert final.data == {"n": 2}
+    finally:
+        await proxy.aclose()
+
+
+@pytest.mark.parametrize("operation", ["save", "update"])
+async def test_a_resent_write_that_finds_a_change_is_outcome_unknown(
+    redis: Any, operation: str
+) -> None:
+    await _cut_then_interleave(redis, operation)
+
+
+async def test_a_refused_switch_keeps_the_old_session(backend: Backend) -> None:
+    """A remember-me switch whose stamp the provider refuses restamps; nothing is lost."""
+    store = await backend.open(expiration=3600, remember_me=7 * 86400)
+    s = await store.create({"a": 1})
+    provider = store._provider
+    real = provider.clock
+    # This host's clock runs 10 minutes slow: the first stamp is refused (CLOCK) before any
+    # write, the provider learns the offset, and the second stamp goes through.
+    provider.clock = lambda: real() - 600_000  # type: ignore[method-assign]
+    if backend.kind == "memory":
+        # Memory's clock is the provider's own: skew the stamp, not the judge.
+        provider.now_ms = lambda: real() - 600_000  # type: ignore[method-assign]
+        provider.clock = real  # type: ignore[method-assign]
+        with pytest.raises(StoreUnavailable, match="could not stamp"):
+            await store.regenerate(s, remember_me=True)
+        loaded = await store.load(s.id)
+        assert loaded is not None, "a refused switch must leave the old session intact"
+        return
+    switched = await store.regenerate(s, remember_me=True)
+    assert switched.remember_me is True
+    assert _near(switched.expires_at, dt.datetime.now(dt.UTC) + dt.timedelta(days=7))
+    assert await store.load(s.id) is None
+    assert await store.load(switched.id) is not None

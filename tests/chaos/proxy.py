@@ -77,6 +77,9 @@ class FaultProxy:
         self.port = 0
         self.mode: Mode = "pass"
         self.cut_probability = 1.0
+        #: The mode to switch to right after a cut (``None``: stay): "blackhole" holds the
+        #: client's resend of the cut command until the test lets it through.
+        self.after_cut: Mode | None = None
         self._random = random.Random(seed)
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
@@ -206,6 +209,8 @@ class FaultProxy:
                     link.client_writer.write(head)
                     await link.client_writer.drain()
                     link.close()  # FIN to both after the head: the reply ends mid-way
+                    if self.after_cut is not None:
+                        self.set_mode(self.after_cut)
                     return
                 link.client_writer.write(data)
                 await link.client_writer.drain()
