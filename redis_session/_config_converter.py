@@ -112,8 +112,7 @@ def _section_hook(converter: cattrs.Converter, section: type[Any]) -> Callable[.
         rule = OPTION_RULES.get((section, field.name))
         own = OPTION_TYPES.get((section, field.name))
         if rule is not None:
-            hook = _ruled(converter, field.type, rule, own)
-            rules[field.name] = override(struct_hook=hook)
+            rules[field.name] = override(struct_hook=_ruled(converter, field.type, rule, own))
         elif own is not None:
             rules[field.name] = override(struct_hook=own)
     # mypy matches **rules against the _cattrs_* flags; they are field overrides.

@@ -40,6 +40,7 @@ SECRET_FILE_VARIABLES: Mapping[str, tuple[str, ...]] = {
         "high_availability",
         "sentinel_password",
     ),
+    "REDIS_SESSION_REDIS_TLS_PRIVATE_KEY_FILE": ("redis", "tls", "private_key"),
 }
 _TYPE_NAMES = {
     Secret: "a Secret",
@@ -178,7 +179,7 @@ def _without_deprecated(cfg: SessionConfig) -> SessionConfig:
     used = [old for old in DEPRECATED if getattr(cfg, old) is not None]
     if not used:
         return cfg
-    changes: dict[str, Any] = {old: None for old in used}
+    changes: dict[str, Any] = dict.fromkeys(used)
     if cfg.domain is not None:
         changes["cookies"] = (CookieConfig(domain=cfg.domain),)
     if cfg.remember_me_duration is not None:
@@ -195,7 +196,7 @@ def _without_deprecated(cfg: SessionConfig) -> SessionConfig:
 
 def _complete_cookies(cfg: SessionConfig) -> SessionConfig:
     """Fill each ``cookies`` entry's unset options from the top of ``session``, as Authelia."""
-    inherited = {
+    inherited: dict[str, Any] = {
         "name": cfg.name,
         "same_site": cfg.same_site,
         "expiration": cfg.expiration,

@@ -82,20 +82,20 @@ def _syntax_problem(value: str) -> str | None:  # noqa: PLR0911 - one return per
     return _name_problem(value)
 
 
-def _name_problem(value: str) -> str | None:
+def _name_problem(value: str) -> str | None:  # noqa: PLR0911 - one return per mistake
     name = value.lower()
     labels = name.split(".")
-    if len(labels) < 2:  # noqa: PLR2004 - a registrable domain has at least two labels
+    if len(labels) < 2:  # a registrable domain has at least two labels
         return (
             f"{value!r} has no '.': give a domain such as {'example.com'!r} or an IP address;"
             " leave session.cookies empty for a cookie of the request's host only"
         )
-    if len(name) > 253:  # noqa: PLR2004 - RFC 1035's limit on a name
+    if len(name) > 253:  # RFC 1035's limit on a name
         return f"is {len(name)} characters long; a domain name has at most 253"
     for label in labels:
         if not label:
             return f"{value!r} has an empty label ('..')"
-        if len(label) > 63:  # noqa: PLR2004 - RFC 1035's limit on a label
+        if len(label) > 63:  # RFC 1035's limit on a label
             return f"{value!r} has a label of {len(label)} characters; at most 63 are allowed"
         if not _LABEL.fullmatch(label):
             return (
@@ -139,17 +139,13 @@ def overlapping_domains(domains: Sequence[str]) -> list[tuple[int, str]]:
             if name == other:
                 found.append((index, f"{domain!r} is also the domain of cookies[{other_index}]"))
                 break
-            if not _is_ip(name) and (
-                name.endswith("." + other) or other.endswith("." + name)
-            ):
-                found.append(
-                    (
-                        index,
-                        f"{domain!r} overlaps cookies[{other_index}].domain ({domains[other_index]!r}):"
-                        " a cookie for a domain is also sent to its subdomains, so a request"
-                        " would carry both; keep one of them",
-                    )
+            if not _is_ip(name) and (name.endswith("." + other) or other.endswith("." + name)):
+                message = (
+                    f"{domain!r} overlaps cookies[{other_index}].domain"
+                    f" ({domains[other_index]!r}): a cookie for a domain is also sent to its"
+                    " subdomains, so a request would carry both; keep one of them"
                 )
+                found.append((index, message))
                 break
         seen.append((index, name))
     return found

@@ -215,7 +215,7 @@ VALUE_TYPES: Mapping[type[Any], Callable[[object, object], Any]] = {
 
 
 def _structure_remember_me(value: object, kind: object) -> timedelta | None:
-    """A remember-me duration: Authelia's notation, or a negative number for "disabled"."""
+    """Read a remember-me duration: Authelia's notation, or a negative number ("disabled")."""
     if value is None and kind != timedelta:
         return None  # a cookies entry's option left unset: it takes the top-level value
     if isinstance(value, timedelta) and value < timedelta(0):

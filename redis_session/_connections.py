@@ -56,8 +56,9 @@ _RETRY_REPLIES = (*_FAILOVER_REPLIES, "BUSY")
 #: snapshots): the store is unavailable, not misused, so callers get StoreUnavailable.
 _UNAVAILABLE_REPLIES = ("MISCONF", "OOM")
 #: Retries after a connection failure on a single server (no Sentinel to ask for another),
-#: of a command that may have run, unless ``redis.max_retries`` sets another number. One that surely did not run (the server refused the
-#: connection, or answered LOADING or BUSY) is retried until its deadline instead, see below.
+#: of a command that may have run, unless ``redis.max_retries`` sets another number. One that
+#: surely did not run (the server refused the connection, or answered LOADING or BUSY) is
+#: retried until its deadline instead, see below.
 _STATIC_RETRIES = 2
 #: Error replies from a single server that refused to run the command for now: a server
 #: restarting (loading its data set) or busy with a script answers again soon.

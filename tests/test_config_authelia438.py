@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 
@@ -313,7 +314,8 @@ def test_bad_cookie_domains_name_the_option(domain: str, message: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "domain", ["example.com", "app.example.co.uk", "me.github.io", "127.0.0.1", "::1", "EXAMPLE.org"]
+    "domain",
+    ["example.com", "app.example.co.uk", "me.github.io", "127.0.0.1", "::1", "EXAMPLE.org"],
 )
 def test_good_cookie_domains(domain: str) -> None:
     assert load_config({"cookies": [{"domain": domain}]}).cookies[0].domain == domain
@@ -334,7 +336,10 @@ def test_overlapping_cookie_domains_are_refused() -> None:
         "session.cookies[2].domain: 'Example.COM' is also the domain of cookies[0]",
     ]
     # Neighbours that only share a suffix as text do not overlap.
-    assert len(load_config({"cookies": [{"domain": "ample.com"}, {"domain": "example.com"}]}).cookies) == 2
+    assert (
+        len(load_config({"cookies": [{"domain": "ample.com"}, {"domain": "example.com"}]}).cookies)
+        == 2
+    )
 
 
 # -- the 4.38 redis options --------------------------------------------------------------------
@@ -422,7 +427,10 @@ def test_pem_that_does_not_parse_is_named_and_never_echoed(tls_files: TLSFiles) 
     # A loaded key never shows in the config's repr either.
     _, key = client_pem(tls_files)
     cfg = load_config(
-        {"secret": "s", "redis": {"host": "h", "tls": {"certificate_chain": chain, "private_key": key}}}
+        {
+            "secret": "s",
+            "redis": {"host": "h", "tls": {"certificate_chain": chain, "private_key": key}},
+        }
     )
     assert key.splitlines()[1] not in repr(cfg)
 
@@ -453,7 +461,7 @@ async def test_inline_key_of_another_certificate_is_named(
     tls_files: TLSFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chain, _ = client_pem(tls_files)
-    other_key = Path(tls_files.untrusted_client_key_file).read_text(encoding="ascii")
+    other_key = (await anyio.Path(tls_files.untrusted_client_key_file).read_text()).strip()
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -473,13 +481,11 @@ async def test_sentinel_username_authenticates_to_the_sentinels(
     sentinel_cluster: SentinelCluster,
 ) -> None:
     for sentinel in sentinel_cluster.sentinels:
-        sentinel.admin().execute_command(
-            "ACL", "SETUSER", "watcher", "on", ">watcher-pw", "+@all", "&*"
+        sentinel.admin().acl_setuser(
+            "watcher", enabled=True, passwords=["+watcher-pw"], commands=["+@all"], channels=["*"]
         )
     section = sentinel_cluster.redis_section()
-    section["high_availability"].update(
-        sentinel_username="watcher", sentinel_password="watcher-pw"
-    )
+    section["high_availability"].update(sentinel_username="watcher", sentinel_password="watcher-pw")
     async with open_session_store({"secret": "s", "redis": section}) as store:
         session = await store.create({"a": 1})
         assert await store.load(session.id) is not None
@@ -496,7 +502,9 @@ async def test_a_wrong_sentinel_user_password_names_both_options(
     sentinel_cluster: SentinelCluster,
 ) -> None:
     for sentinel in sentinel_cluster.sentinels:
-        sentinel.admin().execute_command("ACL", "SETUSER", "watcher", "on", ">watcher-pw", "+@all")
+        sentinel.admin().acl_setuser(
+            "watcher", enabled=True, passwords=["+watcher-pw"], commands=["+@all"]
+        )
     section = sentinel_cluster.redis_section(timeout="2s")
     section["high_availability"].update(sentinel_username="watcher", sentinel_password="wrong")
     with pytest.raises(StoreUnavailable) as info:
@@ -508,3 +516,24 @@ async def test_a_wrong_sentinel_user_password_names_both_options(
         "check session.redis.high_availability.sentinel_username and"
         " session.redis.high_availability.sentinel_password"
     ) in text
+
+
+@pytest.mark.parametrize(("max_retries", "tries"), [(0, 3), (1, 2), (4, 5)])
+async def test_max_retries_bounds_the_retries_of_a_single_server(
+    redis_factory: Any, max_retries: int, tries: int
+) -> None:
+    """A command the server drops every time is sent 1 + max_retries times (0: 1 + 2).
+
+    The server closes any connection whose query passes 1 MB, so every try of a 3 MB write
+    loses its connection after sending, and each retry needs a new one: the server counts them.
+    """
+    proc = redis_factory(extra_conf=["client-query-buffer-limit 1mb"])
+    section = proc.redis_section(max_retries=max_retries, timeout="10s")
+    cfg = {"secret": "s" * 32, "maximum_data_size": 8_000_000, "redis": section}
+    async with open_session_store(cfg) as store:
+        await store.create({"small": 1})  # the first connection, opened and working
+        before = int(proc.admin().info("stats")["total_connections_received"])
+        with pytest.raises(StoreUnavailable, match=r"Connection reset by peer|Broken pipe"):
+            await store.create({"blob": "x" * 3_000_000})
+        after = int(proc.admin().info("stats")["total_connections_received"])
+    assert after - before == tries - 1
