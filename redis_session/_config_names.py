@@ -39,6 +39,12 @@ def _public_suffixes() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+def _show(value: str) -> str:
+    """Quote a value for a message, shortened: a domain can be a mistaken paste of anything."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(value)} characters)"
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -53,32 +59,32 @@ def _syntax_problem(value: str) -> str | None:  # noqa: PLR0911 - one return per
     if not value:
         return "must not be empty"
     if value != value.strip():
-        return f"{value!r} has spaces around it"
+        return f"{_show(value)} has spaces around it"
     if _SCHEME.match(value):
-        return f"{value!r} is a URL; give the domain alone, e.g. {example}"
+        return f"{_show(value)} is a URL; give the domain alone, e.g. {example}"
     if "/" in value:
-        return f"{value!r} has a path; give the domain alone, e.g. {example}"
+        return f"{_show(value)} has a path; give the domain alone, e.g. {example}"
     if "*" in value:
         return (
-            f"{value!r} is a wildcard; give the domain itself ({value.lstrip('*.')!r}):"
+            f"{_show(value)} is a wildcard; give the domain itself ({_show(value.lstrip('*.'))}):"
             " its cookie is sent to every subdomain"
         )
     if value.startswith("."):
         return (
-            f"{value!r} starts with '.'; remove it: the cookie is sent to every subdomain"
+            f"{_show(value)} starts with '.'; remove it: the cookie is sent to every subdomain"
             " anyway (RFC 6265)"
         )
     if value.startswith("[") or _is_ip(value):
         if value.startswith("[") and value.endswith("]") and _is_ip(value[1:-1]):
-            return f"give an IPv6 address without brackets: {value[1:-1]!r}"
-        return None if _is_ip(value) else f"{value!r} is not a valid IP address"
+            return f"give an IPv6 address without brackets: {_show(value[1:-1])}"
+        return None if _is_ip(value) else f"{_show(value)} is not a valid IP address"
     match = _WITH_PORT.fullmatch(value)
     if match:
-        return f"{value!r} has a port; cookies are not bound to ports: {match['host']!r}"
+        return f"{_show(value)} has a port; cookies are not bound to ports: {_show(match['host'])}"
     if value.endswith("."):
-        return f"{value!r} ends with '.'; remove it"
+        return f"{_show(value)} ends with '.'; remove it"
     if not value.isascii():
-        return f"{value!r} is not ASCII; give an internationalised name in its xn-- form"
+        return f"{_show(value)} is not ASCII; give an internationalised name in its xn-- form"
     return _name_problem(value)
 
 
@@ -87,23 +93,23 @@ def _name_problem(value: str) -> str | None:  # noqa: PLR0911 - one return per m
     labels = name.split(".")
     if len(labels) < 2:  # a registrable domain has at least two labels
         return (
-            f"{value!r} has no '.': give a domain such as {'example.com'!r} or an IP address;"
+            f"{_show(value)} has no '.': give a domain such as {'example.com'!r} or an IP address;"
             " leave session.cookies empty for a cookie of the request's host only"
         )
     if len(name) > 253:  # RFC 1035's limit on a name
         return f"is {len(name)} characters long; a domain name has at most 253"
     for label in labels:
         if not label:
-            return f"{value!r} has an empty label ('..')"
+            return f"{_show(value)} has an empty label ('..')"
         if len(label) > 63:  # RFC 1035's limit on a label
-            return f"{value!r} has a label of {len(label)} characters; at most 63 are allowed"
+            return f"{_show(value)} has a label of {len(label)} characters; at most 63 are allowed"
         if not _LABEL.fullmatch(label):
             return (
-                f"{value!r} is not a valid domain name (letters, digits and inner hyphens"
+                f"{_show(value)} is not a valid domain name (letters, digits and inner hyphens"
                 " between the dots)"
             )
     if labels[-1].isdigit():
-        return f"{value!r} is neither a valid IPv4 address nor a domain name"
+        return f"{_show(value)} is neither a valid IPv4 address nor a domain name"
     return None
 
 
@@ -119,7 +125,7 @@ def cookie_domain_problem(value: str) -> str | None:
         return problem
     if _public_suffixes().is_public(value.lower()):
         return (
-            f"{value!r} is a public suffix (Public Suffix List): browsers refuse a cookie for"
+            f"{_show(value)} is a public suffix (Public Suffix List): browsers refuse a cookie for"
             " it; give your own domain under it"
         )
     return None
@@ -137,12 +143,14 @@ def overlapping_domains(domains: Sequence[str]) -> list[tuple[int, str]]:
         name = domain.lower()
         for other_index, other in seen:
             if name == other:
-                found.append((index, f"{domain!r} is also the domain of cookies[{other_index}]"))
+                found.append(
+                    (index, f"{_show(domain)} is also the domain of cookies[{other_index}]")
+                )
                 break
             if not _is_ip(name) and (name.endswith("." + other) or other.endswith("." + name)):
                 message = (
-                    f"{domain!r} overlaps cookies[{other_index}].domain"
-                    f" ({domains[other_index]!r}): a cookie for a domain is also sent to its"
+                    f"{_show(domain)} overlaps cookies[{other_index}].domain"
+                    f" ({_show(domains[other_index])}): a cookie for a domain is also sent to its"
                     " subdomains, so a request would carry both; keep one of them"
                 )
                 found.append((index, message))

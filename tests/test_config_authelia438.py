@@ -537,3 +537,13 @@ async def test_max_retries_bounds_the_retries_of_a_single_server(
             await store.create({"blob": "x" * 3_000_000})
         after = int(proc.admin().info("stats")["total_connections_received"])
     assert after - before == tries - 1
+
+
+def test_private_key_from_a_file_variable(tls_files: TLSFiles) -> None:
+    chain, key = client_pem(tls_files)
+    document = {"secret": "s", "redis": {"host": "h", "tls": {"certificate_chain": chain}}}
+    environ = {"REDIS_SESSION_REDIS_TLS_PRIVATE_KEY_FILE": tls_files.client_key_file}
+    tls = load_config(document, environ=environ).redis.tls  # type: ignore[union-attr]
+    assert tls is not None
+    assert tls.private_key is not None
+    assert tls.private_key.get_secret_value() == key.removesuffix("\n")
