@@ -62,7 +62,7 @@ class TLSConfig:
     skip_verify: bool = False
     #: Lowest TLS version accepted; Authelia's notation, e.g. ``TLS1.2``.
     minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
-    #: *Extension.* Highest TLS version offered; ``None`` means the newest supported.
+    #: Highest TLS version offered (Authelia 4.38+); ``None`` means the newest supported.
     maximum_version: ssl.TLSVersion | None = None
     #: *Extension.* PEM file of extra CA certificates to trust, on top of the system store.
     ca_file: str | None = None
@@ -71,6 +71,12 @@ class TLSConfig:
     certificate_file: str | None = None
     #: *Extension.* PEM private key of ``certificate_file``; needs ``certificate_file``.
     key_file: str | None = None
+    #: Client certificate (chain) for mutual TLS, given inline as PEM (Authelia 4.38+); needs
+    #: ``private_key``. Not with ``certificate_file``.
+    certificate_chain: str | None = None
+    #: Private key of ``certificate_chain``, inline as PEM (Authelia 4.38+). Not with
+    #: ``key_file``.
+    private_key: Secret | None = None
 
 
 @attrs.frozen
@@ -87,6 +93,8 @@ class HighAvailabilityConfig:
 
     #: The master name that the sentinels monitor (not a host name).
     sentinel_name: str
+    #: ACL user name on the sentinels themselves (Authelia 4.38+); needs ``sentinel_password``.
+    sentinel_username: str | None = None
     #: Password of the sentinels themselves (``requirepass`` in sentinel.conf).
     sentinel_password: Secret | None = None
     #: Sentinels to ask; ``redis.host``, when set, is tried first.
@@ -120,6 +128,10 @@ class RedisConfig:
     timeout: timedelta = timedelta(seconds=5)
     #: *Extension.* Idle connections above the floor are closed after this long.
     maximum_idle_time: timedelta = timedelta(minutes=5)
+    #: Retries of a command whose connection failed on a single server, when it may have run
+    #: (Authelia 4.38+). ``0``, the default, keeps the built-in number (2), as go-redis does
+    #: for Authelia. Ignored under Sentinel, where ``timeout`` bounds the retries.
+    max_retries: int = 0
     #: Connect over TLS when present.
     tls: TLSConfig | None = None
     #: Use Redis Sentinel when present.

@@ -29,6 +29,7 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, override
 
 from ._config import (
+    CookieConfig,
     HighAvailabilityConfig,
     NodeConfig,
     RedisConfig,
@@ -38,6 +39,7 @@ from ._config import (
 from ._config_rules import (
     EMPTY_SECTIONS,
     OPTION_RULES,
+    OPTION_TYPES,
     SECTION_CHECKS,
     VALUE_TYPES,
     Invalid,
@@ -53,6 +55,7 @@ __all__ = ["SECTIONS", "section_fields", "structure"]
 #: The config section classes and the path of each in a configuration file.
 SECTIONS: Mapping[type[Any], str] = {
     SessionConfig: "session",
+    CookieConfig: "session.cookies[]",
     RedisConfig: "session.redis",
     TLSConfig: "session.redis.tls",
     HighAvailabilityConfig: "session.redis.high_availability",
@@ -91,10 +94,15 @@ def section_fields(kind: type[Any]) -> tuple[attrs.Attribute[Any], ...]:
 
 def _fields_of(instance: object) -> dict[str, Any]:
     """Read a config object back as a mapping so that Python-built configs pass the same rules."""
+    # A field left at its default is left out, as if not written: "remember_me_duration
+    # with remember_me" must not fire because remember_me has a default.
     return {
-        field.name: getattr(instance, field.name)
+        field.name: value
         for field in section_fields(type(instance))
-        if not (field.default is None and getattr(instance, field.name) is None)
+        if not (
+            type(value := getattr(instance, field.name)) is type(field.default)
+            and value == field.default
+        )
     }
 
 
@@ -102,8 +110,11 @@ def _section_hook(converter: cattrs.Converter, section: type[Any]) -> Callable[.
     rules = {}
     for field in attrs.fields(section):
         rule = OPTION_RULES.get((section, field.name))
+        own = OPTION_TYPES.get((section, field.name))
         if rule is not None:
-            rules[field.name] = override(struct_hook=_ruled(converter, field.type, rule))
+            rules[field.name] = override(struct_hook=_ruled(converter, field.type, rule, own))
+        elif own is not None:
+            rules[field.name] = override(struct_hook=own)
     # mypy matches **rules against the _cattrs_* flags; they are field overrides.
     generated = make_dict_structure_fn(section, converter, **rules)  # type: ignore[arg-type]
     check = SECTION_CHECKS.get(section)
@@ -143,8 +154,13 @@ def _group(problems: typing.Sequence[Exception], section: type[Any]) -> ClassVal
     return ClassValidationError(f"While structuring {section.__name__}", problems, section)
 
 
-def _ruled(converter: cattrs.Converter, kind: Any, rule: Callable[[Any], None]) -> Any:
-    base = converter.get_structure_hook(kind)
+def _ruled(
+    converter: cattrs.Converter,
+    kind: Any,
+    rule: Callable[[Any], None],
+    own: Callable[[object, object], Any] | None = None,
+) -> Any:
+    base = own or converter.get_structure_hook(kind)
 
     def hook(value: object, _: object) -> Any:
         result = base(value, kind)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+import warnings
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -19,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._config import Secret, SessionConfig
+from ._config import CookieConfig, Secret, SessionConfig
 from ._config_converter import SECTIONS, section_fields, structure
-from ._config_rules import kind_of
+from ._config_rules import DEPRECATED, kind_of
 from ._errors import ConfigError, ConfigProblem
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ SECRET_FILE_VARIABLES: Mapping[str, tuple[str, ...]] = {
         "high_availability",
         "sentinel_password",
     ),
+    "REDIS_SESSION_REDIS_TLS_PRIVATE_KEY_FILE": ("redis", "tls", "private_key"),
 }
 _TYPE_NAMES = {
     Secret: "a Secret",
@@ -166,8 +168,59 @@ def _read_secret_files(
     return result
 
 
+def _without_deprecated(cfg: SessionConfig) -> SessionConfig:
+    """Map the options Authelia 4.38 deprecated to their replacements, with one warning.
+
+    ``domain`` becomes the single ``cookies`` entry and ``remember_me_duration`` becomes
+    ``remember_me``, as Authelia maps them; both fields are then left unset, so the loaded
+    configuration has one place for each setting. (Giving both an old option and its
+    replacement was refused while structuring.)
+    """
+    used = [old for old in DEPRECATED if getattr(cfg, old) is not None]
+    if not used:
+        return cfg
+    changes: dict[str, Any] = dict.fromkeys(used)
+    if cfg.domain is not None:
+        changes["cookies"] = (CookieConfig(domain=cfg.domain),)
+    if cfg.remember_me_duration is not None:
+        changes["remember_me"] = cfg.remember_me_duration
+    names = ", ".join(f"session.{old} (use session.{DEPRECATED[old]})" for old in used)
+    warnings.warn(
+        f"deprecated since Authelia 4.38 and mapped for you: {names}; see"
+        " docs/configuration.md for the current shape",
+        FutureWarning,
+        stacklevel=4,
+    )
+    return attrs.evolve(cfg, **changes)
+
+
+def _complete_cookies(cfg: SessionConfig) -> SessionConfig:
+    """Fill each ``cookies`` entry's unset options from the top of ``session``, as Authelia."""
+    inherited: dict[str, Any] = {
+        "name": cfg.name,
+        "same_site": cfg.same_site,
+        "expiration": cfg.expiration,
+        "inactivity": cfg.inactivity,
+        "remember_me": cfg.remember_me,
+    }
+    cookies = tuple(
+        attrs.evolve(
+            entry,
+            **{key: value for key, value in inherited.items() if getattr(entry, key) is None},
+        )
+        for entry in cfg.cookies
+    )
+    return cfg if cookies == cfg.cookies else attrs.evolve(cfg, cookies=cookies)
+
+
 def _with_defaults(cfg: SessionConfig) -> SessionConfig:
-    """Fill the defaults that depend on other options: ``tls.server_name`` from ``host``."""
+    """Fill the defaults that depend on other options.
+
+    The deprecated options move to their replacements, every ``cookies`` entry gets the
+    top-level value of each option it leaves unset, and ``tls.server_name`` defaults to
+    ``host``.
+    """
+    cfg = _complete_cookies(_without_deprecated(cfg))
     redis = cfg.redis
     if redis is None or redis.tls is None or redis.tls.server_name or redis.host is None:
         return cfg

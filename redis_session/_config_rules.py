@@ -4,8 +4,9 @@ Three kinds of rule, all raising :class:`Invalid` with the message shown to the 
 
 - value types (:data:`VALUE_TYPES`): exactly the YAML types each kind of option takes (no
   ``"true"`` for a boolean, no ``"6379"`` for a port), and the TLS version names;
-- per-option rules (:data:`OPTION_RULES`): ranges, host and cookie-name syntax, run once the
-  option has its type;
+- per-option rules (:data:`OPTION_RULES`): ranges, host, cookie-name and cookie-domain syntax
+  (``_config_names``), run once the option has its type; a few options read a value their
+  type's hook would refuse (:data:`OPTION_TYPES`: ``remember_me: -1``);
 - section rules (:data:`SECTION_CHECKS` and :func:`check_session`): options of one section that
   must agree, run once the section is built.
 
@@ -25,8 +26,13 @@ from datetime import timedelta
 from typing import Any
 
 from cattrs.errors import AttributeValidationNote
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from ._config import (
+    REMEMBER_ME_DISABLED,
+    CookieConfig,
     HighAvailabilityConfig,
     NodeConfig,
     RedisConfig,
@@ -34,11 +40,14 @@ from ._config import (
     SessionConfig,
     TLSConfig,
 )
+from ._config_names import cookie_domain_problem, overlapping_domains
 from ._durations import format_duration, parse_duration
 
 __all__ = [
+    "DEPRECATED",
     "EMPTY_SECTIONS",
     "OPTION_RULES",
+    "OPTION_TYPES",
     "SECTION_CHECKS",
     "VALUE_TYPES",
     "Invalid",
@@ -67,6 +76,9 @@ _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 6265 cookie-na
 # RFC 1123 labels, plus "_": container platforms resolve service names such as "my_redis".
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 _HOST_AND_PORT = re.compile(r"([^:]+):[0-9]+")
+_SAME_SITE = ("lax", "strict", "none")
+# Authelia's "-1" for a disabled remember-me, as YAML gives it (an integer) or as a string.
+_NEGATIVE = re.compile(r"\s*-\s*[0-9]+\s*")
 
 
 class Invalid(ValueError):
@@ -202,6 +214,27 @@ VALUE_TYPES: Mapping[type[Any], Callable[[object, object], Any]] = {
 }
 
 
+def _structure_remember_me(value: object, kind: object) -> timedelta | None:
+    """Read a remember-me duration: Authelia's notation, or a negative number ("disabled")."""
+    if value is None and kind != timedelta:
+        return None  # a cookies entry's option left unset: it takes the top-level value
+    if isinstance(value, timedelta) and value < timedelta(0):
+        return REMEMBER_ME_DISABLED
+    if (isinstance(value, int) and not isinstance(value, bool) and value < 0) or (
+        isinstance(value, str) and _NEGATIVE.fullmatch(value)
+    ):
+        return REMEMBER_ME_DISABLED
+    return _structure_duration(value, kind)
+
+
+#: Options read by their own hook instead of their type's (the type's hook refuses -1).
+OPTION_TYPES: Mapping[tuple[type[Any], str], Callable[[object, object], Any]] = {
+    (SessionConfig, "remember_me"): _structure_remember_me,
+    (SessionConfig, "remember_me_duration"): _structure_remember_me,
+    (CookieConfig, "remember_me"): _structure_remember_me,
+}
+
+
 # -- per-option rules, applied as each option is structured ------------------------------------
 
 
@@ -243,6 +276,49 @@ def _session_clock(value: timedelta) -> None:
     if value > _LONGEST_SESSION_CLOCK:
         msg = f"must be at most 100y, got {format_duration(value)}"
         raise Invalid(msg)
+
+
+def _remember_me(value: timedelta) -> None:
+    if value < timedelta(0):
+        return  # disabled (Authelia's -1)
+    if not value:
+        msg = "must be longer than zero; write -1 to disable remember-me"
+        raise Invalid(msg)
+    _session_clock(value)
+
+
+def _same_site(value: str) -> None:
+    if value in _SAME_SITE:
+        return
+    hint = f"; write it in lower case: {value.lower()!r}" if value.lower() in _SAME_SITE else ""
+    msg = f"must be one of lax, strict or none, got {show(value)}{hint}"
+    raise Invalid(msg)
+
+
+def _cookie_domain(value: str) -> None:
+    problem = cookie_domain_problem(value)
+    if problem is not None:
+        raise Invalid(problem)
+
+
+def _pem_certificates(value: str) -> None:
+    try:
+        x509.load_pem_x509_certificates(value.encode())
+    except (ValueError, UnicodeError):
+        msg = "is not a PEM certificate chain (-----BEGIN CERTIFICATE----- ...)"
+        raise Invalid(msg) from None
+
+
+def _pem_private_key(value: Secret) -> None:
+    # Never quote the value, nor the parser's message about it: both could show the key.
+    try:
+        serialization.load_pem_private_key(value.get_secret_value().encode(), password=None)
+    except TypeError:
+        msg = "is an encrypted private key; give it unencrypted (there is no pass phrase option)"
+        raise Invalid(msg) from None
+    except (ValueError, UnicodeError, UnsupportedAlgorithm):
+        msg = "is not a PEM private key (-----BEGIN PRIVATE KEY----- ...)"
+        raise Invalid(msg) from None
 
 
 def _cookie_name(value: str) -> None:
@@ -310,10 +386,20 @@ def _server_name(value: str) -> None:
 #: The rule of each option that has one, keyed by (section, option); it gets the typed value.
 OPTION_RULES: Mapping[tuple[type[Any], str], Callable[[Any], None]] = {
     (SessionConfig, "name"): _cookie_name,
-    (SessionConfig, "domain"): _not_empty,
+    (SessionConfig, "same_site"): _same_site,
+    (SessionConfig, "domain"): _cookie_domain,
     (SessionConfig, "expiration"): _session_clock,
     (SessionConfig, "inactivity"): _session_clock,
-    (SessionConfig, "remember_me_duration"): _session_clock,
+    (SessionConfig, "remember_me"): _remember_me,
+    (SessionConfig, "remember_me_duration"): _remember_me,
+    (CookieConfig, "domain"): _cookie_domain,
+    (CookieConfig, "authelia_url"): _not_empty,
+    (CookieConfig, "default_redirection_url"): _not_empty,
+    (CookieConfig, "name"): _cookie_name,
+    (CookieConfig, "same_site"): _same_site,
+    (CookieConfig, "expiration"): _session_clock,
+    (CookieConfig, "inactivity"): _session_clock,
+    (CookieConfig, "remember_me"): _remember_me,
     (SessionConfig, "maximum_data_size"): _at_least(1),
     (RedisConfig, "host"): functools.partial(_host, socket=True),
     (RedisConfig, "port"): _port,
@@ -323,11 +409,15 @@ OPTION_RULES: Mapping[tuple[type[Any], str], Callable[[Any], None]] = {
     (RedisConfig, "minimum_idle_connections"): _at_least(0),
     (RedisConfig, "timeout"): _positive,
     (RedisConfig, "maximum_idle_time"): _positive,
+    (RedisConfig, "max_retries"): _at_least(0),
     (TLSConfig, "server_name"): _server_name,
     (TLSConfig, "ca_file"): _not_empty,
     (TLSConfig, "certificate_file"): _not_empty,
     (TLSConfig, "key_file"): _not_empty,
+    (TLSConfig, "certificate_chain"): _pem_certificates,
+    (TLSConfig, "private_key"): _pem_private_key,
     (HighAvailabilityConfig, "sentinel_name"): _not_empty,
+    (HighAvailabilityConfig, "sentinel_username"): _not_empty,
     (NodeConfig, "host"): functools.partial(_host, socket=False),
     (NodeConfig, "port"): _port,
 }
@@ -336,12 +426,30 @@ OPTION_RULES: Mapping[tuple[type[Any], str], Callable[[Any], None]] = {
 # -- rules relating options of one section, run once the section is built -----------------------
 
 
+#: Options deprecated by Authelia 4.38, and the option that replaced each.
+DEPRECATED: Mapping[str, str] = {"domain": "cookies", "remember_me_duration": "remember_me"}
+
+
 def check_session(raw: Mapping[Any, Any]) -> list[Invalid]:
-    """Check the session section's own cross-option rule on its raw mapping."""
-    # Judged on the raw mapping so that it is reported even when the redis section is broken.
+    """Check the session section's own cross-option rules on its raw mapping."""
+    # Judged on the raw mapping so that they are reported even when a section is broken.
+    problems = []
     if raw.get("redis") is not None and raw.get("secret") is None:
-        return [at("secret", "is required when redis is configured")]
-    return []
+        problems.append(at("secret", "is required when redis is configured"))
+    for old, new in DEPRECATED.items():
+        # Authelia refuses domain with cookies, and ignores remember_me_duration when
+        # remember_me is set; we refuse both pairs rather than drop one value silently.
+        if raw.get(old) is not None and raw.get(new) not in (None, [], ()):
+            msg = f"is deprecated and cannot be used with {new}; keep only session.{new}"
+            problems.append(at(old, msg))
+    return problems
+
+
+def _check_session(cfg: SessionConfig) -> list[Invalid]:
+    return [
+        at(f"cookies[{index}].domain", message)
+        for index, message in overlapping_domains([entry.domain for entry in cfg.cookies])
+    ]
 
 
 def _check_redis(redis: RedisConfig) -> list[Invalid]:
@@ -371,12 +479,34 @@ def _check_tls(tls: TLSConfig) -> list[Invalid]:
         problems.append(at("maximum_version", msg))
     # certificate_file alone is fine: its PEM may hold the key too (ssl.load_cert_chain).
     if tls.key_file is not None and tls.certificate_file is None:
-        problems.append(at("certificate_file", "is required with key_file"))
+        if tls.certificate_chain is None:
+            problems.append(at("certificate_file", "is required with key_file"))
+        else:
+            msg = "cannot be used with certificate_chain; give its key as private_key"
+            problems.append(at("key_file", msg))
+    inline = "give the client certificate either inline or as files"
+    if tls.certificate_chain is not None and tls.certificate_file is not None:
+        msg = f"cannot be used with certificate_file; {inline}"
+        problems.append(at("certificate_chain", msg))
+    if tls.private_key is not None and tls.key_file is not None:
+        problems.append(at("private_key", f"cannot be used with key_file; {inline}"))
+    if tls.certificate_chain is not None and tls.private_key is None:
+        problems.append(at("private_key", "is required with certificate_chain"))
+    if tls.private_key is not None and tls.certificate_chain is None:
+        problems.append(at("certificate_chain", "is required with private_key"))
     return problems
+
+
+def _check_high_availability(ha: HighAvailabilityConfig) -> list[Invalid]:
+    if ha.sentinel_username is not None and ha.sentinel_password is None:
+        return [at("sentinel_password", "is required with sentinel_username")]
+    return []
 
 
 #: The rules relating options of a built section; each returns the problems it finds.
 SECTION_CHECKS: Mapping[type[Any], Callable[[Any], list[Invalid]]] = {
+    SessionConfig: _check_session,
     RedisConfig: _check_redis,
     TLSConfig: _check_tls,
+    HighAvailabilityConfig: _check_high_availability,
 }

@@ -56,8 +56,9 @@ _RETRY_REPLIES = (*_FAILOVER_REPLIES, "BUSY")
 #: snapshots): the store is unavailable, not misused, so callers get StoreUnavailable.
 _UNAVAILABLE_REPLIES = ("MISCONF", "OOM")
 #: Retries after a connection failure on a single server (no Sentinel to ask for another),
-#: of a command that may have run. One that surely did not run (the server refused the
-#: connection, or answered LOADING or BUSY) is retried until its deadline instead, see below.
+#: of a command that may have run, unless ``redis.max_retries`` sets another number. One that
+#: surely did not run (the server refused the connection, or answered LOADING or BUSY) is
+#: retried until its deadline instead, see below.
 _STATIC_RETRIES = 2
 #: Error replies from a single server that refused to run the command for now: a server
 #: restarting (loading its data set) or busy with a script answers again soon.
@@ -205,7 +206,10 @@ class ConnectionManager:
         self._cfg = cfg
         self._timeout = cfg.timeout.total_seconds()
         self._topology = topology
-        self._retries = _SENTINEL_RETRIES if topology.follows_failover else _STATIC_RETRIES
+        # redis.max_retries (Authelia's) sets the retries of a single server; 0 keeps ours, as
+        # go-redis keeps its own for Authelia's 0. Under Sentinel the deadline bounds them.
+        static = cfg.max_retries or _STATIC_RETRIES
+        self._retries = _SENTINEL_RETRIES if topology.follows_failover else static
         #: Current pause of the shared retry schedule (0 while the server answers), and the
         #: loop time of the next try of every caller waiting on it.
         self._backoff = Backoff(_REFUSED_BACKOFF_MIN, _REFUSED_BACKOFF_MAX)

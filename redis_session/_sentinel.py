@@ -176,8 +176,11 @@ class SentinelLink:
     def auth_problem(self, exc: BaseException) -> str:
         """Say that authentication failed and which option to fix, without the password."""
         has_password = self._ha is not None and self._ha.sentinel_password is not None
+        has_user = self._ha is not None and self._ha.sentinel_username is not None
         hint = "check" if has_password else "it needs a password; set"
         option = f"{OPTION}.sentinel_password"
+        if has_user:
+            option = f"{OPTION}.sentinel_username and {option}"
         return f"authentication to sentinel {self.label} failed ({exc}): {hint} {option}"
 
     async def aclose(self) -> None:

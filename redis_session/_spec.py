@@ -76,7 +76,7 @@ def connection_spec(cfg: RedisConfig) -> ConnectionSpec:
     ha = cfg.high_availability
     if ha is not None:
         sentinel = connection_settings(
-            username=None,
+            username=ha.sentinel_username,
             password=ha.sentinel_password.get_secret_value() if ha.sentinel_password else None,
             timeout=SENTINEL_TIMEOUT,
             decode_responses=True,

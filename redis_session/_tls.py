@@ -11,8 +11,11 @@ that names the node and the option to change.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 import ssl
+import tempfile
 import warnings
 from typing import Any
 
@@ -98,7 +101,46 @@ def _diagnose_cert_chain(cert_file: str, key_file: str | None) -> str:
     return f"{_OPT}.{key_option}: cannot load {key_path}: OpenSSL rejected the key"
 
 
+def _load_inline_certificate(ctx: ssl.SSLContext, chain: str, key: str) -> None:
+    """Load ``certificate_chain`` and ``private_key`` (PEM text) into ``ctx``.
+
+    ``ssl`` reads a certificate and key from files only, so both are written to files in a
+    fresh private directory (mode 0700, files 0600) and removed as soon as OpenSSL has read
+    them, whatever happens. Messages never quote the PEM: the key is a secret.
+    """
+    directory = tempfile.mkdtemp(prefix="redis-session-tls-")
+    try:
+        paths = []
+        for stem, text in (("chain", chain), ("key", key)):
+            path = os.path.join(directory, f"{stem}.pem")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            paths.append(path)
+        ctx.load_cert_chain(paths[0], paths[1], password=_refuse_key_password)
+    except _EncryptedKeyError:
+        msg = f"{_OPT}.private_key: the private key is encrypted; give it unencrypted"
+        raise ConfigError([msg]) from None
+    except ssl.SSLError as exc:
+        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+            msg = f"{_OPT}.private_key: is not the private key of {_OPT}.certificate_chain"
+        else:
+            msg = (
+                f"{_OPT}.certificate_chain: OpenSSL could not load it with {_OPT}.private_key"
+                f" ({_ssl_reason(exc)})"
+            )
+        raise ConfigError([msg]) from None
+    except OSError as exc:
+        msg = f"{_OPT}.certificate_chain: cannot write it for OpenSSL to read: {exc.strerror}"
+        raise ConfigError([msg]) from None
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _load_client_certificate(ctx: ssl.SSLContext, tls: TLSConfig) -> None:
+    if tls.certificate_chain is not None and tls.private_key is not None:
+        _load_inline_certificate(ctx, tls.certificate_chain, tls.private_key.get_secret_value())
+        return
     if tls.certificate_file is None:
         return
     _check_readable(tls.certificate_file, "certificate_file")
@@ -151,8 +193,8 @@ def build_ssl_context(tls: TLSConfig, *, host: str | None = None) -> ssl.SSLCont
     (``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` are honoured) or to ``ca_file``, and must be valid
     for the name given as ``server_hostname`` when connecting (see
     :func:`tls_connection_kwargs`). ``skip_verify`` turns both checks off and logs a warning
-    naming the server (``server_name``, else ``host``). ``certificate_file``/``key_file`` add a
-    client certificate for mutual TLS.
+    naming the server (``server_name``, else ``host``). ``certificate_file``/``key_file``, or
+    ``certificate_chain``/``private_key`` given inline, add a client certificate for mutual TLS.
 
     Raises:
         ConfigError: a file cannot be read or parsed, or the key does not match the

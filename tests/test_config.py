@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import ssl
 import sys
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 
 import redis_session
 from redis_session._config import (
+    REMEMBER_ME_DISABLED,
+    CookieConfig,
     HighAvailabilityConfig,
     NodeConfig,
     RedisConfig,
@@ -133,8 +136,20 @@ def check_seed_values(cfg: SessionConfig) -> None:
     assert cfg.secret.get_secret_value() == "unsecure_session_secret"
     assert cfg.expiration == timedelta(hours=1)
     assert cfg.inactivity == timedelta(minutes=5)
-    assert cfg.remember_me_duration == timedelta(days=30)
-    assert cfg.domain == "example.com"
+    # The seed's deprecated options, mapped to Authelia 4.38's (with a FutureWarning).
+    assert cfg.remember_me == timedelta(days=30)
+    assert cfg.remember_me_duration is None
+    assert cfg.domain is None
+    assert cfg.cookies == (
+        CookieConfig(
+            domain="example.com",
+            name="authelia_session",
+            same_site="lax",
+            expiration=timedelta(hours=1),
+            inactivity=timedelta(minutes=5),
+            remember_me=timedelta(days=30),
+        ),
+    )
     check_seed_redis(cfg.redis)
 
 
@@ -170,16 +185,20 @@ def test_session_seed_loads_from_a_yaml_file(tmp_path: Path) -> None:
     """The session seed's full example, read from a file, gives every value it states."""
     path = tmp_path / "configuration.yml"
     path.write_text(SEED_SESSION_YAML)
-    check_seed_values(load(path))
-    check_seed_values(load(str(path)))
+    with pytest.warns(FutureWarning, match="session.domain"):
+        check_seed_values(load(path))
+    with pytest.warns(FutureWarning, match="session.remember_me_duration"):
+        check_seed_values(load(str(path)))
 
 
 def test_session_seed_loads_from_a_mapping() -> None:
     """The same example as a mapping, with or without the top-level session key, is equal."""
     document = yaml.safe_load(SEED_SESSION_YAML)
-    cfg = load(document)
+    with pytest.warns(FutureWarning):
+        cfg = load(document)
     check_seed_values(cfg)
-    assert load(document["session"]) == cfg
+    with pytest.warns(FutureWarning):
+        assert load(document["session"]) == cfg
 
 
 def test_redis_seed_loads() -> None:
@@ -230,7 +249,10 @@ def test_session_defaults_match_the_seeds() -> None:
     assert cfg.name == "authelia_session"
     assert cfg.expiration == parse_duration("1h")
     assert cfg.inactivity == parse_duration("5m")
-    assert cfg.remember_me_duration == parse_duration("1M")
+    assert cfg.remember_me == parse_duration("1M")
+    assert cfg.remember_me_duration is None
+    assert cfg.same_site == "lax"
+    assert cfg.cookies == ()
     assert cfg.domain is None
     assert cfg.secret is None
     assert cfg.redis is None
@@ -305,12 +327,22 @@ def test_every_option_including_extensions() -> None:
     text = """
     session:
       name: my.session-1
-      domain: example.com
+      same_site: strict
+      cookies:
+        - domain: example.com
+          authelia_url: https://auth.example.com
+          default_redirection_url: https://www.example.com
+          name: other
+          same_site: none
+          expiration: 3h
+          inactivity: 1m
+          remember_me: -1
+        - domain: example.org
       secret: new
       previous_secrets: [old, older]
       expiration: 2h
       inactivity: 600
-      remember_me_duration: 1y
+      remember_me: 1y
       maximum_data_size: 1024
       redis:
         host: "[fd00::1]"
@@ -322,6 +354,7 @@ def test_every_option_including_extensions() -> None:
         minimum_idle_connections: 4
         timeout: 1500ms
         maximum_idle_time: 1m
+        max_retries: 5
         tls:
           server_name: redis.internal
           skip_verify: true
@@ -332,6 +365,7 @@ def test_every_option_including_extensions() -> None:
           key_file: /etc/client.key
         high_availability:
           sentinel_name: primary
+          sentinel_username: watcher
           sentinel_password: spw
           nodes: [{host: 10.0.0.2, port: 26380}]
           route_by_latency: true
@@ -340,12 +374,32 @@ def test_every_option_including_extensions() -> None:
     cfg = load(yaml.safe_load(text))
     assert cfg == SessionConfig(
         name="my.session-1",
-        domain="example.com",
+        same_site="strict",
+        cookies=(
+            CookieConfig(
+                domain="example.com",
+                authelia_url="https://auth.example.com",
+                default_redirection_url="https://www.example.com",
+                name="other",
+                same_site="none",
+                expiration=timedelta(hours=3),
+                inactivity=timedelta(minutes=1),
+                remember_me=REMEMBER_ME_DISABLED,
+            ),
+            CookieConfig(
+                domain="example.org",
+                name="my.session-1",
+                same_site="strict",
+                expiration=timedelta(hours=2),
+                inactivity=timedelta(minutes=10),
+                remember_me=timedelta(days=365),
+            ),
+        ),
         secret=Secret("new"),
         previous_secrets=(Secret("old"), Secret("older")),
         expiration=timedelta(hours=2),
         inactivity=timedelta(minutes=10),
-        remember_me_duration=timedelta(days=365),
+        remember_me=timedelta(days=365),
         maximum_data_size=1024,
         redis=RedisConfig(
             host="[fd00::1]",
@@ -357,6 +411,7 @@ def test_every_option_including_extensions() -> None:
             minimum_idle_connections=4,
             timeout=timedelta(milliseconds=1500),
             maximum_idle_time=timedelta(minutes=1),
+            max_retries=5,
             tls=TLSConfig(
                 server_name="redis.internal",
                 skip_verify=True,
@@ -368,6 +423,7 @@ def test_every_option_including_extensions() -> None:
             ),
             high_availability=HighAvailabilityConfig(
                 sentinel_name="primary",
+                sentinel_username="watcher",
                 sentinel_password=Secret("spw"),
                 nodes=(NodeConfig("10.0.0.2", 26380),),
                 route_by_latency=True,
@@ -468,8 +524,12 @@ NODE = {"host": "s1"}
         ("expiration", "0s", None, "session.expiration: must be longer than zero"),
         ("expiration", "soon", None, "session.expiration: cannot read 'soon' as a duration"),
         ("inactivity", 0, None, "session.inactivity: must be longer than zero"),
-        ("remember_me_duration", -1, None, "session.remember_me_duration: must not be negative"),
+        ("remember_me_duration", 0, None, "session.remember_me_duration: must be longer than zero"),
         ("remember_me_duration", True, None, "session.remember_me_duration: expected a duration"),
+        ("remember_me", 0, None, "session.remember_me: must be longer than zero"),
+        ("remember_me", "soon", None, "session.remember_me: cannot read 'soon' as a duration"),
+        ("same_site", "lox", None, "session.same_site: must be one of lax, strict or none"),
+        ("domain", "https://example.com", None, "session.domain: 'https://example.com' is a URL"),
         ("maximum_data_size", 0, None, "session.maximum_data_size: must be at least 1, got 0"),
         ("previous_secrets", "old", None, "session.previous_secrets: expected a list, got a str"),
         ("previous_secrets", ["a", ""], None, "session.previous_secrets[1]: must not be empty"),
@@ -1153,7 +1213,10 @@ JUNK_SETTINGS = settings(
 
 def assert_loads_or_config_error(document: Any) -> None:
     try:
-        cfg = load(document)
+        with warnings.catch_warnings():
+            # The seed's deprecated options warn each time; junk is about errors, not warnings.
+            warnings.simplefilter("ignore", FutureWarning)
+            cfg = load(document)
     except ConfigError as exc:
         problems = exc.problems
     else:
@@ -1206,7 +1269,7 @@ def test_junk_anywhere_in_the_seed_raises_config_error(path: tuple[Any, ...], va
     assert_loads_or_config_error(doc)
 
 
-@pytest.mark.parametrize("option", ["expiration", "inactivity", "remember_me_duration"])
+@pytest.mark.parametrize("option", ["expiration", "inactivity", "remember_me"])
 def test_session_clocks_are_capped_at_a_century(option: str) -> None:
     """A session clock over 100 years is refused: the Redis provider could not honour it."""
     assert load_config({option: "100y"}) is not None

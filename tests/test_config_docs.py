@@ -16,6 +16,7 @@ import pytest
 
 from redis_session import _config
 from redis_session._config import (
+    CookieConfig,
     HighAvailabilityConfig,
     NodeConfig,
     RedisConfig,
@@ -29,6 +30,7 @@ from redis_session._durations import format_duration, parse_duration
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 SECTIONS: dict[type[Any], str] = {
     SessionConfig: "session",
+    CookieConfig: "session.cookies[]",
     RedisConfig: "session.redis",
     TLSConfig: "session.redis.tls",
     HighAvailabilityConfig: "session.redis.high_availability",
@@ -49,6 +51,7 @@ TYPE_WORDS: dict[Any, str] = {
     ssl.TLSVersion: "TLS version",
     tuple[Secret, ...]: "list of secrets",
     tuple[NodeConfig, ...]: "list of nodes",
+    tuple[CookieConfig, ...]: "list of cookies",
 }
 
 

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
             {
                 "_config",
                 "_durations",
+                "_config_names",
                 "_config_rules",
                 "_config_converter",
                 "_config_loading",

@@ -202,8 +202,8 @@ async def test_save_slides_inactivity(backend: Backend) -> None:
 
 
 async def test_remember_me_ignores_inactivity(backend: Backend) -> None:
-    """A remember-me session outlives `inactivity` and ends at `remember_me_duration`."""
-    store = await backend.open(expiration=1, inactivity=1, remember_me_duration=2)
+    """A remember-me session outlives `inactivity` and ends at `remember_me`."""
+    store = await backend.open(expiration=1, inactivity=1, remember_me=2)
     session = await store.create({"a": 1}, remember_me=True)
     assert session.remember_me is True
     assert session.expires_at == session.created_at + dt.timedelta(seconds=2)
