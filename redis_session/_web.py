@@ -153,6 +153,9 @@ class WebSessions:
                 resolve_config(source) if isinstance(source, SessionConfig) else load_config(source)
             )
             self._store, self._owned = None, True
+        # The store opens from what was given (not from cfg: resolving a resolved config twice
+        # is the opener's business, and it reads the same source to the same config).
+        self._source = source
         #: The configuration (resolved): cookie rules and durations.
         self.config: SessionConfig = cfg
         self.secure = secure
@@ -187,7 +190,7 @@ class WebSessions:
 
     async def _open(self) -> SessionStore[_SessionData]:
         try:
-            store = await open_session_store(self.config)
+            store = await open_session_store(self._source)  # type: ignore[arg-type]
         except StoreUnavailable as exc:
             if not self._said_down:
                 self._said_down = True

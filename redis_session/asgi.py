@@ -38,7 +38,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: Loose on purpose: frameworks type scope and messages as their own TypedDicts (Litestar),
+#: which a precise signature here would refuse.
+ASGIApp = Callable[..., Awaitable[None]]
 #: Builds the response for a failure: given the error, returns an ASGI app (a Starlette
 #: ``Response`` is one) that the middleware runs in place of the app's response.
 ErrorHandler = Callable[[Exception], ASGIApp]
