@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import yaml
 from fastapi import FastAPI
 from fastapi import Request as FastAPIRequest
 from litestar import Litestar, get, post
@@ -612,3 +616,27 @@ async def test_websocket_sees_the_handshake_session(cfg: dict[str, Any]) -> None
         assert session.data == {"a": "x"}
     finally:
         await mw.aclose()
+
+
+async def test_example_on_redis_from_a_config_file(redis: RedisProcess, tmp_path: Path) -> None:
+    """The example app reads a YAML config file (what --config and LOGIN_APP_CONFIG pass)."""
+    path = tmp_path / "cfg.yml"
+    path.write_text(
+        yaml.safe_dump({"session": {"secret": SECRET, "redis": redis.redis_section()}}),
+        encoding="utf-8",
+    )
+    app = create_app(str(path))
+    async with lifespan(app), client(app) as http:
+        await http.post("/login", data={"username": "cy"})
+        assert '<p id="state">logged in as cy</p>' in (await http.get("/")).text
+    assert redis.admin().dbsize() == 1
+
+
+def test_the_middleware_imports_no_framework() -> None:
+    """Importing redis_session.asgi loads no web framework: it is pure ASGI."""
+    code = (
+        "import sys, redis_session, redis_session.asgi\n"
+        "loaded = {'starlette', 'fastapi', 'litestar', 'aiohttp', 'httpx'} & set(sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
