@@ -640,3 +640,18 @@ def test_the_middleware_imports_no_framework() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_inactivity_ends_a_plain_session_not_a_remember_me_one(cfg: dict[str, Any]) -> None:
+    """After the idle limit a plain login is gone (cookie cleared); a remember-me one lives."""
+    app = create_app({**cfg, "inactivity": "1s"})
+    async with lifespan(app), client(app) as plain, client(app) as remembered:
+        await plain.post("/login", data={"username": "pat"})
+        await remembered.post("/login", data={"username": "rem", "remember_me": "1"})
+        await anyio.sleep(1.5)
+        idle = await plain.get("/")
+        assert '<p id="state">anonymous</p>' in idle.text
+        assert is_clear(set_cookie_headers(idle)[0])
+        kept = (await remembered.get("/")).text
+        assert '<p id="state">logged in as rem</p>' in kept
+        assert '<p id="remember">yes</p>' in kept
