@@ -27,7 +27,7 @@ from litestar import Request as LitestarRequest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from examples.login_app import create_app
@@ -655,3 +655,30 @@ async def test_inactivity_ends_a_plain_session_not_a_remember_me_one(cfg: dict[s
         kept = (await remembered.get("/")).text
         assert '<p id="state">logged in as rem</p>' in kept
         assert '<p id="remember">yes</p>' in kept
+
+
+async def test_change_after_the_response_started_is_not_saved(
+    cfg: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change made while streaming the body cannot be saved: it is dropped, and logged."""
+
+    async def stream(request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            request.session["late"] = True
+            yield b"streamed"
+
+        return StreamingResponse(body())
+
+    mw = SessionMiddleware(Starlette(routes=[Route("/stream", stream), *ROUTES]), cfg)
+    try:
+        async with client(mw) as http:
+            sid = session_id(await http.post("/set/a"))
+            with caplog.at_level(logging.WARNING, logger="redis_session"):
+                assert (await http.get("/stream", headers=sent(sid))).text == "streamed"
+        assert any("after the response started" in r.getMessage() for r in caplog.records)
+        store = await mw.sessions.store()
+        session = await store.load(sid)
+        assert session is not None
+        assert session.data == {"a": "1"}
+    finally:
+        await mw.aclose()
