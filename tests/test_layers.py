@@ -3,9 +3,10 @@
 Lowest first: errors; configuration; the session core (store, codec, crypto, the provider
 protocol, the memory provider, statistics), which knows nothing of Redis; the Redis core (the
 only code that imports redis-py or hiredis, and within it only ``_wire`` touches redis-py's
-internals); the opener, which turns a config into a store on the right provider; the public
-package. A module may import its own layer or lower ones, never higher; no import cycle at all;
-no import inside a function that would hide one.
+internals); the opener, which turns a config into a store on the right provider; the web core
+(cookies, merge, the request lifecycle: no web framework imported); the web framework
+adapters; the public package. A module may import its own layer or lower ones, never higher;
+no import cycle at all; no import inside a function that would hide one.
 """
 
 from __future__ import annotations
@@ -62,10 +63,16 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         ),
     ),
     ("opener", frozenset({"_opener"})),
+    # The framework-neutral web core: cookies, merge, the per-request session, the lifecycle.
+    ("web", frozenset({"_cookies", "_merge", "_web_session", "_web"})),
+    # One adapter per framework family, each on the neutral core.
+    ("web frameworks", frozenset({"asgi"})),
     ("package", frozenset({"__init__", "__main__"})),
 )
 #: Third-party packages only the Redis core may import.
 REDIS_CLIENTS = frozenset({"redis", "hiredis"})
+#: Web frameworks: none is imported anywhere, except by the adapter module named after it.
+WEB_FRAMEWORKS = frozenset({"aiohttp", "starlette", "fastapi", "litestar", "django", "quart"})
 #: Attributes that are redis-py's (or asyncio's) private state: ``_wire`` alone reads them.
 PRIVATE_STATE = frozenset({"_reader", "_writer", "_parser", "_connection_arguments", "_buffer"})
 #: Imports inside a function that are fine: optional or deliberately lazy, never ours hiding
@@ -81,6 +88,8 @@ class Import:
     imported: str  # our module ("_pool") or a top-level package ("redis")
     line: int
     in_function: bool
+    #: Whether ``imported`` is one of our modules (``aiohttp`` may be either).
+    ours: bool = True
 
 
 def imports_of(module: str, source: str) -> Iterator[Import]:
@@ -107,13 +116,13 @@ def imports_of(module: str, source: str) -> Iterator[Import]:
                     rest = node.module.split(".")[1:]
                     yield Import(module, rest[0] if rest else "__init__", node.lineno, inside)
                 else:
-                    yield Import(module, top, node.lineno, inside)
+                    yield Import(module, top, node.lineno, inside, ours=False)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
                 # import redis_session._pool: an edge to _pool, as from-imports are.
                 ours = parts[0] == "redis_session" and len(parts) > 1
-                yield Import(module, parts[1] if ours else parts[0], node.lineno, inside)
+                yield Import(module, parts[1] if ours else parts[0], node.lineno, inside, ours=ours)
 
 
 def private_state_reads(module: str, source: str) -> Iterator[tuple[str, int]]:
@@ -135,7 +144,7 @@ def violations(
     edges: dict[str, set[str]] = {}
     for imp in imports:
         where = f"{imp.importer}.py:{imp.line}"
-        if imp.imported in rank:
+        if imp.ours and imp.imported in rank:
             (low, low_name), (high, high_name) = rank[imp.imported], rank[imp.importer]
             if low > high:
                 found.append(
@@ -147,6 +156,10 @@ def violations(
             edges.setdefault(imp.importer, set()).add(imp.imported)
         elif imp.imported in REDIS_CLIENTS and rank[imp.importer][1] != "redis core":
             found.append(f"{where}: {imp.importer} imports {imp.imported} outside the Redis core")
+        elif imp.imported in WEB_FRAMEWORKS and imp.imported != imp.importer:
+            # The store installs no web framework, and the ASGI middleware is pure ASGI: only
+            # a framework's own adapter module (aiohttp.py) may import that framework.
+            found.append(f"{where}: {imp.importer} imports the web framework {imp.imported}")
     found.extend(f"import cycle: {' -> '.join(c)}" for c in _cycles(edges))
     return found
 
@@ -213,8 +226,10 @@ def test_only_the_wire_module_reads_redis_pys_private_state() -> None:
         ("import redis.asyncio\n", "_store imports redis outside the Redis core"),
         # A back-edge by absolute module import.
         ("import redis_session._pool as p\n", "_store (session core) imports _pool"),
+        # A web framework below the web adapters.
+        ("from starlette.requests import Request\n", "_store imports the web framework"),
     ],
-    ids=["back-edge", "hidden-import", "redis-outside-core", "absolute-import"],
+    ids=["back-edge", "hidden-import", "redis-outside-core", "absolute-import", "framework"],
 )
 def test_the_contract_fails_on_a_broken_rule(source: str, expected: str) -> None:
     """The check itself: each kind of violation, planted in the store's module, is reported."""
