@@ -222,11 +222,19 @@ class WebSessions:
 
     # -- one request --
 
-    async def begin(self, path: str, host: str | None, cookie_header: str | None) -> WebSession:
+    async def begin(
+        self,
+        path: str,
+        host: str | None,
+        cookie_header: str | None,
+        *,
+        unavailable_ok: bool = False,
+    ) -> WebSession:
         """Return the session of a request; loads it (one round trip) if a cookie came.
 
-        Raises :class:`~redis_session.StoreUnavailable` when the session cannot be loaded
-        (the returned state would have been ``"unavailable"``): answer 503, leave the cookie.
+        Raises :class:`~redis_session.StoreUnavailable` when the session cannot be loaded:
+        answer 503 and leave the cookie alone. With ``unavailable_ok`` it returns the session
+        in state ``"unavailable"`` instead (for an app that renders a page without it).
         """
         spec = _cookie_spec(self.config, host, secure=self.secure)
         value = session_cookie(cookie_header, spec.name)
@@ -236,7 +244,11 @@ class WebSessions:
             return ws
         ws = WebSession(self, spec, value, "not loaded")
         if not self.excluded(path):
-            await self.load(ws)
+            try:
+                await self.load(ws)
+            except StoreUnavailable:
+                if not unavailable_ok:
+                    raise
         return ws
 
     async def load(self, ws: WebSession) -> WebSession:
