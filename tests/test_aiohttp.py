@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -298,6 +299,30 @@ async def test_streamed_response_carries_the_cookie(backend: Backend) -> None:
         assert loaded.data == {"streamed": True}
 
 
+async def test_websocket_handshake_carries_the_session(backend: Backend) -> None:
+    """A WebSocket handler reads the session; a change before the handshake sets the cookie."""
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        session = await load_session(request)
+        session["seen"] = True
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json(dict(session))
+        await ws.close()
+        return ws
+
+    store = await backend.open()
+    app = build_app(store)
+    app.router.add_get("/ws", socket)
+    async with serve(app) as client:
+        sid = await new_session(client, user="ann")
+        async with client.ws_connect("/ws", headers=jar(sid)) as ws:
+            assert await ws.receive_json() == {"user": "ann", "seen": True}
+    loaded = await store.load(sid)
+    assert loaded is not None
+    assert loaded.data == {"user": "ann", "seen": True}
+
+
 async def test_failed_handler_saves_nothing(backend: Backend) -> None:
     """A handler that raises gets a 500, and its half-made changes are not saved."""
     store = await backend.open()
@@ -461,7 +486,10 @@ async def test_paused_redis_answers_503_within_the_timeout(fresh_redis: RedisPro
         sid = await new_session(client, user="ann")
         fresh_redis.pause()
         try:
+            started = time.monotonic()
             response = await client.get("/read", headers=jar(sid))
+            # redis.timeout is 1 s; the bound only rules out a hang on a loaded machine.
+            assert time.monotonic() - started < 10
         finally:
             fresh_redis.resume()
         assert response.status == 503
@@ -544,3 +572,57 @@ def test_the_store_alone_imports_no_web_framework() -> None:
     """``import redis_session`` pulls in no aiohttp: the store installs no web framework."""
     code = "import sys, redis_session; assert 'aiohttp' not in sys.modules, 'aiohttp'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- the documentation --
+
+
+def docs_example() -> str:
+    """The first ```python block under docs/web.md's "## aiohttp" heading."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "web.md").read_text("utf-8")
+    section = text[text.index("## aiohttp") :]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/web.md's aiohttp example, as printed: log in with remember-me, visit, log out."""
+    code = docs_example()
+    (tmp_path / "config.yml").write_text(f"session:\n  secret: {SECRET}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "__example__"}
+    exec(compile(code, "docs/web.md", "exec"), namespace)
+    async with serve(namespace["app"]) as client:
+        response = await client.post(
+            "/login", data={"user": "ann", "remember": "on"}, allow_redirects=False
+        )
+        assert response.status == 302
+        sid = cookie_of(response)
+        assert sid
+        assert await (await client.get("/", headers=jar(sid))).text() == "ann: visit 1"
+        assert await (await client.get("/", headers=jar(sid))).text() == "ann: visit 2"
+        out = await client.post("/logout", headers=jar(sid), allow_redirects=False)
+        assert cookie_of(out) == ""
+        response = await client.get("/", headers=jar(sid))
+        assert await response.text() == "guest: visit 1"
+
+
+async def test_sub_apps_share_the_parents_sessions(backend: Backend) -> None:
+    """Routes of a sub-app added with add_subapp see the session the parent's setup gives."""
+    store = await backend.open()
+    parent = build_app(store)
+    sub = web.Application()
+
+    async def page(request: web.Request) -> web.Response:
+        session = await load_session(request)
+        session["sub"] = "yes"
+        return web.Response(text=session["user"])
+
+    sub.router.add_get("/page", page)
+    parent.add_subapp("/sub", sub)
+    async with serve(parent) as client:
+        sid = await new_session(client, user="ann")
+        response = await client.get("/sub/page", headers=jar(sid))
+        assert await response.text() == "ann"
+    loaded = await store.load(sid)
+    assert loaded is not None
+    assert loaded.data == {"user": "ann", "sub": "yes"}
