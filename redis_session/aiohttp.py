@@ -21,24 +21,28 @@ Where the save happens: a response the handler returns (or raises, such as
 ``web.HTTPFound`` after a login) is finished by the middleware before it goes back to
 aiohttp, so a failure can still become a 503 or 409; a response the handler prepares itself
 (streaming, WebSocket) is finished by an ``on_response_prepare`` hook, just before its
-headers are written (a failure there raises out of ``prepare()`` before anything was sent,
-and the middleware answers instead).
+headers are written (a failure there raises out of ``prepare()`` before anything was sent;
+as aiohttp has set the connection up for that response, no other can take its place, so
+the connection is closed).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
 
 from ._errors import SessionConflict, StoreUnavailable, UsageError
 from ._opener import ConfigSource
 from ._store import SessionStore
 from ._web import Exclude, PlainResponse, WebSessions, conflict_response, unavailable_response
 from ._web_session import SessionState, WebSession
+
+if TYPE_CHECKING:
+    # aiohttp's header type, named for mypy only: multidict comes with aiohttp.
+    from multidict import CIMultiDict
 
 __all__ = [
     "ErrorHandler",
@@ -154,7 +158,9 @@ class _Adapter:
         try:
             ws = await sessions.begin(
                 request.path,
-                request.headers.get(hdrs.HOST),
+                # request.host honours a proxy middleware's clone(host=...); without a Host
+                # header it would look the machine's name up (blocking), so None then.
+                request.host if hdrs.HOST in request.headers else None,
                 # HTTP/2 may split Cookie into several fields; they join with "; ".
                 "; ".join(request.headers.getall(hdrs.COOKIE, ())) or None,
                 unavailable_ok=self.keep_going,
@@ -180,11 +186,11 @@ class _Adapter:
         except StoreUnavailable as exc:
             # From the save, or from a helper in the handler (load_session, login, logout):
             # a 503, never a logout; the cookie is left as it was.
-            if request.get(_STARTED_KEY, False):
+            if _abandoned(request):
                 raise
             return await self.unavailable(request, exc)
         except SessionConflict as exc:
-            if request.get(_STARTED_KEY, False) or self.raise_conflict:
+            if _abandoned(request) or self.raise_conflict:
                 raise
             return await self.conflict(request, exc)
         sessions.changed_after_finish(ws)
@@ -197,9 +203,10 @@ class _Adapter:
             return  # a request the middleware did not see
         # Does nothing when the middleware finished already (a returned response, or our
         # error response); for one the handler prepares itself, this is the last moment
-        # before its headers go out. Raising here raises out of prepare(), nothing sent.
-        _add_cookies(response.headers, await self.sessions.finish(ws))
+        # before its headers go out. From here on no other response can take its place
+        # (see _abandoned), even if the save fails and prepare() raises.
         request[_STARTED_KEY] = True
+        _add_cookies(response.headers, await self.sessions.finish(ws))
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
         """Open the store at start-up (Redis down is no reason not to start), close it after."""
@@ -208,6 +215,22 @@ class _Adapter:
             yield
         finally:
             await self.sessions.aclose()
+
+
+def _abandoned(request: web.Request) -> bool:
+    """Whether a response of the handler's own began; if so, its connection is closed.
+
+    Its ``prepare()`` already set the connection's writer up for it (chunking, length,
+    compression) before the hook that saves the session ran, so any other response written
+    now would be malformed. Nothing of it was sent, so the client sees the connection close
+    without a response (never a cleared cookie), and the error goes on to aiohttp.
+    """
+    if not request.get(_STARTED_KEY, False):
+        return False
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    return True
 
 
 def _add_cookies(headers: CIMultiDict[str], cookies: list[str]) -> None:

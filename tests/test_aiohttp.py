@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
-from aiohttp import DummyCookieJar, web
+from aiohttp import DummyCookieJar, ServerDisconnectedError, web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from redis_session import SessionStore, StoreClosed, UsageError, open_session_store
@@ -497,6 +497,39 @@ async def test_paused_redis_answers_503_within_the_timeout(fresh_redis: RedisPro
         response = await client.get("/read", headers=jar(sid))
         assert response.status == 200
         assert (await response.json())["data"] == {"user": "ann"}
+
+
+async def test_redis_down_at_a_streamed_save_sends_nothing(fresh_redis: RedisProcess) -> None:
+    """The save of a response the handler prepares fails: the connection closes, nothing sent.
+
+    aiohttp sets the connection up for that response before the hook that saves runs, so no
+    other response can take its place; the cookie is untouched and the next request is fine.
+    """
+    gate, inside = anyio.Event(), anyio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        session = await load_session(request)
+        session["streamed"] = True
+        inside.set()
+        await gate.wait()
+        response = web.StreamResponse()
+        await response.prepare(request)  # the save runs here, and fails
+        await response.write(b"never sent")
+        return response
+
+    app = build_app(down_config(fresh_redis))
+    app.router.add_get("/gated", stream)
+    async with serve(app) as client:
+        sid = await new_session(client, user="ann")
+        pending = asyncio.ensure_future(client.get("/gated", headers=jar(sid)))
+        await inside.wait()
+        await anyio.to_thread.run_sync(fresh_redis.stop)
+        gate.set()
+        with pytest.raises(ServerDisconnectedError):
+            await pending
+        response = await client.get("/read", headers=jar(sid))
+        assert response.status == 503
+        assert "Set-Cookie" not in response.headers
 
 
 async def test_app_starts_while_redis_is_down(
