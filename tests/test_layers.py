@@ -70,8 +70,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
 )
 #: Third-party packages only the Redis core may import.
 REDIS_CLIENTS = frozenset({"redis", "hiredis"})
-#: Web frameworks: only their adapters import them (the store alone installs none).
-WEB_FRAMEWORKS = frozenset({"aiohttp", "multidict", "starlette", "fastapi", "litestar"})
+#: Web frameworks: none is imported anywhere, except by the adapter module named after it.
+WEB_FRAMEWORKS = frozenset({"aiohttp", "starlette", "fastapi", "litestar", "django", "quart"})
 #: Attributes that are redis-py's (or asyncio's) private state: ``_wire`` alone reads them.
 PRIVATE_STATE = frozenset({"_reader", "_writer", "_parser", "_connection_arguments", "_buffer"})
 #: Imports inside a function that are fine: optional or deliberately lazy, never ours hiding
@@ -87,9 +87,8 @@ class Import:
     imported: str  # our module ("_pool") or a top-level package ("redis")
     line: int
     in_function: bool
-    #: A third-party package (``from aiohttp import web``), even if one of our modules has
-    #: its name (``redis_session/aiohttp.py``).
-    external: bool = False
+    #: Whether ``imported`` is one of our modules (``aiohttp`` may be either).
+    ours: bool = True
 
 
 def imports_of(module: str, source: str) -> Iterator[Import]:
@@ -116,15 +115,13 @@ def imports_of(module: str, source: str) -> Iterator[Import]:
                     rest = node.module.split(".")[1:]
                     yield Import(module, rest[0] if rest else "__init__", node.lineno, inside)
                 else:
-                    yield Import(module, top, node.lineno, inside, external=True)
+                    yield Import(module, top, node.lineno, inside, ours=False)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
                 # import redis_session._pool: an edge to _pool, as from-imports are.
                 ours = parts[0] == "redis_session" and len(parts) > 1
-                yield Import(
-                    module, parts[1] if ours else parts[0], node.lineno, inside, external=not ours
-                )
+                yield Import(module, parts[1] if ours else parts[0], node.lineno, inside, ours=ours)
 
 
 def private_state_reads(module: str, source: str) -> Iterator[tuple[str, int]]:
@@ -146,16 +143,7 @@ def violations(
     edges: dict[str, set[str]] = {}
     for imp in imports:
         where = f"{imp.importer}.py:{imp.line}"
-        if imp.external:
-            if imp.imported in REDIS_CLIENTS and rank[imp.importer][1] != "redis core":
-                found.append(
-                    f"{where}: {imp.importer} imports {imp.imported} outside the Redis core"
-                )
-            if imp.imported in WEB_FRAMEWORKS and rank[imp.importer][1] != "web frameworks":
-                found.append(
-                    f"{where}: {imp.importer} imports {imp.imported} outside the web adapters"
-                )
-        elif imp.imported in rank:
+        if imp.ours and imp.imported in rank:
             (low, low_name), (high, high_name) = rank[imp.imported], rank[imp.importer]
             if low > high:
                 found.append(
@@ -165,6 +153,12 @@ def violations(
             if imp.in_function and (imp.importer, imp.imported) not in LAZY_OK:
                 found.append(f"{where}: {imp.importer} imports {imp.imported} inside a function")
             edges.setdefault(imp.importer, set()).add(imp.imported)
+        elif imp.imported in REDIS_CLIENTS and rank[imp.importer][1] != "redis core":
+            found.append(f"{where}: {imp.importer} imports {imp.imported} outside the Redis core")
+        elif imp.imported in WEB_FRAMEWORKS and imp.imported != imp.importer:
+            # The store installs no web framework, and the ASGI middleware is pure ASGI: only
+            # a framework's own adapter module (aiohttp.py) may import that framework.
+            found.append(f"{where}: {imp.importer} imports the web framework {imp.imported}")
     found.extend(f"import cycle: {' -> '.join(c)}" for c in _cycles(edges))
     return found
 
@@ -229,18 +223,12 @@ def test_only_the_wire_module_reads_redis_pys_private_state() -> None:
         ("def f():\n    from ._codec import Codec\n", "_store imports _codec inside a function"),
         # The redis client outside the Redis core.
         ("import redis.asyncio\n", "_store imports redis outside the Redis core"),
-        # A web framework outside its adapter.
-        ("from aiohttp import web\n", "_store imports aiohttp outside the web adapters"),
         # A back-edge by absolute module import.
         ("import redis_session._pool as p\n", "_store (session core) imports _pool"),
+        # A web framework below the web adapters.
+        ("from starlette.requests import Request\n", "_store imports the web framework"),
     ],
-    ids=[
-        "back-edge",
-        "hidden-import",
-        "redis-outside-core",
-        "framework-outside",
-        "absolute-import",
-    ],
+    ids=["back-edge", "hidden-import", "redis-outside-core", "absolute-import", "framework"],
 )
 def test_the_contract_fails_on_a_broken_rule(source: str, expected: str) -> None:
     """The check itself: each kind of violation, planted in the store's module, is reported."""
