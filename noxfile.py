@@ -170,8 +170,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """Type-check the package with mypy --strict."""
-    session.install("-e", ".[yaml]", *_group("typecheck"))
+    """Type-check the package with mypy --strict (the aiohttp adapter with its extra)."""
+    session.install("-e", ".[yaml,aiohttp]", *_group("typecheck"))
     session.run("mypy")
 
 
