@@ -160,3 +160,35 @@ def test_multi_key_operations_stay_in_one_slot(cluster: RedisCluster) -> None:
             client.eval(MOVE, 2, new_key, other, b"data")
     finally:
         client.close()
+
+
+def test_multi_key_scripts_get_tryagain_while_their_slot_migrates(cluster: RedisCluster) -> None:
+    """While its slot migrates, a script naming a key that exists and one that does not (a
+    regenerate's new id, a rotation's unused name) is answered TRYAGAIN on both nodes: the
+    topology must retry it within the deadline; single-key scripts get ASK instead."""
+    source, target = cluster.masters()[:2]
+    slot = next(s for s in range(SLOT_COUNT) if cluster.master_of_slot(s) is source)
+    present, missing = redis_key(b"k", new_id(slot)), redis_key(b"k", new_id(slot))
+    src = redis.Redis(host=source.host, port=source.port, protocol=2, single_connection_client=True)
+    dst = redis.Redis(host=target.host, port=target.port, protocol=2, single_connection_client=True)
+    script = "return redis.call('EXISTS', KEYS[1], KEYS[2])"
+    src_id, dst_id = (c.execute_command("CLUSTER", "MYID") for c in (src, dst))
+    try:
+        src.set(present, b"1")
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        with pytest.raises(redis.exceptions.TryAgainError):
+            src.eval(script, 2, present, missing)
+        assert src.eval("return redis.call('EXISTS', KEYS[1])", 1, present) == 1
+        src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", present)
+        with pytest.raises(redis.exceptions.AskError):
+            src.eval(script, 2, present, missing)
+        dst.execute_command("ASKING")
+        with pytest.raises(redis.exceptions.TryAgainError):
+            dst.eval(script, 2, present, missing)
+        dst.execute_command("ASKING")
+        assert dst.delete(present) == 1
+    finally:
+        for c in (src, dst):
+            c.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+            c.close()
