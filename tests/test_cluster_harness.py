@@ -35,7 +35,7 @@ def owned_slots(node_port: int, cluster: RedisCluster) -> int:
 
 
 def test_the_cluster_forms(cluster: RedisCluster) -> None:
-    """Six nodes on loopback, off the reserved ports, all reporting cluster_state:ok."""
+    """Six nodes on loopback, off the reserved ports, all reporting cluster_state:ok; no SELECT."""
     assert cluster.problems() == []
     assert len(cluster.nodes) == 6
     for node in cluster.nodes:
@@ -44,6 +44,9 @@ def test_the_cluster_forms(cluster: RedisCluster) -> None:
         info = node.admin().execute_command("CLUSTER", "INFO")
         assert "cluster_state:ok" in info
         assert "cluster_known_nodes:6" in info
+    # Cluster mode has database 0 only: session.redis.database_index must stay 0 there.
+    with pytest.raises(redis.ResponseError, match="not allowed in cluster mode"):
+        cluster.nodes[0].admin().execute_command("SELECT", 1)
 
 
 def test_three_masters_hold_every_slot_each_with_one_replica(cluster: RedisCluster) -> None:
