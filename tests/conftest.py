@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from .cluster_servers import RedisCluster, start_cluster
 from .servers import (
     RedisProcess,
     SentinelCluster,
@@ -180,6 +181,16 @@ def tls_sentinel_cluster(
 ) -> Iterator[SentinelCluster]:
     """Like ``sentinel_cluster``, every node TLS-only (sentinels and replication included)."""
     cluster = start_sentinel_cluster(_dir(tmp_path_factory, "tlssent"), tls=tls_files)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """Three masters and three replicas, one cluster per run; ``reset()`` it before use."""
+    cluster = start_cluster(_dir(tmp_path_factory, "cluster"))
     try:
         yield cluster
     finally:

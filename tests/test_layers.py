@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         frozenset(
             {
                 "_wire",
+                "_slots",
                 "_backoff",
                 "_tasks",
                 "_stalls",

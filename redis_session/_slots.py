@@ -1,0 +1,404 @@
+"""Redis Cluster addressing: the slot of a key, who serves a slot, where a redirect points.
+
+Pure functions and values, no I/O: the cluster topology (issue 12) asks the servers and hands
+their raw replies here.
+
+- :func:`key_slot` is the server's own ``keyHashSlot``: CRC16-XMODEM of the key, or of its hash
+  tag, modulo 16384. The tag is the text between the first ``{`` and the first ``}`` after it,
+  and only when that text is not empty (``{}x`` hashes whole). CRC16-XMODEM is CCITT with a zero
+  start value, which is exactly ``binascii.crc_hqx(data, 0)`` (C speed, no table of our own).
+- :class:`SlotMap` is one picture of the cluster: its shards (the master and replicas that serve
+  some slot ranges) and a 16384-entry array from slot to shard index, so routing a command is one
+  array read. It is built from a ``CLUSTER SHARDS`` reply (Redis 7+, Valkey 7.2+) or from a
+  ``CLUSTER SLOTS`` reply (every version), in the shapes redis-py returns with or without
+  ``decode_responses`` and with RESP2 (flat lists) or RESP3 (maps).
+- :func:`parse_redirect` reads a ``MOVED`` or ``ASK`` error reply.
+
+Endpoints: a node's address is its *preferred endpoint* (``cluster-preferred-endpoint-type``:
+IP, hostname, or unknown). An empty or null endpoint means "the host you asked" and is replaced
+by the ``origin_host`` the reply came from; ``?`` means the node is configured to announce a
+hostname it does not have, and such a node gets ``host=None`` (it cannot be reached).
+"""
+
+from __future__ import annotations
+
+import array
+import binascii
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Literal, NamedTuple, TypeAlias
+
+import attrs
+
+__all__ = [
+    "SLOT_COUNT",
+    "ClusterNode",
+    "MalformedTopologyReply",
+    "Redirect",
+    "Shard",
+    "SlotMap",
+    "hash_tag",
+    "key_slot",
+    "parse_redirect",
+]
+
+#: Number of hash slots of every Redis Cluster.
+SLOT_COUNT = 16384
+
+Role: TypeAlias = Literal["master", "replica"]
+#: ``online``/``failed``/``loading`` as ``CLUSTER SHARDS`` reports them; ``unknown`` when the
+#: reply does not say (``CLUSTER SLOTS``, which leaves failed replicas out but lists failed
+#: masters without a word).
+Health: TypeAlias = Literal["online", "failed", "loading", "unknown"]
+
+
+class MalformedTopologyReply(ValueError):
+    """A ``CLUSTER SHARDS``/``CLUSTER SLOTS`` reply that does not have the documented shape.
+
+    The message says what was wrong and where; the topology should then ask another node.
+    """
+
+
+# -- key -> slot ----------------------------------------------------------------------------
+
+
+def hash_tag(key: bytes) -> bytes:
+    """Return the part of ``key`` that Redis hashes: its non-empty ``{tag}``, else all of it."""
+    start = key.find(b"{")
+    if start == -1:
+        return key
+    end = key.find(b"}", start + 1)
+    if end == -1 or end == start + 1:
+        return key
+    return key[start + 1 : end]
+
+
+def key_slot(key: bytes) -> int:
+    """Return the hash slot (0..16383) of ``key``, exactly as ``CLUSTER KEYSLOT`` does."""
+    return binascii.crc_hqx(hash_tag(key), 0) & (SLOT_COUNT - 1)
+
+
+# -- nodes and shards -----------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ClusterNode:
+    """One node as a topology reply describes it."""
+
+    #: Where clients reach it (its preferred endpoint), or ``None`` when it announced none (``?``).
+    host: str | None
+    #: Plaintext port, or the TLS port of a node that only speaks TLS (then ``tls_port`` too).
+    port: int
+    #: ``tls-port`` when ``CLUSTER SHARDS`` reports one.
+    tls_port: int | None = None
+    #: The 40-hex-digit node id (``None`` when a ``CLUSTER SLOTS`` of Redis < 4 left it out).
+    node_id: str | None
+    role: Role
+    health: Health = "unknown"
+    #: The node's ``cluster-announce-hostname`` when it has one (informational).
+    hostname: str | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` to connect to, or ``None`` when the node has no usable endpoint."""
+        return None if self.host is None else (self.host, self.port)
+
+
+@attrs.frozen(kw_only=True)
+class Shard:
+    """A master, its replicas, and the slot ranges they serve (inclusive ``(first, last)``)."""
+
+    ranges: tuple[tuple[int, int], ...]
+    #: ``None`` only when a ``CLUSTER SHARDS`` reply lists no master for the shard.
+    master: ClusterNode | None
+    replicas: tuple[ClusterNode, ...] = ()
+
+    @property
+    def slot_count(self) -> int:
+        """How many slots this shard serves."""
+        return sum(last - first + 1 for first, last in self.ranges)
+
+    def nodes(self) -> Iterator[ClusterNode]:
+        """Yield the master (if any), then the replicas."""
+        if self.master is not None:
+            yield self.master
+        yield from self.replicas
+
+
+@attrs.frozen(eq=False, repr=False)
+class SlotMap:
+    """The shards of a cluster and, for each of the 16384 slots, the index of its shard.
+
+    Build it with :meth:`from_shards` or :meth:`from_slots`. Uncovered slots map to ``None``.
+    Slot ranges that two shards both claim (a reply taken mid-reshard) are an error: the caller
+    should take the picture from another node rather than route by a contradiction.
+    """
+
+    shards: tuple[Shard, ...]
+    # array('h'): 32 KiB, one C read per lookup; -1 = no shard serves the slot.
+    _index: array.array[int]
+
+    @classmethod
+    def from_parts(cls, shards: Sequence[Shard]) -> SlotMap:
+        """Map ``shards``; raise :class:`MalformedTopologyReply` on overlapping ranges."""
+        index = array.array("h", [-1]) * SLOT_COUNT
+        for i, shard in enumerate(shards):
+            for first, last in shard.ranges:
+                if not 0 <= first <= last < SLOT_COUNT:
+                    msg = f"slot range {first}-{last} is outside 0-{SLOT_COUNT - 1}"
+                    raise MalformedTopologyReply(msg)
+                for slot in range(first, last + 1):
+                    if index[slot] != -1:
+                        msg = f"slot {slot} is claimed by two shards"
+                        raise MalformedTopologyReply(msg)
+                    index[slot] = i
+        return cls(tuple(shards), index)
+
+    @classmethod
+    def from_shards(cls, reply: object, *, origin_host: str) -> SlotMap:
+        """Parse a ``CLUSTER SHARDS`` reply (Redis 7+) given by the node at ``origin_host``."""
+        shards = []
+        for n, raw_shard in enumerate(_seq(reply, "CLUSTER SHARDS reply")):
+            where = f"CLUSTER SHARDS shard {n}"
+            fields = _pairs(raw_shard, where)
+            flat = [_int(v, f"{where} slots") for v in _seq(fields.get("slots", []), where)]
+            if len(flat) % 2:
+                raise MalformedTopologyReply(f"{where}: odd number of slot bounds {flat}")
+            ranges = tuple(zip(flat[::2], flat[1::2], strict=True))
+            master: ClusterNode | None = None
+            replicas: list[ClusterNode] = []
+            for m, raw_node in enumerate(_seq(fields.get("nodes", []), where)):
+                node = _shards_node(_pairs(raw_node, f"{where} node {m}"), origin_host)
+                if node.role == "master" and master is None:
+                    master = node
+                else:
+                    # A second "master" in one shard is a stale view mid-failover: keep it
+                    # where it cannot be routed to.
+                    replicas.append(attrs.evolve(node, role="replica"))
+            shards.append(Shard(ranges=ranges, master=master, replicas=tuple(replicas)))
+        return cls.from_parts(shards)
+
+    @classmethod
+    def from_slots(cls, reply: object, *, origin_host: str) -> SlotMap:
+        """Parse a ``CLUSTER SLOTS`` reply given by the node at ``origin_host``.
+
+        Ranges served by the same master (same node id, else same address) form one shard.
+        """
+        grouped: dict[object, tuple[list[tuple[int, int]], ClusterNode, list[ClusterNode]]] = {}
+        for n, raw_range in enumerate(_seq(reply, "CLUSTER SLOTS reply")):
+            where = f"CLUSTER SLOTS entry {n}"
+            entry = _seq(raw_range, where)
+            if len(entry) < 3:
+                raise MalformedTopologyReply(f"{where}: expected first, last, master, ...")
+            first, last = _int(entry[0], where), _int(entry[1], where)
+            master = _slots_node(entry[2], origin_host, "master", f"{where} master")
+            replicas = [
+                _slots_node(raw, origin_host, "replica", f"{where} replica {i}")
+                for i, raw in enumerate(entry[3:])
+            ]
+            group_key = master.node_id or (master.host, master.port)
+            if group_key not in grouped:
+                grouped[group_key] = ([], master, replicas)
+            grouped[group_key][0].append((first, last))
+        shards = [
+            Shard(ranges=tuple(sorted(ranges)), master=master, replicas=tuple(replicas))
+            for ranges, master, replicas in grouped.values()
+        ]
+        return cls.from_parts(shards)
+
+    # -- lookups --
+
+    def shard_index(self, slot: int) -> int | None:
+        """Index in :attr:`shards` of the shard serving ``slot``, or ``None`` if uncovered."""
+        i = self._index[slot]
+        return None if i < 0 else i
+
+    def shard_for(self, slot: int) -> Shard | None:
+        """Return the shard serving ``slot``, or ``None`` if no shard does."""
+        i = self._index[slot]
+        return None if i < 0 else self.shards[i]
+
+    def master_for(self, slot: int) -> ClusterNode | None:
+        """Return the master of ``slot``, or ``None`` if the slot is uncovered or masterless."""
+        i = self._index[slot]
+        return None if i < 0 else self.shards[i].master
+
+    def uncovered_slots(self) -> int:
+        """How many slots no shard serves (0 for a healthy cluster)."""
+        return self._index.count(-1)
+
+    def nodes(self) -> Iterator[ClusterNode]:
+        """Every node of every shard, masters first within each shard."""
+        for shard in self.shards:
+            yield from shard.nodes()
+
+    def __repr__(self) -> str:
+        """Summarise: shard, node and uncovered-slot counts (no addresses)."""
+        nodes = sum(1 for _ in self.nodes())
+        return (
+            f"<SlotMap [{len(self.shards)} shards, {nodes} nodes | "
+            f"{self.uncovered_slots()} slots uncovered]>"
+        )
+
+
+# -- redirects ------------------------------------------------------------------------------
+
+
+class Redirect(NamedTuple):
+    """A ``MOVED``/``ASK`` redirect: go to ``host:port`` for ``slot``.
+
+    ``host`` is ``None`` when the server sent an empty endpoint (``MOVED 3999 :6380``): the
+    target is on the host that sent the redirect.
+    """
+
+    kind: Literal["MOVED", "ASK"]
+    slot: int
+    host: str | None
+    port: int
+
+
+def parse_redirect(error_message: str | bytes) -> Redirect | None:
+    """Read ``MOVED <slot> <endpoint>:<port>`` or ``ASK ...``; ``None`` for any other text.
+
+    The endpoint may be IPv4, an unbracketed IPv6 literal (as Redis sends it: the port follows
+    the last colon), a bracketed one, a hostname, or empty. Anything malformed — a bad slot or
+    port, extra words, control characters, a missing port — is not a redirect.
+    """
+    if isinstance(error_message, bytes):
+        try:
+            error_message = error_message.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    parts = error_message.split(" ")
+    if len(parts) != 3 or parts[0] not in ("MOVED", "ASK"):
+        return None
+    kind: Literal["MOVED", "ASK"] = "MOVED" if parts[0] == "MOVED" else "ASK"
+    slot = _decimal(parts[1], SLOT_COUNT - 1)
+    endpoint, sep, port_text = parts[2].rpartition(":")
+    port = _decimal(port_text, 65535)
+    if slot is None or not sep or port is None or port == 0:
+        return None
+    if endpoint.startswith("[") and endpoint.endswith("]"):
+        endpoint = endpoint[1:-1]
+    if not endpoint:
+        return Redirect(kind, slot, None, port)
+    if not endpoint.isprintable() or not endpoint.isascii() or "[" in endpoint or "]" in endpoint:
+        return None
+    return Redirect(kind, slot, endpoint, port)
+
+
+def _decimal(text: str, maximum: int) -> int | None:
+    """Read a plain ASCII decimal in 0..maximum (no sign, space or underscore), else ``None``."""
+    if not text or len(text) > 5 or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
+
+# -- reply shapes ---------------------------------------------------------------------------
+
+
+def _seq(value: object, where: str) -> Sequence[object]:
+    if isinstance(value, list | tuple):
+        return value
+    raise MalformedTopologyReply(f"{where}: expected an array, got {type(value).__name__}")
+
+
+def _pairs(value: object, where: str) -> Mapping[str, object]:
+    """Read a RESP2 flat ``[name, value, ...]`` array or a RESP3 map, with text keys."""
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        flat = _seq(value, where)
+        if len(flat) % 2:
+            raise MalformedTopologyReply(f"{where}: odd number of items in a field list")
+        items = list(zip(flat[::2], flat[1::2], strict=True))
+    return {_text(k, where) or "": v for k, v in items}
+
+
+def _text(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError as exc:
+            raise MalformedTopologyReply(f"{where}: text is not UTF-8") from exc
+    if isinstance(value, str):
+        return value
+    raise MalformedTopologyReply(f"{where}: expected text, got {type(value).__name__}")
+
+
+def _int(value: object, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, bytes | str):
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        if text.isascii() and text.isdigit():
+            return int(text)
+    raise MalformedTopologyReply(f"{where}: expected an integer, got {value!r:.40}")
+
+
+def _port(value: object, where: str) -> int:
+    port = _int(value, where)
+    if not 0 <= port <= 65535:
+        raise MalformedTopologyReply(f"{where}: port {port} out of range")
+    return port
+
+
+def _endpoint(value: object, origin_host: str, where: str) -> str | None:
+    """Read a preferred endpoint: empty/null means the host asked, ``?`` means none."""
+    text = _text(value, where)
+    if not text:
+        return origin_host
+    if text == "?":
+        return None
+    return text
+
+
+def _shards_node(fields: Mapping[str, object], origin_host: str) -> ClusterNode:
+    where = "CLUSTER SHARDS node"
+    node_id = _text(fields.get("id"), where)
+    port = _port(fields.get("port", 0), f"{where} port")
+    tls_port = _port(fields["tls-port"], f"{where} tls-port") if "tls-port" in fields else None
+    # ``endpoint`` is the preferred endpoint; ``ip`` is there too, for servers that omit it.
+    raw = fields.get("endpoint", fields.get("ip"))
+    host = _endpoint(raw, origin_host, f"{where} endpoint")
+    role_text = _text(fields.get("role"), f"{where} role")
+    if role_text not in ("master", "replica"):
+        raise MalformedTopologyReply(f"{where}: role {role_text!r}")
+    role: Role = "master" if role_text == "master" else "replica"
+    health_text = _text(fields.get("health"), f"{where} health")
+    health: Health = "unknown"
+    if health_text == "online":
+        health = "online"
+    elif health_text == "failed":
+        health = "failed"
+    elif health_text == "loading":
+        health = "loading"
+    return ClusterNode(
+        host=host,
+        # A TLS-only node reports port 0 and its tls-port.
+        port=port or (tls_port or 0),
+        tls_port=tls_port,
+        node_id=node_id,
+        role=role,
+        health=health,
+        hostname=_text(fields.get("hostname"), f"{where} hostname") or None,
+    )
+
+
+def _slots_node(raw: object, origin_host: str, role: Role, where: str) -> ClusterNode:
+    """``[endpoint, port, id?, metadata?]``; metadata (7.0+) is ``hostname`` etc."""
+    entry = _seq(raw, where)
+    if len(entry) < 2:
+        raise MalformedTopologyReply(f"{where}: expected endpoint and port")
+    hostname = None
+    if len(entry) >= 4 and entry[3] is not None:
+        hostname = _text(_pairs(entry[3], where).get("hostname"), where) or None
+    return ClusterNode(
+        host=_endpoint(entry[0], origin_host, where),
+        port=_port(entry[1], where),
+        node_id=_text(entry[2], where) if len(entry) >= 3 else None,
+        role=role,
+        hostname=hostname,
+    )

@@ -1,0 +1,323 @@
+"""A real Redis Cluster for the tests: 3 masters and 3 replicas on loopback, free ports only.
+
+Each node is a ``redis-server`` started by ``servers.start_redis`` (same port choice, own
+directory, stopped by its pid) with ``cluster-enabled yes``, its cluster bus on a second free
+port (``cluster-port``, so the bus never lands on ``port + 10000`` that someone else holds), and
+a short ``cluster-node-timeout`` so failovers take about a second. ``redis-cli --cluster create``
+joins them and hands out the slots, as an operator would. Every wait has a deadline; nothing here
+connects to a server it did not start (never 6379 or 26379).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import redis
+
+from redis_session._slots import key_slot
+
+from .servers import HOST, RedisProcess, free_port, redis_server_binary, start_redis
+
+#: Milliseconds without an answer before a node is marked failing and its replica takes over.
+NODE_TIMEOUT_MS = 1000
+CREATE_TIMEOUT = 60.0
+READY_TIMEOUT = 30.0
+MASTERS = 3
+_START_ATTEMPTS = 3
+
+
+def cli_binary() -> str:
+    """``redis-cli`` (or ``valkey-cli``) beside the server binary the tests run, else on PATH."""
+    server = Path(redis_server_binary())
+    for name in ("valkey-cli", "redis-cli") if "valkey" in server.name else ("redis-cli",):
+        beside = server.with_name(name)
+        if beside.is_file():
+            return str(beside)
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    raise RuntimeError(f"no redis-cli beside {server} or on PATH: it creates the test cluster")
+
+
+def _start_node(tmp_dir: Path, extra_conf: Sequence[str]) -> RedisProcess:
+    """One cluster-enabled server; its bus port is chosen anew if another process holds it."""
+    last: Exception | None = None
+    for _attempt in range(_START_ATTEMPTS):
+        conf = [
+            "cluster-enabled yes",
+            "cluster-config-file nodes.conf",
+            f"cluster-port {free_port()}",
+            f"cluster-node-timeout {NODE_TIMEOUT_MS}",
+            # Announce the address the tests connect to, whatever the bus saw.
+            f"cluster-announce-ip {HOST}",
+            # A replica may fail over however long its link was down: tests kill masters soon
+            # after start, when the default validity check could refuse the promotion.
+            "cluster-replica-validity-factor 0",
+            *extra_conf,
+        ]
+        try:
+            return start_redis(tmp_dir, extra_conf=conf)
+        except RuntimeError as exc:  # the bus port was taken in the meantime
+            if "free port" not in str(exc):
+                raise
+            last = exc
+    raise RuntimeError(f"cluster node could not get free ports: {last}")
+
+
+@attrs.define(eq=False)
+class RedisCluster:
+    """Six cluster nodes as started; roles may have changed since (failover, tests)."""
+
+    nodes: list[RedisProcess]
+
+    # -- who is who, now --
+
+    def node_at(self, addr: tuple[str, int]) -> RedisProcess:
+        """The node listening on ``addr``."""
+        for node in self.nodes:
+            if node.address == tuple(addr):
+                return node
+        raise KeyError(addr)
+
+    def role(self, node: RedisProcess) -> str:
+        """``master`` or ``slave``, as the node's ``ROLE`` says now."""
+        return str(node.admin().execute_command("ROLE")[0])
+
+    def masters(self) -> list[RedisProcess]:
+        """Running nodes that are masters and serve at least one slot, in port order."""
+        found = [
+            node
+            for node in self.nodes
+            if node.alive() and self.role(node) == "master" and _owned_slots(node) > 0
+        ]
+        return sorted(found, key=lambda n: n.port)
+
+    def replicas_of(self, master: RedisProcess) -> list[RedisProcess]:
+        """Running nodes that replicate ``master`` (by ``INFO replication``)."""
+        found = []
+        for node in self.nodes:
+            if node is master or not node.alive():
+                continue
+            info = node.admin().info("replication")
+            if info.get("role") == "slave" and info.get("master_port") == master.port:
+                found.append(node)
+        return found
+
+    def master_of_slot(self, slot: int) -> RedisProcess:
+        """The node that serves ``slot`` according to the first live node's ``CLUSTER SLOTS``."""
+        for node in self.nodes:
+            if not node.alive():
+                continue
+            for first, last, master, *_ in node.admin().execute_command("CLUSTER", "SLOTS"):
+                if first <= slot <= last:
+                    return self.node_at((master[0], int(master[1])))
+        raise LookupError(f"no node serves slot {slot}")
+
+    def seeds(self) -> list[dict[str, Any]]:
+        """Every node as a ``nodes`` entry of a session config."""
+        return [{"host": n.host, "port": n.port} for n in self.nodes]
+
+    # -- waiting --
+
+    def problems(self) -> list[str]:
+        """What keeps the cluster from being ready; empty when it is.
+
+        Ready: every node up, agreeing the state is ok with all 16384 slots assigned and all six
+        nodes known and ``online`` in ``CLUSTER SHARDS`` (a replica is ``loading`` there until
+        gossip brings its first replication offset); three masters, each with a replica whose
+        link is up.
+        """
+        found = []
+        masters = 0
+        for node in self.nodes:
+            if not node.alive():
+                found.append(f"{node.port}: not running")
+                continue
+            try:
+                info = _cluster_info(node)
+                role = self.role(node)
+                repl = node.admin().info("replication")
+            except redis.RedisError as exc:
+                found.append(f"{node.port}: {exc!r}")
+                continue
+            if info.get("cluster_state") != "ok":
+                found.append(f"{node.port}: cluster_state {info.get('cluster_state')}")
+            if info.get("cluster_slots_assigned") != "16384":
+                found.append(f"{node.port}: slots assigned {info.get('cluster_slots_assigned')}")
+            if info.get("cluster_known_nodes") != str(len(self.nodes)):
+                found.append(f"{node.port}: knows {info.get('cluster_known_nodes')} nodes")
+            found += [
+                f"health: {node.port} sees {port} {health}" for port, health in _shards_health(node)
+            ]
+            if role == "master":
+                masters += 1
+                if repl.get("connected_slaves") != 1:
+                    found.append(f"{node.port}: {repl.get('connected_slaves')} replicas")
+            elif repl.get("master_link_status") != "up":
+                found.append(f"{node.port}: master link {repl.get('master_link_status')}")
+        if masters != MASTERS:
+            found.append(f"{masters} masters")
+        return found
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until :meth:`problems` is empty and every replica acknowledges a fresh write."""
+        deadline = time.monotonic() + timeout
+        streamed = False
+        while problems := self.problems():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster not ready in {timeout}s: {problems}")
+            if not streamed and all(p.startswith("health:") for p in problems):
+                # A replica reads "loading" until gossip carries a replication offset above 0,
+                # which takes a write: make one on each master instead of waiting for traffic.
+                self.wait_streaming(max(1.0, deadline - time.monotonic()))
+                streamed = True
+            time.sleep(0.05)
+        self.wait_streaming(max(1.0, deadline - time.monotonic()))
+
+    def wait_streaming(self, timeout: float = 5.0) -> None:
+        """Have each master's replica acknowledge a write (``WAIT``), so a failover loses nothing.
+
+        "Link up" is not enough: after a full sync Redis 7 holds the write stream back until the
+        replica's first ``REPLCONF ACK`` (see ``SentinelCluster.wait_streaming``).
+        """
+        deadline = time.monotonic() + timeout
+        for master in self.masters():
+            key = _key_on(master, "harness:stream:")
+            while True:
+                master.admin().set(key, "1")
+                acked = master.admin().execute_command("WAIT", 1, 200)
+                master.admin().delete(key)
+                if acked >= 1:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"replica of {master.port} never acknowledged a write")
+
+    # -- between tests --
+
+    def reset(self, timeout: float = READY_TIMEOUT) -> None:
+        """Bring the cluster back to a clean state: every node running, ready, empty.
+
+        Nodes a test stopped, killed or paused are brought back (a restarted old master rejoins
+        as a replica of its successor, as Redis Cluster decides). Data and scripts are flushed,
+        stats reset, clients other than the harness's own disconnected. Roles are not restored:
+        ask :meth:`masters` rather than remembering who was master.
+        """
+        for node in self.nodes:
+            if node.paused:
+                node.resume()
+            if not node.alive():
+                node.restart()
+        self.wait_ready(timeout)
+        for node in self.masters():
+            node.admin().flushall()  # replicated to the replica
+        for node in self.nodes:
+            admin = node.admin()
+            admin.client_kill_filter(_type="normal", skipme=True)
+            admin.client_kill_filter(_type="pubsub", skipme=True)
+            admin.script_flush()  # the script cache is per node, flushed on each
+            admin.config_resetstat()
+        self.wait_streaming()
+
+    def stop(self) -> None:
+        """Stop every node by its pid (replicas first, so no failover starts during teardown)."""
+        ordered = sorted(self.nodes, key=lambda n: n.alive() and self._is_master(n))
+        for node in ordered:
+            node.stop()
+
+    def _is_master(self, node: RedisProcess) -> bool:
+        with contextlib.suppress(redis.RedisError):
+            return self.role(node) == "master"
+        return False
+
+
+def _cluster_info(node: RedisProcess) -> dict[str, str]:
+    text = node.admin().execute_command("CLUSTER", "INFO")
+    if isinstance(text, dict):
+        return {str(k): str(v) for k, v in text.items()}
+    return dict(line.split(":", 1) for line in str(text).splitlines() if ":" in line)
+
+
+def _shards_health(node: RedisProcess) -> list[tuple[int, str]]:
+    """``(port, health)`` of every node ``node`` does not see ``online``."""
+    return [
+        (int(fields["port"]), str(fields["health"]))
+        for shard in node.admin().execute_command("CLUSTER", "SHARDS")
+        for raw in dict(zip(shard[::2], shard[1::2], strict=True))["nodes"]
+        if (fields := dict(zip(raw[::2], raw[1::2], strict=True)))["health"] != "online"
+    ]
+
+
+def _owned_ranges(node: RedisProcess) -> list[tuple[int, int]]:
+    """Slot ranges ``node`` itself serves, from its own ``CLUSTER SLOTS``."""
+    ranges = []
+    for first, last, master, *_ in node.admin().execute_command("CLUSTER", "SLOTS"):
+        if int(master[1]) == node.port:
+            ranges.append((int(first), int(last)))
+    return ranges
+
+
+def _owned_slots(node: RedisProcess) -> int:
+    return sum(last - first + 1 for first, last in _owned_ranges(node))
+
+
+def _key_on(node: RedisProcess, prefix: str) -> str:
+    """A key ``prefix{tag}`` that ``node`` serves (slot computed here, checked by the server)."""
+    ranges = _owned_ranges(node)
+    for i in range(100_000):
+        key = f"{prefix}{{{i}}}"
+        slot = key_slot(key.encode())
+        if any(first <= slot <= last for first, last in ranges):
+            assert node.admin().execute_command("CLUSTER", "KEYSLOT", key) == slot
+            return key
+    raise LookupError(f"no key found for the slots of {node.port}")
+
+
+def start_cluster(
+    tmp_dir: Path,
+    *,
+    extra_conf: Sequence[str] = (),
+    timeout: float = CREATE_TIMEOUT,
+) -> RedisCluster:
+    """Start six nodes, join them with ``redis-cli --cluster create --cluster-replicas 1``.
+
+    Returns once the cluster is ready (:meth:`RedisCluster.wait_ready`); on any failure every
+    node started so far is stopped before the error propagates.
+    """
+    deadline = time.monotonic() + timeout
+    cluster = RedisCluster(nodes=[])
+    try:
+        for _ in range(2 * MASTERS):
+            cluster.nodes.append(_start_node(tmp_dir, extra_conf))
+        argv = [
+            cli_binary(),
+            "--cluster",
+            "create",
+            *(f"{n.host}:{n.port}" for n in cluster.nodes),
+            "--cluster-replicas",
+            "1",
+            "--cluster-yes",
+        ]
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=max(1.0, deadline - time.monotonic()),
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        if done.returncode != 0 or "[OK] All 16384 slots covered" not in done.stdout:
+            output = done.stdout + done.stderr
+            msg = f"redis-cli --cluster create failed ({done.returncode}):\n{output}"
+            raise RuntimeError(msg)
+        cluster.wait_ready(max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
