@@ -31,7 +31,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -67,7 +67,9 @@ def chromium_executable() -> str:
     """Return the path of Debian's ``chromium``; fail the test (never skip) if it is missing."""
     path = shutil.which("chromium")
     if path is None:
-        pytest.fail(f"the browser tests need Chromium and `chromium` is not on PATH; {_FIX_CHROMIUM}")
+        pytest.fail(
+            f"the browser tests need Chromium and `chromium` is not on PATH; {_FIX_CHROMIUM}"
+        )
     return path
 
 
@@ -154,16 +156,34 @@ def _listening_socket() -> socket.socket:
         sock.close()  # pragma: no cover - the kernel handed out 6379 or 26379
 
 
+#: What an :class:`AppServer` serves: an async context manager, entered on the server's own
+#: event loop, that gives the ASGI app (so whatever the app needs from that loop, a store say,
+#: is opened there first and closed there after the server stops).
+AppFactory = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+
+
+def just(app: Any) -> AppFactory:
+    """An :data:`AppFactory` for an app that needs nothing opened first."""
+
+    @contextlib.asynccontextmanager
+    async def factory() -> AsyncIterator[Any]:
+        yield app
+
+    return factory
+
+
 @attrs.define(eq=False)
 class AppServer:
     """uvicorn serving one ASGI app over HTTPS on a thread (and event loop) of its own.
 
     ``start()`` returns once uvicorn accepts connections (its lifespan startup done); ``stop()``
     asks it to exit and joins the thread, raising if it does not. ``call(fn)`` runs a coroutine
-    function on the server's loop, where the app's store lives.
+    function on the server's loop, where the app's store lives. Stop the server after closing
+    the browser contexts that visited it: a connection a browser keeps alive holds uvicorn's
+    graceful shutdown until its timeout.
     """
 
-    app: Any
+    factory: AppFactory
     cert: SiteCert
     port: int = 0
     _server: uvicorn.Server | None = attrs.field(default=None, repr=False)
@@ -176,29 +196,30 @@ class AppServer:
         return f"https://{host}:{self.port}{path}"
 
     def start(self) -> None:
-        """Start serving; raise with uvicorn's error if it cannot."""
+        """Start serving; raise with uvicorn's (or the factory's) error if it cannot."""
         sock = _listening_socket()
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            ssl_certfile=str(self.cert.key_and_chain_file),
-            lifespan="on",
-            # Leave pytest's logging alone, serve HTTP/1.1 only, no access log noise.
-            log_config=None,
-            access_log=False,
-            ws="none",
-            timeout_graceful_shutdown=5,
-        )
-        self._server = server = uvicorn.Server(config)
 
         async def serve() -> None:
             self._loop = asyncio.get_running_loop()
-            await server.serve(sockets=[sock])
+            async with self.factory() as app:
+                config = uvicorn.Config(
+                    app,
+                    ssl_certfile=str(self.cert.key_and_chain_file),
+                    lifespan="on",
+                    # Leave pytest's logging alone; HTTP/1.1 only.
+                    log_config=None,
+                    access_log=False,
+                    ws="none",
+                    timeout_graceful_shutdown=5,
+                )
+                self._server = uvicorn.Server(config)
+                await self._server.serve(sockets=[sock])
 
         def run() -> None:
             try:
                 asyncio.run(serve())
-            except BaseException as exc:  # noqa: BLE001 - reported by start()/stop()
+            except BaseException as exc:  # reported by start() and stop()
                 self._error = exc
             finally:
                 sock.close()
@@ -206,8 +227,9 @@ class AppServer:
         self._thread = threading.Thread(target=run, name=f"uvicorn:{self.port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + READY_TIMEOUT
-        while not server.started:
+        while self._server is None or not self._server.started:
             if not self._thread.is_alive():
+                self._thread = None
                 msg = f"uvicorn on port {self.port} did not start"
                 raise RuntimeError(msg) from self._error
             if time.monotonic() > deadline:
@@ -228,11 +250,12 @@ class AppServer:
     def stop(self) -> None:
         """Ask uvicorn to exit (lifespan shutdown included) and wait for its thread."""
         server, thread = self._server, self._thread
-        if server is None or thread is None:
+        if thread is None:
             return
-        server.should_exit = True
+        if server is not None:
+            server.should_exit = True
         thread.join(STOP_TIMEOUT)
-        if thread.is_alive():
+        if thread.is_alive() and server is not None:
             server.force_exit = True
             thread.join(STOP_TIMEOUT)
         self._server = self._thread = self._loop = None
@@ -244,9 +267,9 @@ class AppServer:
 
 
 @contextlib.contextmanager
-def serving(app: Any, cert: SiteCert) -> Iterator[AppServer]:
-    """Serve ``app`` for the duration of the block."""
-    server = AppServer(app, cert)
+def serving(factory: AppFactory, cert: SiteCert) -> Iterator[AppServer]:
+    """Serve the app ``factory`` gives for the duration of the block."""
+    server = AppServer(factory, cert)
     server.start()
     try:
         yield server

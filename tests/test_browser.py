@@ -8,23 +8,33 @@ and sends: the cookie jar (``context.cookies()``) and the pages it renders.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
+from examples.login_app import create_app
+
+from redis_session import Session, SessionStore, open_session_store
 
 from .browser import (
     ACTION_TIMEOUT_MS,
     DOMAIN,
+    AppFactory,
     AppServer,
     SiteCert,
+    just,
     launched_chromium,
     make_site_cert,
-    serving,
+    wait_until_clock,
 )
+from .servers import RedisProcess
+from .store_helpers import SECRET
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext
+    from playwright.sync_api import Browser, BrowserContext, Cookie, Page, Response
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +51,12 @@ def browser(site_cert: SiteCert) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile: empty cookie jar, nothing cached."""
+def context(browser: Browser, sites: Sites) -> Iterator[BrowserContext]:
+    """A fresh browser profile: empty cookie jar, nothing cached.
+
+    It depends on ``sites`` so it is closed before the servers stop (a connection the browser
+    keeps alive would hold uvicorn's graceful shutdown).
+    """
     ctx = browser.new_context()
     ctx.set_default_timeout(ACTION_TIMEOUT_MS)
     try:
@@ -75,10 +89,9 @@ async def _cookie_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @pytest.fixture
-def echo_server(site_cert: SiteCert) -> Iterator[AppServer]:
+def echo_server(sites: Sites) -> AppServer:
     """The raw cookie-echo app over HTTPS."""
-    with serving(_cookie_echo, site_cert) as server:
-        yield server
+    return sites.serve(just(_cookie_echo))
 
 
 def test_harness_secure_domain_cookie_reaches_sibling_host(
@@ -98,3 +111,389 @@ def test_harness_secure_domain_cookie_reaches_sibling_host(
     assert cookie["sameSite"] == "Strict"
     page.goto(echo_server.url(f"other.{DOMAIN}"))
     assert page.inner_text("body") == "cookie=probe=1"
+
+
+# --- the example login app -------------------------------------------------------------------
+
+#: The cookie the config names for the test domain (``session.cookies[0]``).
+COOKIE = "browser_session"
+#: Short clocks: idle sessions end quickly, absolute ones last long enough to tell apart.
+INACTIVITY_S = 2
+EXPIRATION_S = 3600
+REMEMBER_ME_S = 86400
+#: How far the cookie's expiry may sit from the server's clock + the session's lifetime: the
+#: stamp is taken around the login request, and nothing here asserts on speed.
+EXPIRY_SLACK_S = 120
+
+
+def _config(kind: str, proc: RedisProcess | None, **overrides: Any) -> dict[str, Any]:
+    """The app's ``session`` section: a cookie entry for example.test, short clocks."""
+    cfg: dict[str, Any] = {
+        "secret": SECRET,
+        "same_site": "lax",
+        "expiration": EXPIRATION_S,
+        "inactivity": INACTIVITY_S,
+        "remember_me": REMEMBER_ME_S,
+        # SameSite from the entry (strict) over the top-level default (lax): the browser
+        # must store what the entry says.
+        "cookies": [
+            {
+                "domain": DOMAIN,
+                "name": COOKIE,
+                "same_site": "strict",
+                "authelia_url": f"https://auth.{DOMAIN}",
+            }
+        ],
+    }
+    if kind == "redis":
+        assert proc is not None
+        # A short timeout: the Redis-down test waits at most this long for its 503.
+        cfg["redis"] = proc.redis_section(timeout="2s")
+    cfg.update(overrides)
+    return cfg
+
+
+@attrs.define(eq=False)
+class Site:
+    """The example app served over HTTPS, and what a test needs to reach behind it."""
+
+    server: AppServer
+    kind: str
+    #: The store the app uses, open on the server's loop (``None``: the app opened its own).
+    store: SessionStore[Any] | None
+    #: The store's clock in unix seconds: the Redis server's TIME, or this process's clock.
+    clock: Callable[[], float]
+
+    def url(self, path: str = "/", host: str = f"app.{DOMAIN}") -> str:
+        """An address on the app, at ``host`` (any name under example.test)."""
+        return self.server.url(host, path)
+
+    def load(self, session_id: str) -> Session[Any] | None:
+        """``store.load`` through the app's own store (on the server's loop)."""
+        store = self.store
+        assert store is not None
+        return self.server.call(lambda: store.load(session_id))
+
+    def delete(self, session_id: str) -> None:
+        """``store.delete`` through the app's own store: a revocation the app did not see."""
+        store = self.store
+        assert store is not None
+        self.server.call(lambda: store.delete(session_id))
+
+
+def _server_clock(proc: RedisProcess | None) -> Callable[[], float]:
+    if proc is None:
+        return time.time  # the in-memory provider's clock is this process's wall clock
+
+    def redis_time() -> float:
+        seconds, micros = proc.admin().time()
+        return float(seconds) + micros / 1e6
+
+    return redis_time
+
+
+class Sites:
+    """Starts the example app (or any ASGI app) over HTTPS; stops them all after the test."""
+
+    def __init__(self, cert: SiteCert) -> None:
+        self.cert = cert
+        self._servers: list[AppServer] = []
+
+    def serve(self, factory: AppFactory) -> AppServer:
+        """Serve ``factory``'s app until the end of the test."""
+        server = AppServer(factory, self.cert)
+        server.start()
+        self._servers.append(server)
+        return server
+
+    def login_app(
+        self, kind: str, proc: RedisProcess | None, *, own_store: bool = True, **overrides: Any
+    ) -> Site:
+        """``examples/login_app.py``'s app on the memory or Redis provider.
+
+        ``own_store``: the test opens the store and hands the app the open store, so it can
+        reach the very sessions the app keeps (a memory store lives in one object); otherwise
+        the app gets the config mapping and opens (and reopens) its store itself.
+        """
+        cfg = _config(kind, proc, **overrides)
+        holder: list[SessionStore[Any]] = []
+
+        @contextlib.asynccontextmanager
+        async def factory() -> AsyncIterator[Any]:
+            if not own_store:
+                yield create_app(cfg)
+                return
+            async with open_session_store(cfg) as store:
+                holder.append(store)
+                yield create_app(store)
+
+        server = self.serve(factory)
+        return Site(server, kind, holder[0] if holder else None, _server_clock(proc))
+
+    def close(self) -> None:
+        """Stop every server, newest first."""
+        while self._servers:
+            self._servers.pop().stop()
+
+
+@pytest.fixture
+def sites(site_cert: SiteCert) -> Iterator[Sites]:
+    """Start apps with ``sites.serve(...)`` / ``sites.login_app(...)``; all stop after the test."""
+    started = Sites(site_cert)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Which provider the app's store uses: in memory, or the shared (flushed) redis-server."""
+    return str(request.param)
+
+
+@pytest.fixture
+def site(kind: str, sites: Sites, request: pytest.FixtureRequest) -> Site:
+    """The example app on ``kind``'s provider, with a store the test can reach."""
+    proc = request.getfixturevalue("redis") if kind == "redis" else None
+    return sites.login_app(kind, proc)
+
+
+# -- what the browser shows and keeps --
+
+
+def _text(page: Page, element_id: str) -> str:
+    return page.inner_text(f"#{element_id}").strip()
+
+
+def _show(page: Page, site: Site, host: str = f"app.{DOMAIN}") -> Response:
+    """GET / and return the response (the page is then rendered)."""
+    response = page.goto(site.url("/", host))
+    assert response is not None
+    return response
+
+
+def _login(page: Page, site: Site, username: str, *, remember_me: bool = False) -> float:
+    """Log in through the form; return the store's clock (seconds) just before submitting."""
+    page.goto(site.url("/login"))
+    page.fill("#username", username)
+    if remember_me:
+        page.check("#remember_me")
+    before = site.clock()
+    with page.expect_navigation(url=site.url("/")):
+        page.click("#login-submit")
+    return before
+
+
+def _click(page: Page, site: Site, button_id: str) -> None:
+    """Submit one of the page's forms and wait for the redirect back to /."""
+    with page.expect_navigation(url=site.url("/")):
+        page.click(f"#{button_id}")
+
+
+def _session_cookie(context: BrowserContext) -> Cookie | None:
+    """The session cookie in the browser's jar, if any (there is never more than one)."""
+    found = [c for c in context.cookies() if c["name"] == COOKIE]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize("remember_me", [False, True], ids=["plain", "remember_me"])
+def test_login_stores_the_configured_cookie(
+    site: Site, context: BrowserContext, remember_me: bool
+) -> None:
+    """Logging in stores the cookie the config describes, expiring with the session's lifetime.
+
+    Name and ``Domain`` from the ``cookies`` entry for example.test (so a sibling host gets
+    it too), ``Path=/``, ``HttpOnly``, ``Secure``, the entry's ``SameSite``; it expires with
+    the absolute clock: ``expiration``, or ``remember_me`` for a remember-me login.
+    """
+    page = context.new_page()
+    _show(page, site)
+    assert _text(page, "state") == "anonymous"
+    assert _session_cookie(context) is None, "an anonymous visit must not set a cookie"
+
+    before = _login(page, site, "alice", remember_me=remember_me)
+    assert _text(page, "state") == "logged in as alice"
+    assert _text(page, "remember") == ("yes" if remember_me else "no")
+
+    cookie = _session_cookie(context)
+    assert cookie is not None
+    assert cookie["domain"] == f".{DOMAIN}"
+    assert cookie["path"] == "/"
+    assert cookie["httpOnly"] is True
+    assert cookie["secure"] is True
+    assert cookie["sameSite"] == "Strict"
+    lifetime = REMEMBER_ME_S if remember_me else EXPIRATION_S
+    assert cookie["expires"] == pytest.approx(before + lifetime, abs=EXPIRY_SLACK_S)
+    session = site.load(cookie["value"])
+    assert session is not None
+    assert session.remember_me is remember_me
+    assert cookie["expires"] == pytest.approx(session.expires_at.timestamp(), abs=2)
+
+    # Domain=example.test: another host under it is sent the cookie, and sees the session.
+    _show(page, site, host=f"other.{DOMAIN}")
+    assert _text(page, "state") == "logged in as alice"
+
+
+def test_inactivity_ends_a_plain_session_not_a_remember_me_one(
+    site: Site, context: BrowserContext, browser: Browser
+) -> None:
+    """Left idle past ``inactivity``, a plain session is gone (cookie cleared), a remember-me
+    session is not: it only ends at its absolute deadline."""
+    plain = context.new_page()
+    _login(plain, site, "plain-user")
+    assert _text(plain, "state") == "logged in as plain-user"
+    remembered_context = browser.new_context()
+    try:
+        remembered = remembered_context.new_page()
+        _login(remembered, site, "remembered-user", remember_me=True)
+        assert _text(remembered, "state") == "logged in as remembered-user"
+        kept = _session_cookie(remembered_context)
+        assert _session_cookie(context) is not None
+        assert kept is not None
+
+        # Both were last used before this instant; wait, by the store's own clock, until the
+        # plain one has been idle longer than the limit.
+        wait_until_clock(site.clock, site.clock() + INACTIVITY_S + 0.5)
+
+        _show(plain, site)
+        assert _text(plain, "state") == "anonymous"
+        assert _session_cookie(context) is None, "an idle-expired cookie must be cleared"
+        _show(remembered, site)
+        assert _text(remembered, "state") == "logged in as remembered-user"
+        assert _session_cookie(remembered_context) == kept
+    finally:
+        remembered_context.close()
+
+
+def test_counter_is_kept_in_the_session(site: Site, context: BrowserContext) -> None:
+    """Each POST /count increments the count the session keeps; other hosts see it too."""
+    page = context.new_page()
+    _login(page, site, "carol", remember_me=True)
+    assert _text(page, "count") == "0"
+    for expected in ("1", "2", "3"):
+        _click(page, site, "count-submit")
+        assert _text(page, "count") == expected
+    _show(page, site, host=f"other.{DOMAIN}")
+    assert _text(page, "count") == "3"
+    # Kept by the store, not just shown: the session's data holds the count.
+    cookie = _session_cookie(context)
+    assert cookie is not None
+    session = site.load(cookie["value"])
+    assert session is not None
+    assert 3 in session.data.values()
+
+
+def test_logout_clears_the_cookie_and_ends_the_session(site: Site, context: BrowserContext) -> None:
+    """Logging out shows the anonymous page, removes the cookie, and the old id is dead.
+
+    Putting the old cookie back (a copy an attacker kept) does not bring the session back.
+    """
+    page = context.new_page()
+    _login(page, site, "dave", remember_me=True)
+    cookie = _session_cookie(context)
+    assert cookie is not None
+
+    _click(page, site, "logout-submit")
+    assert _text(page, "state") == "anonymous"
+    assert _session_cookie(context) is None
+    assert site.load(cookie["value"]) is None
+
+    context.add_cookies([cookie])
+    _show(page, site)
+    assert _text(page, "state") == "anonymous"
+    assert _session_cookie(context) is None, "a dead cookie must be cleared"
+
+
+def test_revoked_session_is_cleared_from_the_browser(site: Site, context: BrowserContext) -> None:
+    """A session deleted behind the app's back: the next page is anonymous, the cookie cleared."""
+    page = context.new_page()
+    _login(page, site, "erin", remember_me=True)
+    cookie = _session_cookie(context)
+    assert cookie is not None
+
+    site.delete(cookie["value"])
+
+    _show(page, site)
+    assert _text(page, "state") == "anonymous"
+    assert _session_cookie(context) is None
+
+
+def test_client_chosen_id_is_never_used(site: Site, context: BrowserContext) -> None:
+    """A cookie the browser was given by someone else (fixation) is cleared, and logging in
+    issues a fresh id instead of adopting it."""
+    planted = "A" * 43  # shaped like a real id
+    context.add_cookies(
+        [
+            {
+                "name": COOKIE,
+                "value": planted,
+                "domain": f".{DOMAIN}",
+                "path": "/",
+                "secure": True,
+                "httpOnly": True,
+            }
+        ]
+    )
+    page = context.new_page()
+    _show(page, site)
+    assert _text(page, "state") == "anonymous"
+    assert _session_cookie(context) is None
+
+    context.add_cookies(
+        [{"name": COOKIE, "value": planted, "domain": f".{DOMAIN}", "path": "/", "secure": True}]
+    )
+    _login(page, site, "frank")
+    cookie = _session_cookie(context)
+    assert cookie is not None
+    assert cookie["value"] != planted
+    assert site.load(planted) is None
+
+
+def test_login_again_with_remember_me_switches_to_a_new_id(
+    site: Site, context: BrowserContext
+) -> None:
+    """Logging in again with remember-me replaces the id and the expiry; the old id is dead."""
+    page = context.new_page()
+    _login(page, site, "grace")
+    first = _session_cookie(context)
+    assert first is not None
+    before = _login(page, site, "grace", remember_me=True)
+    assert _text(page, "remember") == "yes"
+    second = _session_cookie(context)
+    assert second is not None
+    assert second["value"] != first["value"]
+    assert second["expires"] == pytest.approx(before + REMEMBER_ME_S, abs=EXPIRY_SLACK_S)
+    assert site.load(first["value"]) is None
+
+
+def test_redis_down_answers_503_and_keeps_the_cookie(
+    fresh_redis: RedisProcess, sites: Sites, context: BrowserContext
+) -> None:
+    """With Redis stopped the page gets 503 and the browser keeps its cookie; once Redis is
+    back, the same session works again (the app reconnects by itself)."""
+    site = sites.login_app("redis", fresh_redis, own_store=False)
+    page = context.new_page()
+    _login(page, site, "heidi", remember_me=True)
+    _click(page, site, "count-submit")
+    assert _text(page, "count") == "1"
+    cookie = _session_cookie(context)
+    assert cookie is not None
+
+    # Written to disk first, so the restarted server has the session again (the harness's
+    # servers do not persist by themselves).
+    fresh_redis.admin().save()
+    fresh_redis.stop()
+    try:
+        response = _show(page, site)
+        assert response.status == 503
+        assert _session_cookie(context) == cookie, "a store outage must never clear the cookie"
+    finally:
+        fresh_redis.restart()
+
+    response = _show(page, site)
+    assert response.status == 200
+    assert _text(page, "state") == "logged in as heidi"
+    assert _text(page, "count") == "1"
+    assert _session_cookie(context) == cookie
