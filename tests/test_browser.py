@@ -25,6 +25,7 @@ from .browser import (
     AppFactory,
     AppServer,
     SiteCert,
+    chromium_executable,
     just,
     launched_chromium,
     make_site_cert,
@@ -497,3 +498,10 @@ def test_redis_down_answers_503_and_keeps_the_cookie(
     assert _text(page, "state") == "logged in as heidi"
     assert _text(page, "count") == "1"
     assert _session_cookie(context) == cookie
+
+
+def test_missing_chromium_fails_instead_of_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``chromium`` on PATH the browser tests fail, naming the command that fixes it."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(pytest.fail.Exception, match=r"bash \.ci/ensure-chromium"):
+        chromium_executable()
