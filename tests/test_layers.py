@@ -3,9 +3,10 @@
 Lowest first: errors; configuration; the session core (store, codec, crypto, the provider
 protocol, the memory provider, statistics), which knows nothing of Redis; the Redis core (the
 only code that imports redis-py or hiredis, and within it only ``_wire`` touches redis-py's
-internals); the opener, which turns a config into a store on the right provider; the public
-package. A module may import its own layer or lower ones, never higher; no import cycle at all;
-no import inside a function that would hide one.
+internals); the opener, which turns a config into a store on the right provider; the web core
+(cookies, merge, the request lifecycle: no web framework imported); the web framework
+adapters; the public package. A module may import its own layer or lower ones, never higher;
+no import cycle at all; no import inside a function that would hide one.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         ),
     ),
     ("opener", frozenset({"_opener"})),
+    # The framework-neutral web core: cookies, merge, the per-request session, the lifecycle.
+    ("web", frozenset({"_cookies", "_merge", "_web_session", "_web"})),
     ("package", frozenset({"__init__", "__main__"})),
 )
 #: Third-party packages only the Redis core may import.

@@ -1,0 +1,388 @@
+"""A web request's session lifecycle, shared by every framework adapter (ASGI, aiohttp).
+
+The adapter calls :meth:`WebSessions.begin` before the app runs and :meth:`WebSessions.finish`
+when the app starts its response (the cookie goes in the response's headers, so the save
+happens then, once). Costs, in Redis commands per request (docs/web.md, "Costs"):
+
+- no session cookie: 0 (nothing is loaded, and an anonymous visitor writes nothing until the
+  app stores something in the session);
+- an excluded path: 0, cookie or not (until the app calls ``load_session``);
+- a cookie: 1 load, however often the app reads; plus 1 save if the app changed the data.
+
+Failures: :class:`~redis_session.StoreUnavailable` from ``begin``, ``finish`` or a helper is
+the adapter's to answer (503 by default) and never turns into "no session": the cookie is left
+alone. A cookie that does not load (expired, revoked, tampered with, written under a forgotten
+secret, or not an id at all) is cleared and never used as an id. A save that loses a race is
+merged (``_merge``) and retried; only a real clash, or a session that ended meanwhile, is a
+:class:`~redis_session.SessionConflict` (a late save never brings back a deleted or
+regenerated session: the store's compare-and-set refuses it, and a reload finds nothing).
+
+The store opens lazily: if Redis is down when the app starts, the app starts anyway, one log
+line says so, and the next request that needs a session tries again (concurrent requests share
+one attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import anyio
+import attrs
+
+from ._config import SessionConfig
+from ._config_loading import load_config, resolve_config
+from ._cookies import cookie_spec as _cookie_spec
+from ._cookies import id_shaped, session_cookie
+from ._errors import SessionConflict, StoreClosed, StoreUnavailable, UsageError
+from ._merge import MergeConflict, merge
+from ._opener import ConfigSource, open_session_store
+from ._store import Session, SessionStore
+from ._web_session import WebSession
+
+__all__ = [
+    "Exclude",
+    "PlainResponse",
+    "WebSessions",
+    "conflict_response",
+    "unavailable_response",
+]
+
+logger = logging.getLogger("redis_session")
+
+#: Paths whose requests do not load the session: path prefixes (``"/static"`` covers
+#: ``/static`` and everything under ``/static/``), or a function of the path.
+Exclude = Callable[[str], bool] | Iterable[str]
+
+#: How often the end-of-request save merges and retries after losing a race, and the longest
+#: pause between tries (full jitter): a hundred concurrent writers of one session get through.
+_SAVE_ATTEMPTS = 64
+_PAUSE_MAX = 0.05
+
+_SessionData = dict[str, Any]
+#: An error page must not be cached: the next try may well succeed.
+_TEXT = (("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store"))
+
+
+@attrs.frozen
+class PlainResponse:
+    """A framework-neutral plain-text response: what the adapters send by default on failure."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def unavailable_response() -> PlainResponse:
+    """Return the default answer when the session store is unreachable: 503, retry shortly."""
+    return PlainResponse(
+        503,
+        b"Service Unavailable: the session store cannot be reached; try again shortly.\n",
+        (*_TEXT, ("retry-after", "5")),
+    )
+
+
+def conflict_response() -> PlainResponse:
+    """Return the default answer to a save that clashed with a concurrent change: 409."""
+    return PlainResponse(
+        409,
+        b"Conflict: the session was changed by another request at the same time; "
+        b"this request's changes were not saved.\n",
+        _TEXT,
+    )
+
+
+def _exclusion(exclude: Exclude) -> Callable[[str], bool]:
+    if callable(exclude):
+        return exclude
+    if isinstance(exclude, str):
+        # A lone string would be iterated character by character: "/static" would exclude "/".
+        exclude = (exclude,)
+    prefixes = tuple(p.rstrip("/") for p in exclude)
+    for p in prefixes:
+        if not p.startswith("/"):
+            msg = f"exclude: a path prefix starts with '/', got {p!r}"
+            raise UsageError(msg)
+
+    def excluded(path: str) -> bool:
+        return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+    return excluded
+
+
+class WebSessions:
+    """The session layer of one web app: a store (opened lazily) and the cookie rules.
+
+    ``source`` is anything :func:`~redis_session.open_session_store` accepts (the store is
+    opened on first need and closed by :meth:`aclose`), or an open
+    :class:`~redis_session.SessionStore` of ``dict`` data (used as it is; :meth:`aclose`
+    leaves it open). ``secure=False`` drops the cookie's ``Secure`` attribute, for plain-http
+    development only. ``exclude`` names paths that never load the session up front.
+    """
+
+    def __init__(
+        self,
+        source: ConfigSource | SessionStore[Any],
+        *,
+        secure: bool = True,
+        exclude: Exclude = (),
+    ) -> None:
+        given: object = secure  # callers ignore the annotation; check what really came
+        if type(given) is not bool:
+            msg = f"secure takes True or False, got {type(given).__name__}"
+            raise UsageError(msg)
+        self._store: SessionStore[_SessionData] | None
+        if isinstance(source, SessionStore):
+            if source.data_type is not dict:
+                msg = (
+                    "a web session middleware needs a store of dict data, got one of "
+                    f"{source.data_type.__qualname__}"
+                )
+                raise UsageError(msg)
+            self._store, self._owned = source, False
+            cfg = source.config
+        else:
+            # Read now (a bad config fails at start-up, not at the first request); the store
+            # itself opens later, so Redis need not be up yet.
+            cfg = (
+                resolve_config(source) if isinstance(source, SessionConfig) else load_config(source)
+            )
+            self._store, self._owned = None, True
+        #: The configuration (resolved): cookie rules and durations.
+        self.config: SessionConfig = cfg
+        self.secure = secure
+        self.excluded = _exclusion(exclude)
+        self._opening: asyncio.Future[SessionStore[_SessionData]] | None = None
+        self._said_down = False
+        self._closed = False
+
+    # -- the store --
+
+    async def start(self) -> None:
+        """Open the store now if possible (at app start-up); Redis being down is not an error."""
+        # Said once by _open; the next request that needs a session tries again.
+        with contextlib.suppress(StoreUnavailable):
+            await self.store()
+
+    async def store(self) -> SessionStore[_SessionData]:
+        """Return the open store, opening it first if needed (one attempt shared by callers).
+
+        Raises :class:`~redis_session.StoreUnavailable` if Redis cannot be reached yet.
+        """
+        if self._store is not None:
+            return self._store
+        if self._closed:
+            msg = "the web session layer is closed"
+            raise StoreClosed(msg)
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open())
+        # Shielded: a request cancelled while waiting does not cancel the attempt that other
+        # requests share; the attempt itself cleans up its connections if it fails.
+        return await asyncio.shield(self._opening)
+
+    async def _open(self) -> SessionStore[_SessionData]:
+        try:
+            store = await open_session_store(self.config)
+        except StoreUnavailable as exc:
+            if not self._said_down:
+                self._said_down = True
+                logger.warning(
+                    "session store unavailable (%s): the app runs on, requests that need a "
+                    "session get 503, and the store opens when Redis answers",
+                    exc,
+                )
+            raise
+        finally:
+            self._opening = None
+        if self._closed:  # closed while opening: nobody will close it later
+            await store.aclose()
+            msg = "the web session layer is closed"
+            raise StoreClosed(msg)
+        if self._said_down:
+            logger.info("session store opened: Redis answers again")
+        self._store = store
+        return store
+
+    async def aclose(self) -> None:
+        """Close the store if this object opened it; a store passed in is left open."""
+        self._closed = True
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(opening, return_exceptions=True)
+        store, self._store = self._store, None
+        if store is not None and self._owned:
+            await store.aclose()
+
+    # -- one request --
+
+    async def begin(self, path: str, host: str | None, cookie_header: str | None) -> WebSession:
+        """Return the session of a request; loads it (one round trip) if a cookie came.
+
+        Raises :class:`~redis_session.StoreUnavailable` when the session cannot be loaded
+        (the returned state would have been ``"unavailable"``): answer 503, leave the cookie.
+        """
+        spec = _cookie_spec(self.config, host, secure=self.secure)
+        value = session_cookie(cookie_header, spec.name)
+        if value is None:
+            ws = WebSession(self, spec, None, "anonymous")
+            ws.attach(None)
+            return ws
+        ws = WebSession(self, spec, value, "not loaded")
+        if not self.excluded(path):
+            await self.load(ws)
+        return ws
+
+    async def load(self, ws: WebSession) -> WebSession:
+        """Load the session of a request that has not loaded it yet (an excluded path)."""
+        if ws.state in ("loaded", "anonymous"):
+            return ws
+        value = ws.cookie_value
+        if value is None or not id_shaped(value):
+            # Not an id we could have issued: clear it without asking the store.
+            ws.attach(None)
+            ws.cookie_action = "clear"
+            return ws
+        try:
+            store = await self.store()
+            session = await store.load(value)
+        except StoreUnavailable:
+            ws.mark_unavailable()
+            raise
+        ws.attach(session)
+        if session is None:
+            # Expired, revoked, tampered with or under a forgotten secret: the browser must
+            # stop sending it, and it is never reused as the id of a new session.
+            ws.cookie_action = "clear"
+        return ws
+
+    async def finish(self, ws: WebSession) -> list[str]:
+        """Save the session if it changed (or create it if first written); return Set-Cookies.
+
+        Call it once, when the response starts. Raises
+        :class:`~redis_session.StoreUnavailable` (answer 503, send no cookie) and
+        :class:`~redis_session.SessionConflict` (both requests changed the same keys, or the
+        session ended meanwhile: nothing was saved).
+        """
+        if ws.finished:
+            return []
+        ws.finished = True
+        if ws.state in ("loaded", "anonymous"):
+            session = ws.stored
+            if session is None:
+                if ws.data():
+                    store = await self.store()
+                    created = await store.create(ws.data(), domain=ws.cookie.domain)
+                    ws.attach(created)
+                    ws.cookie_action = "set"
+            elif ws.changed:
+                await self._save(ws, session)
+        return self.cookie_headers(ws)
+
+    @staticmethod
+    def cookie_headers(ws: WebSession) -> list[str]:
+        """Return the ``Set-Cookie`` values for the response: none, the new id, or a clear."""
+        session = ws.stored
+        if ws.cookie_action == "set" and session is not None:
+            return [ws.cookie.set(session.id, session.expires_at)]
+        if ws.cookie_action == "clear":
+            return [ws.cookie.clear()]
+        return []
+
+    def changed_after_finish(self, ws: WebSession) -> bool:
+        """Whether the app changed the session after its response started (lost; logged)."""
+        if ws.finished and ws.state in ("loaded", "anonymous") and ws.changed:
+            logger.warning(
+                "the session was changed after the response started; the change is not saved "
+                "(change the session before sending the response)"
+            )
+            return True
+        return False
+
+    async def _save(self, ws: WebSession, session: Session[_SessionData]) -> None:
+        store = await self.store()
+        base, ours = ws.base(), ws.data()
+        pause = 0.001
+        for attempt in range(_SAVE_ATTEMPTS):
+            session.data = ours
+            try:
+                await store.save(session)
+            except SessionConflict:
+                if attempt + 1 == _SAVE_ATTEMPTS:
+                    raise
+            else:
+                ws.attach(session)
+                return
+            # Full jitter: requests that lost together do not come back together.
+            await anyio.sleep(pause * secrets.randbelow(1001) / 1000)
+            pause = min(pause * 2, _PAUSE_MAX)
+            fresh = await store.load(session.id)
+            if fresh is None:
+                # Deleted (logout), regenerated (login) or expired meanwhile: saving would
+                # bring it back, so the changes are dropped and the app is told.
+                msg = (
+                    "the session ended (logged out, regenerated or expired) while this "
+                    "request changed it; its changes were not saved"
+                )
+                raise SessionConflict(msg)
+            try:
+                merged = merge(base, ours, fresh.data)
+            except MergeConflict as exc:
+                msg = (
+                    f"another request changed the same session keys {exc.keys!r} at the same "
+                    "time; this request's changes were not saved"
+                )
+                raise SessionConflict(msg) from exc
+            base, ours, session = copy.deepcopy(fresh.data), merged, fresh
+        raise AssertionError  # pragma: no cover - the loop returns or raises
+
+    # -- helpers for login flows --
+
+    async def login(self, ws: WebSession, *, remember_me: bool = False) -> None:
+        """Give the session a new id (against fixation), of the kind ``remember_me`` says.
+
+        An anonymous request gets a new session holding its current data. The old id stops
+        working at once; the response sets the new cookie.
+        """
+        self._check_live(ws, "login")
+        given: object = remember_me  # a form value must be converted, not stored as truthy
+        if type(given) is not bool:
+            msg = f"login(remember_me=...) takes True or False, got {type(given).__name__}"
+            raise UsageError(msg)
+        await self.load(ws)
+        store = await self.store()
+        session = ws.stored
+        if session is None:
+            new = await store.create(ws.data(), remember_me=remember_me, domain=ws.cookie.domain)
+        else:
+            session.data = ws.data()
+            new = await store.regenerate(session, remember_me=remember_me, domain=ws.cookie.domain)
+        ws.attach(new)
+        ws.cookie_action = "set"
+
+    async def logout(self, ws: WebSession) -> None:
+        """Delete the session (no concurrent save can bring it back) and expire the cookie.
+
+        The request goes on anonymous: data written afterwards starts a new session.
+        """
+        self._check_live(ws, "logout")
+        session = ws.stored
+        if session is not None:
+            await (await self.store()).delete(session)
+        elif ws.state in ("not loaded", "unavailable") and ws.cookie_value is not None:
+            # Never loaded (an excluded path): delete by id, without loading it first.
+            await (await self.store()).delete(ws.cookie_value)
+        ws.attach(None)
+        ws.cookie_action = "clear"
+
+    @staticmethod
+    def _check_live(ws: WebSession, method: str) -> None:
+        if ws.finished:
+            msg = f"{method}() after the response started: the cookie can no longer be set"
+            raise UsageError(msg)

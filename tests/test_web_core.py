@@ -1,0 +1,412 @@
+"""The framework-neutral web core: cookie headers, cookie parsing, the merge, the lifecycle.
+
+The lifecycle runs on the memory provider and on a real Redis (the ``backend`` fixture), with
+no web framework at all: the adapters (ASGI, aiohttp) only move headers in and out of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import attrs
+import pytest
+
+from redis_session import SessionConflict, StoreUnavailable, UsageError, load_config
+from redis_session._cookies import CookieSpec, cookie_spec, id_shaped, session_cookie
+from redis_session._merge import MergeConflict, changed_keys, merge
+from redis_session._web import WebSessions, conflict_response, unavailable_response
+
+from .store_helpers import SECRET, Backend
+
+pytestmark = pytest.mark.anyio
+
+NOW = dt.datetime(2026, 12, 1, 10, 0, 0, tzinfo=dt.UTC)
+
+COOKIES = {
+    "secret": SECRET,
+    "name": "top",
+    "same_site": "strict",
+    "cookies": [
+        {"domain": "example.com", "authelia_url": "https://auth.example.com"},
+        {
+            "domain": "app.example.com",
+            "authelia_url": "https://auth.app.example.com",
+            "name": "app_session",
+            "same_site": "none",
+        },
+    ],
+}
+
+
+# -- cookie headers --
+
+
+def test_set_cookie_has_every_attribute() -> None:
+    """Name, Domain, Path=/, Expires and Max-Age of the deadline, HttpOnly, Secure, SameSite."""
+    spec = CookieSpec("sid", "example.com", "Lax", secure=True)
+    header = spec.set("abc", NOW + dt.timedelta(hours=1), now=NOW)
+    assert header == (
+        "sid=abc; Domain=example.com; Path=/; Expires=Tue, 01 Dec 2026 11:00:00 GMT; "
+        "Max-Age=3600; HttpOnly; Secure; SameSite=Lax"
+    )
+
+
+def test_host_only_cookie_without_secure() -> None:
+    """No Domain for a host-only cookie; no Secure when the app runs on plain http."""
+    spec = CookieSpec("sid", None, "Strict", secure=False)
+    header = spec.set("abc", NOW + dt.timedelta(seconds=90), now=NOW)
+    assert "Domain" not in header
+    assert "Secure" not in header
+    assert header.endswith("Max-Age=90; HttpOnly; SameSite=Strict")
+
+
+def test_clearing_cookie_matches_the_set_one() -> None:
+    """A clear names the same cookie (name, Domain, Path) with a past date and Max-Age=0."""
+    spec = CookieSpec("sid", "example.com", "Lax", secure=True)
+    assert spec.clear() == (
+        "sid=; Domain=example.com; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; "
+        "HttpOnly; Secure; SameSite=Lax"
+    )
+
+
+def test_past_deadline_gives_max_age_zero() -> None:
+    """A deadline already past never yields a negative Max-Age."""
+    spec = CookieSpec("sid", None, "Lax", secure=True)
+    assert "Max-Age=0;" in spec.set("abc", NOW - dt.timedelta(seconds=5), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("example.com", CookieSpec("top", "example.com", "Strict", True)),
+        ("www.example.com:8443", CookieSpec("top", "example.com", "Strict", True)),
+        ("app.example.com", CookieSpec("app_session", "app.example.com", "None", True)),
+        ("x.app.example.com", CookieSpec("app_session", "app.example.com", "None", True)),
+        ("other.org", CookieSpec("top", None, "Strict", True)),
+        (None, CookieSpec("top", None, "Strict", True)),
+        ("bad host/path", CookieSpec("top", None, "Strict", True)),
+    ],
+)
+def test_cookie_spec_picks_the_entry_for_the_host(host: str | None, expected: CookieSpec) -> None:
+    """The most specific entry serving the host; else a host-only cookie named session.name."""
+    assert cookie_spec(load_config(COOKIES), host) == expected
+
+
+def test_cookie_spec_without_entries_is_host_only() -> None:
+    """No ``cookies``: the top-level name and SameSite, no Domain."""
+    cfg = load_config({"name": "n", "same_site": "lax"})
+    assert cookie_spec(cfg, "example.com", secure=False) == CookieSpec("n", None, "Lax", False)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("sid=abc", "abc"),
+        ("a=1; sid=abc; b=2", "abc"),
+        ("  sid = abc  ", "abc"),
+        ('sid="abc"', "abc"),
+        ("sidx=abc; xsid=def", None),
+        ("garbage;;;=;sid", None),
+        ("sid=no way; sid=abc", "abc"),  # the first id-shaped value wins
+        ("sid=abc; sid=def", "abc"),  # the browser lists the oldest first
+        ("sid=<script>", "<script>"),  # returned so the caller clears it, never used as id
+        ("sid=", ""),
+    ],
+)
+def test_session_cookie_parsing(header: str | None, expected: str | None) -> None:
+    """Duplicates, spaces, quotes and garbage are all handled without raising."""
+    assert session_cookie(header, "sid") == expected
+
+
+def test_id_shape() -> None:
+    """Only what secrets.token_urlsafe could produce is ever sent to the store."""
+    assert id_shaped("A-b_9")
+    assert not id_shaped("")
+    assert not id_shaped("a b")
+    assert not id_shaped("x" * 101)
+
+
+# -- merge --
+
+
+def test_merge_applies_our_changes_onto_theirs() -> None:
+    """Set, changed and deleted keys of ours land on theirs; their own changes stay."""
+    base = {"a": 1, "b": 2, "c": 3}
+    ours = {"a": 10, "b": 2, "new": 1}  # a changed, c deleted, new added
+    theirs = {"a": 1, "b": 20, "c": 3, "their": 1}
+    assert merge(base, ours, theirs) == {"a": 10, "b": 20, "new": 1, "their": 1}
+
+
+def test_merge_conflicts_on_the_same_key() -> None:
+    """Both changed one key to different values: a conflict naming the keys."""
+    with pytest.raises(MergeConflict) as info:
+        merge({"a": 1}, {"a": 2}, {"a": 3})
+    assert info.value.keys == ["a"]
+
+
+def test_merge_same_change_is_no_conflict() -> None:
+    """Both set the key to the same value, or both deleted it: nothing to decide."""
+    assert merge({"a": 1}, {"a": 2}, {"a": 2}) == {"a": 2}
+    assert merge({"a": 1, "b": 1}, {"b": 1}, {"b": 1}) == {"b": 1}
+
+
+def test_merge_their_delete_against_our_change_conflicts() -> None:
+    """They deleted a key that we changed: a conflict, not a silent resurrection of it."""
+    with pytest.raises(MergeConflict):
+        merge({"a": 1}, {"a": 2}, {})
+
+
+def test_changed_keys_sees_nested_changes() -> None:
+    """A change inside a nested value is a change of its top-level key."""
+    assert changed_keys({"a": [1], "b": 1}, {"a": [1, 2], "b": 1}) == {"a"}
+
+
+# -- the lifecycle --
+
+
+async def test_anonymous_request_touches_no_store(backend: Backend) -> None:
+    """No cookie: anonymous, nothing loaded, nothing created when nothing was written."""
+    store = await backend.open()
+    web = WebSessions(store, secure=False)
+    ws = await web.begin("/", "localhost", None)
+    assert ws.state == "anonymous"
+    assert dict(ws) == {}
+    assert await web.finish(ws) == []
+    assert backend.keys() == []
+
+
+async def test_first_write_creates_and_sets_the_cookie(backend: Backend) -> None:
+    """Writing to an anonymous session creates it at the end and sets the cookie."""
+    store = await backend.open()
+    web = WebSessions(store, secure=False)
+    ws = await web.begin("/", "localhost", None)
+    ws["user"] = "ann"
+    (header,) = await web.finish(ws)
+    sid = session_cookie(header.partition(";")[0], store.config.name)
+    assert sid is not None
+    loaded = await store.load(sid)
+    assert loaded is not None
+    assert loaded.data == {"user": "ann"}
+
+
+async def test_read_only_request_saves_nothing(backend: Backend) -> None:
+    """A loaded, unchanged session is not saved and no cookie is sent."""
+    store = await backend.open()
+    s = await store.create({"n": 1})
+    web = WebSessions(store)
+    ws = await web.begin("/", "h", f"authelia_session={s.id}")
+    assert ws.state == "loaded"
+    assert ws["n"] == 1
+    assert await web.finish(ws) == []
+    assert await store.load(s.id) is not None
+
+
+async def test_bad_cookie_is_cleared_and_never_reused(backend: Backend) -> None:
+    """An unknown, malformed or deleted id: anonymous, cleared; a write gets a fresh id."""
+    store = await backend.open()
+    web = WebSessions(store)
+    for value in ["A" * 43, "not an id!", ""]:
+        ws = await web.begin("/", "h", f"authelia_session={value}")
+        assert ws.state == "anonymous"
+        assert await web.finish(ws) == [ws.cookie.clear()]
+    ws = await web.begin("/", "h", "authelia_session=" + "B" * 43)
+    ws["x"] = 1
+    (header,) = await web.finish(ws)
+    assert "B" * 43 not in header
+
+
+async def test_excluded_path_does_not_load(backend: Backend) -> None:
+    """An excluded path leaves the session unloaded; touching it says how to load it."""
+    store = await backend.open()
+    s = await store.create({"n": 1})
+    web = WebSessions(store, exclude=["/static", "/healthz"])
+    ws = await web.begin("/static/app.css", "h", f"authelia_session={s.id}")
+    assert ws.state == "not loaded"
+    with pytest.raises(UsageError, match="load_session"):
+        ws["n"]
+    await web.load(ws)
+    assert ws["n"] == 1
+    assert web.excluded("/healthz")
+    assert not web.excluded("/healthzz")
+    assert not web.excluded("/")
+
+
+def test_exclude_takes_prefixes_or_a_function() -> None:
+    """A lone string is one prefix, a function decides by itself, a relative prefix is refused."""
+    cfg = load_config({})
+    assert WebSessions(cfg, exclude="/static").excluded("/static/x")
+    assert not WebSessions(cfg, exclude="/static").excluded("/")
+    assert WebSessions(cfg, exclude=lambda p: p.startswith("/health")).excluded("/healthz")
+    with pytest.raises(UsageError, match="exclude"):
+        WebSessions(cfg, exclude=["static"])
+    with pytest.raises(UsageError, match="secure"):
+        WebSessions(cfg, secure="no")  # type: ignore[arg-type]
+
+
+async def test_concurrent_writers_of_different_keys_all_land(backend: Backend) -> None:
+    """Many requests changing their own key of one session: merged, none lost, no conflict."""
+    store = await backend.open()
+    s = await store.create({})
+    web = WebSessions(store)
+
+    async def request(i: int) -> None:
+        ws = await web.begin("/", "h", f"authelia_session={s.id}")
+        await asyncio.sleep(0)
+        ws[f"k{i}"] = i
+        await web.finish(ws)
+
+    await asyncio.gather(*(request(i) for i in range(30)))
+    loaded = await store.load(s.id)
+    assert loaded is not None
+    assert loaded.data == {f"k{i}": i for i in range(30)}
+
+
+async def test_clash_on_one_key_is_a_conflict(backend: Backend) -> None:
+    """Two requests set one key to different values: the second is told, nothing overwritten."""
+    store = await backend.open()
+    s = await store.create({"k": 0})
+    web = WebSessions(store)
+    first = await web.begin("/", "h", f"authelia_session={s.id}")
+    second = await web.begin("/", "h", f"authelia_session={s.id}")
+    first["k"] = 1
+    second["k"] = 2
+    await web.finish(first)
+    with pytest.raises(SessionConflict, match="'k'"):
+        await web.finish(second)
+    loaded = await store.load(s.id)
+    assert loaded is not None
+    assert loaded.data == {"k": 1}
+
+
+async def test_late_save_never_resurrects_a_deleted_session(backend: Backend) -> None:
+    """A request that loaded before a logout cannot bring the session back by saving."""
+    store = await backend.open()
+    s = await store.create({"user": "ann"})
+    web = WebSessions(store)
+    late = await web.begin("/", "h", f"authelia_session={s.id}")
+    out = await web.begin("/logout", "h", f"authelia_session={s.id}")
+    await web.logout(out)
+    assert await web.finish(out) == [out.cookie.clear()]
+    late["cart"] = ["book"]
+    with pytest.raises(SessionConflict, match="ended"):
+        await web.finish(late)
+    assert await store.load(s.id) is None
+    assert backend.keys() == []
+
+
+async def test_login_regenerates_and_switches_kind(backend: Backend) -> None:
+    """login() moves the session to a new id (old one dead) and can make it remember-me."""
+    store = await backend.open()
+    s = await store.create({"cart": 1})
+    web = WebSessions(store)
+    ws = await web.begin("/login", "h", f"authelia_session={s.id}")
+    ws["user"] = "ann"
+    await web.login(ws, remember_me=True)
+    (header,) = await web.finish(ws)
+    new = ws.stored
+    assert new is not None
+    assert new.id != s.id
+    assert new.remember_me
+    assert f"authelia_session={new.id};" in header
+    assert await store.load(s.id) is None
+    loaded = await store.load(new.id)
+    assert loaded is not None
+    assert loaded.data == {"cart": 1, "user": "ann"}
+    with pytest.raises(UsageError, match="after the response started"):
+        await web.login(ws)
+
+
+async def test_login_of_anonymous_creates(backend: Backend) -> None:
+    """An anonymous login creates a session of the requested kind."""
+    store = await backend.open()
+    web = WebSessions(store)
+    ws = await web.begin("/login", "h", None)
+    ws["user"] = "bob"
+    await web.login(ws)
+    await web.finish(ws)
+    assert ws.stored is not None
+    assert not ws.stored.remember_me
+    with pytest.raises(UsageError, match="remember_me"):
+        await web.login(await web.begin("/", "h", None), remember_me="1")  # type: ignore[arg-type]
+
+
+async def test_logout_then_write_starts_a_new_session(backend: Backend) -> None:
+    """After logout() the request is anonymous; a later write gets a brand-new id."""
+    store = await backend.open()
+    s = await store.create({"user": "ann"})
+    web = WebSessions(store)
+    ws = await web.begin("/", "h", f"authelia_session={s.id}")
+    await web.logout(ws)
+    ws["flash"] = "bye"
+    (header,) = await web.finish(ws)
+    assert ws.stored is not None
+    assert ws.stored.id != s.id
+    assert f"={ws.stored.id};" in header
+
+
+async def test_logout_on_excluded_path_deletes_by_id(backend: Backend) -> None:
+    """A session never loaded is still deleted by its id."""
+    store = await backend.open()
+    s = await store.create({"user": "ann"})
+    web = WebSessions(store, exclude=["/out"])
+    ws = await web.begin("/out", "h", f"authelia_session={s.id}")
+    await web.logout(ws)
+    assert await store.load(s.id) is None
+
+
+async def test_cookie_expiry_follows_the_session_kind(backend: Backend) -> None:
+    """Max-Age is the session's absolute lifetime: expiration, or remember_me."""
+    store = await backend.open(expiration="1h", remember_me="2d")
+    web = WebSessions(store)
+
+    async def max_age(remember: bool) -> int:
+        ws = await web.begin("/", "h", None)
+        ws["u"] = 1
+        await web.login(ws, remember_me=remember)
+        (header,) = await web.finish(ws)
+        return int(header.split("Max-Age=")[1].split(";")[0])
+
+    assert 3590 <= await max_age(False) <= 3600
+    assert 2 * 86400 - 10 <= await max_age(True) <= 2 * 86400
+
+
+@attrs.define
+class Profile:
+    user: str = ""
+
+
+async def test_store_of_another_data_type_is_refused(backend: Backend) -> None:
+    """The web layer keeps dict data; a store of an attrs class is refused at once."""
+    store = await backend.open(data_type=Profile)
+    with pytest.raises(UsageError, match="Profile"):
+        WebSessions(store)
+
+
+async def test_unreachable_store_is_not_no_session(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis down: start() does not fail (one log line); a cookie request raises, not anonymous."""
+    cfg: dict[str, Any] = {
+        "secret": SECRET,
+        "redis": {"host": "127.0.0.1", "port": 1, "timeout": "1s"},
+    }
+    web = WebSessions(cfg)
+    await web.start()
+    await web.start()
+    assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
+    ws = await web.begin("/", "h", None)
+    assert ws.state == "anonymous"  # no cookie: no store needed
+    with pytest.raises(StoreUnavailable):
+        await web.begin("/", "h", "authelia_session=" + "A" * 43)
+    await web.aclose()
+
+
+def test_default_error_responses() -> None:
+    """503 with Retry-After for a down store, 409 for a conflict; never cached."""
+    down = unavailable_response()
+    assert down.status == 503
+    assert ("retry-after", "5") in down.headers
+    assert conflict_response().status == 409
+    assert ("cache-control", "no-store") in conflict_response().headers
