@@ -35,6 +35,7 @@ from .servers import RedisProcess
 from .store_helpers import SECRET
 
 if TYPE_CHECKING:
+    from playwright._impl._api_structures import SetCookieParam
     from playwright.sync_api import (
         Browser,
         BrowserContext,
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
         Page,
         Response,
     )
-    from playwright._impl._api_structures import SetCookieParam
 
 
 @pytest.fixture(scope="module")
