@@ -153,6 +153,9 @@ class WebSessions:
                 resolve_config(source) if isinstance(source, SessionConfig) else load_config(source)
             )
             self._store, self._owned = None, True
+        # The store opens from what was given (not from cfg: resolving a resolved config twice
+        # is the opener's business, and it reads the same source to the same config).
+        self._source = source
         #: The configuration (resolved): cookie rules and durations.
         self.config: SessionConfig = cfg
         self.secure = secure
@@ -187,7 +190,7 @@ class WebSessions:
 
     async def _open(self) -> SessionStore[_SessionData]:
         try:
-            store = await open_session_store(self.config)
+            store = await open_session_store(self._source)  # type: ignore[arg-type]
         except StoreUnavailable as exc:
             if not self._said_down:
                 self._said_down = True
@@ -222,11 +225,19 @@ class WebSessions:
 
     # -- one request --
 
-    async def begin(self, path: str, host: str | None, cookie_header: str | None) -> WebSession:
+    async def begin(
+        self,
+        path: str,
+        host: str | None,
+        cookie_header: str | None,
+        *,
+        unavailable_ok: bool = False,
+    ) -> WebSession:
         """Return the session of a request; loads it (one round trip) if a cookie came.
 
-        Raises :class:`~redis_session.StoreUnavailable` when the session cannot be loaded
-        (the returned state would have been ``"unavailable"``): answer 503, leave the cookie.
+        Raises :class:`~redis_session.StoreUnavailable` when the session cannot be loaded:
+        answer 503 and leave the cookie alone. With ``unavailable_ok`` it returns the session
+        in state ``"unavailable"`` instead (for an app that renders a page without it).
         """
         spec = _cookie_spec(self.config, host, secure=self.secure)
         value = session_cookie(cookie_header, spec.name)
@@ -236,7 +247,11 @@ class WebSessions:
             return ws
         ws = WebSession(self, spec, value, "not loaded")
         if not self.excluded(path):
-            await self.load(ws)
+            try:
+                await self.load(ws)
+            except StoreUnavailable:
+                if not unavailable_ok:
+                    raise
         return ws
 
     async def load(self, ws: WebSession) -> WebSession:

@@ -64,6 +64,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("opener", frozenset({"_opener"})),
     # The framework-neutral web core: cookies, merge, the per-request session, the lifecycle.
     ("web", frozenset({"_cookies", "_merge", "_web_session", "_web"})),
+    # One adapter per framework family, each on the neutral core.
+    ("web frameworks", frozenset({"asgi"})),
     ("package", frozenset({"__init__", "__main__"})),
 )
 #: Third-party packages only the Redis core may import.

@@ -1,0 +1,292 @@
+"""Sessions for any ASGI app (Starlette, FastAPI, Litestar, ...): a pure ASGI middleware.
+
+::
+
+    from redis_session.asgi import SessionMiddleware, login, logout
+
+    app = SessionMiddleware(app, "config.yml")   # or app.add_middleware(SessionMiddleware, cfg=...)
+
+Each HTTP request gets ``scope["session"]``, a mutable mapping of the session's data, so
+Starlette's and FastAPI's ``request.session`` work as they do with Starlette's own middleware.
+It is loaded before the app runs when the request carries the session cookie (one round trip;
+none without a cookie, none on an excluded path) and saved when the app starts its response,
+once, only if it changed; the cookie follows the configuration (docs/web.md). The helpers
+:func:`login`, :func:`logout`, :func:`load_session` and :func:`session_state` take a request
+object (anything with a ``scope``) or the scope itself.
+
+No web framework is imported here. WebSocket connections see the session of their handshake
+request, read-only (a WebSocket cannot set a cookie).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, Literal
+
+from ._errors import SessionConflict, StoreUnavailable, UsageError
+from ._opener import ConfigSource
+from ._store import SessionStore
+from ._web import Exclude, PlainResponse, WebSessions, conflict_response, unavailable_response
+from ._web_session import SessionState, WebSession
+
+__all__ = ["SessionMiddleware", "SessionState", "load_session", "login", "logout", "session_state"]
+
+logger = logging.getLogger("redis_session")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+#: Loose on purpose: frameworks type scope and messages as their own TypedDicts (Litestar),
+#: which a precise signature here would refuse.
+ASGIApp = Callable[..., Awaitable[None]]
+#: Builds the response for a failure: given the error, returns an ASGI app (a Starlette
+#: ``Response`` is one) that the middleware runs in place of the app's response.
+ErrorHandler = Callable[[Exception], ASGIApp]
+
+#: Where the request's :class:`WebSession` is kept besides ``scope["session"]``, which a
+#: framework may replace (Litestar's ``request.set_session``).
+_SCOPE_KEY = "redis_session"
+
+
+def _plain(response: PlainResponse) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [(k.encode(), v.encode()) for k, v in response.headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+    return app
+
+
+def _default_unavailable(exc: Exception) -> ASGIApp:
+    return _plain(unavailable_response())
+
+
+def _default_conflict(exc: Exception) -> ASGIApp:
+    return _plain(conflict_response())
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    values = [v for k, v in scope.get("headers", ()) if k.lower() == name]
+    if not values:
+        return None
+    # HTTP/2 may split Cookie into several fields; they join with "; " (RFC 9113 §8.2.3).
+    return "; ".join(v.decode("latin-1") for v in values)
+
+
+def _host(scope: Scope) -> str | None:
+    host = _header(scope, b"host")
+    if host is None and scope.get("server"):
+        host = str(scope["server"][0])
+    return host
+
+
+class SessionMiddleware:
+    """Pure ASGI middleware putting the request's session in ``scope["session"]``.
+
+    ``cfg`` is anything :func:`~redis_session.open_session_store` accepts (a
+    :class:`~redis_session.SessionConfig`, a mapping, a YAML file's path): the middleware
+    opens the store at the ASGI lifespan's startup (or at the first request that needs it, if
+    the server sends no lifespan, or if Redis was down then) and closes it at shutdown. Or
+    ``cfg`` is an open :class:`~redis_session.SessionStore` of ``dict`` data, which stays
+    the caller's to close.
+
+    ``secure=False`` drops the cookie's ``Secure`` attribute: only for plain-http
+    development. ``exclude``: path prefixes (or a function of the path) whose requests do
+    not load the session up front (static files, health checks; none by default); there,
+    touching ``request.session`` raises until ``await load_session(request)``.
+    ``on_unavailable``: what a request gets when Redis cannot be reached; by default 503
+    (``Retry-After: 5``) with no cookie change; a function of the error returning an ASGI app
+    (a Starlette ``Response``, say) answers instead; ``"continue"`` runs the app anyway with
+    the session in state ``"unavailable"`` (touching it raises
+    :class:`~redis_session.StoreUnavailable`). ``on_conflict``: what a request gets when its
+    changes clash with a concurrent request's (both changed the same keys; different keys are
+    merged): by default 409; a function as above; or ``"raise"``, which raises
+    :class:`~redis_session.SessionConflict` to the app from its response's first ``send``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        cfg: ConfigSource | SessionStore[Any],
+        *,
+        secure: bool = True,
+        exclude: Exclude = (),
+        on_conflict: ErrorHandler | Literal["raise"] | None = None,
+        on_unavailable: ErrorHandler | Literal["continue"] | None = None,
+    ) -> None:
+        self.app = app
+        #: The framework-neutral session layer: the store and the cookie rules.
+        self.sessions = WebSessions(cfg, secure=secure, exclude=exclude)
+        self._continue = on_unavailable == "continue"
+        self._raise_conflict = on_conflict == "raise"
+        self._on_unavailable: ErrorHandler = (
+            _default_unavailable if on_unavailable in (None, "continue") else on_unavailable  # type: ignore[assignment]
+        )
+        self._on_conflict: ErrorHandler = (
+            _default_conflict if on_conflict in (None, "raise") else on_conflict  # type: ignore[assignment]
+        )
+
+    async def aclose(self) -> None:
+        """Close the store if the middleware opened it (for servers without lifespan)."""
+        await self.sessions.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection: HTTP with a session, lifespan with the store's life."""
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            scope["session"] = scope[_SCOPE_KEY] = await self._begin(scope, unavailable_ok=True)
+            await self.app(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _begin(self, scope: Scope, *, unavailable_ok: bool) -> WebSession:
+        return await self.sessions.begin(
+            scope.get("path", "/"),
+            _host(scope),
+            _header(scope, b"cookie"),
+            unavailable_ok=unavailable_ok,
+        )
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_startup() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # Redis down is no reason to refuse to start: said once, retried on demand.
+                await self.sessions.start()
+            return message
+
+        async def send_shutdown(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.sessions.aclose()
+            await send(message)
+
+        await self.app(scope, receive_startup, send_shutdown)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            ws = await self._begin(scope, unavailable_ok=self._continue)
+        except StoreUnavailable as exc:
+            await self._on_unavailable(exc)(scope, receive, send)
+            return
+        scope["session"] = scope[_SCOPE_KEY] = ws
+        started = replaced = False
+
+        async def send_with_cookie(message: Message) -> None:
+            nonlocal started, replaced
+            if replaced:
+                return  # the app's own response was replaced by an error response
+            if message["type"] == "http.response.start" and not started:
+                _adopt(scope, ws)
+                try:
+                    cookies = await self.sessions.finish(ws)
+                except StoreUnavailable as exc:
+                    replaced = True
+                    await self._on_unavailable(exc)(scope, receive, send)
+                    return
+                except SessionConflict as exc:
+                    if self._raise_conflict:
+                        raise
+                    replaced = True
+                    await self._on_conflict(exc)(scope, receive, send)
+                    return
+                started = True
+                if cookies:
+                    headers = list(message.get("headers", ()))
+                    headers += [(b"set-cookie", c.encode("latin-1")) for c in cookies]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_cookie)
+        except StoreUnavailable as exc:
+            # From a helper inside the app (load_session, login, logout): still no logout.
+            if started or replaced:
+                raise
+            await self._on_unavailable(exc)(scope, receive, send)
+        except SessionConflict as exc:
+            if started or replaced or self._raise_conflict:
+                raise
+            await self._on_conflict(exc)(scope, receive, send)
+        else:
+            self.sessions.changed_after_finish(ws)
+
+
+def _adopt(scope: Scope, ws: WebSession) -> None:
+    """Take over a session mapping a framework put in place of ours (or its removal)."""
+    current = scope.get("session")
+    if current is ws or ws.state not in ("loaded", "anonymous"):
+        return
+    if isinstance(current, Mapping):
+        ws.replace(dict(current))
+    else:
+        ws.clear()  # a framework's way of removing the session (Litestar: Empty)
+
+
+def _session(request: Any, method: str) -> WebSession:
+    scope = request if isinstance(request, Mapping) else getattr(request, "scope", None)
+    ws = scope.get(_SCOPE_KEY) if isinstance(scope, Mapping) else None
+    if not isinstance(ws, WebSession):
+        msg = (
+            f"{method}() takes a request (or ASGI scope) that went through "
+            "redis_session.asgi.SessionMiddleware; this one did not"
+        )
+        raise UsageError(msg)
+    return ws
+
+
+def _owner(ws: WebSession) -> WebSessions:
+    owner = ws.owner
+    assert isinstance(owner, WebSessions)  # made by WebSessions.begin, nothing else
+    return owner
+
+
+async def load_session(request: Any) -> MutableMapping[str, Any]:
+    """Load the request's session if it is not loaded yet (an excluded path) and return it.
+
+    Returns ``scope["session"]``. Raises :class:`~redis_session.StoreUnavailable` when Redis
+    cannot be reached (the middleware answers 503 unless the app catches it).
+    """
+    ws = _session(request, "load_session")
+    manager = _owner(ws)
+    return await manager.load(ws)
+
+
+async def login(request: Any, *, remember_me: bool = False) -> None:
+    """Log the request's session in: a new id, atomically, so a planted id is worthless.
+
+    Call it once the user is authenticated, before or after writing the user into the
+    session. The old id stops working at once; a session becomes a remember-me one (lifetime
+    ``remember_me``, no inactivity limit) or a plain one as ``remember_me`` says. An anonymous
+    request gets a new session. The response carries the new cookie.
+    """
+    ws = _session(request, "login")
+    manager = _owner(ws)
+    await manager.login(ws, remember_me=remember_me)
+
+
+async def logout(request: Any) -> None:
+    """Delete the request's session (no concurrent save can revive it) and expire the cookie."""
+    ws = _session(request, "logout")
+    manager = _owner(ws)
+    await manager.logout(ws)
+
+
+def session_state(request: Any) -> SessionState:
+    """Tell "no session" from "store down": the state of the request's session.
+
+    ``"anonymous"`` (no session), ``"loaded"``, ``"not loaded"`` (an excluded path; see
+    :func:`load_session`) or ``"unavailable"`` (the store was down, with
+    ``on_unavailable="continue"``).
+    """
+    return _session(request, "session_state").state

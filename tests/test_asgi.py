@@ -1,0 +1,579 @@
+"""The ASGI middleware under Starlette (the example app), FastAPI and Litestar, through httpx.
+
+Every behaviour runs on the in-memory provider and on a real redis-server; the costs are
+counted with the server's ``INFO commandstats``, and the outage tests stop and restart a
+server of their own on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import anyio
+import pytest
+from fastapi import FastAPI
+from fastapi import Request as FastAPIRequest
+from litestar import Litestar, get, post
+from litestar import Request as LitestarRequest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from examples.login_app import create_app
+from redis_session import SessionConflict, UsageError, open_session_store
+from redis_session.asgi import (
+    SessionMiddleware,
+    load_session,
+    login,
+    logout,
+    session_state,
+)
+
+from .asgi_helpers import (
+    SCRIPT_COMMANDS,
+    client,
+    client_commands,
+    command_calls,
+    cookie_attributes,
+    lifespan,
+    reset_counts,
+    set_cookie_headers,
+)
+from .servers import RedisProcess
+from .store_helpers import SECRET
+
+pytestmark = pytest.mark.anyio
+
+NAME = "authelia_session"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def cfg(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A session mapping: in memory, or on the flushed shared redis-server."""
+    mapping: dict[str, Any] = {"secret": SECRET}
+    if request.param == "redis":
+        proc: RedisProcess = request.getfixturevalue("redis")
+        mapping["redis"] = proc.redis_section()
+    return mapping
+
+
+def session_id(response: Any) -> str:
+    """The session id a response's Set-Cookie gives."""
+    (header,) = set_cookie_headers(response)
+    name, value, _ = cookie_attributes(header)
+    assert name == NAME
+    assert value
+    return value
+
+
+def sent(value: str) -> dict[str, str]:
+    """Headers sending ``value`` as the session cookie (httpx's own jar is not consulted)."""
+    return {"cookie": f"{NAME}={value}"}
+
+
+def is_clear(header: str) -> bool:
+    _, value, attributes = cookie_attributes(header)
+    return value == "" and attributes["max-age"] == "0"
+
+
+# -- a plain Starlette app exercising the session --
+
+
+async def read(request: Request) -> Response:
+    return JSONResponse({"state": session_state(request), "data": dict(request.session)})
+
+
+async def write(request: Request) -> Response:
+    request.session[request.path_params["key"]] = request.query_params.get("v", "1")
+    return PlainTextResponse("ok")
+
+
+async def lazy(request: Request) -> Response:
+    session = await load_session(request)
+    return JSONResponse({"state": session_state(request), "data": dict(session)})
+
+
+async def do_login(request: Request) -> Response:
+    request.session["user"] = "ann"
+    await login(request, remember_me=request.query_params.get("remember") == "1")
+    return PlainTextResponse("ok")
+
+
+async def do_logout(request: Request) -> Response:
+    await logout(request)
+    return PlainTextResponse("ok")
+
+
+GATE: dict[str, asyncio.Event] = {}
+
+
+async def slow_write(request: Request) -> Response:
+    """Write after the test opens the gate: a request that loaded long before it saves."""
+    GATE["loaded"].set()
+    await GATE["go"].wait()
+    request.session["late"] = True
+    return PlainTextResponse("ok")
+
+
+ROUTES = [
+    Route("/read", read),
+    Route("/set/{key}", write, methods=["POST"]),
+    Route("/static/lazy", lazy),
+    Route("/static/file", lambda request: PlainTextResponse("body {}")),
+    Route("/login", do_login, methods=["POST"]),
+    Route("/logout", do_logout, methods=["POST"]),
+    Route("/slow", slow_write, methods=["POST"]),
+]
+
+
+@pytest.fixture
+async def mw(cfg: dict[str, Any]) -> AsyncIterator[SessionMiddleware]:
+    """The middleware wrapping a Starlette app, without lifespan (closed by the test)."""
+    middleware = SessionMiddleware(Starlette(routes=ROUTES), cfg, exclude=["/static"])
+    try:
+        yield middleware
+    finally:
+        await middleware.aclose()
+
+
+# -- the example app: login, cookie, logout --
+
+
+async def test_example_login_flow(cfg: dict[str, Any]) -> None:
+    """Anonymous, log in (new id, old dead), count, remember-me, log out: the DOM contract."""
+    app = create_app(cfg)
+    async with lifespan(app), client(app) as http:
+        page = (await http.get("/")).text
+        assert '<p id="state">anonymous</p>' in page
+        assert '<p id="count">0</p>' in page
+        assert '<p id="remember">no</p>' in page
+        form = (await http.get("/login")).text
+        assert '<form method="post" action="/login">' in form
+        assert '<input id="username" name="username">' in form
+        assert '<input id="remember_me" name="remember_me" type="checkbox" value="1">' in form
+        assert '<button id="login-submit" type="submit">' in form
+        # A visit that writes first (the counter), then a login: the id must change.
+        counted = await http.post("/count")
+        assert counted.status_code == 303
+        first = session_id(counted)
+        logged = await http.post("/login", data={"username": "ann <b>", "remember_me": "1"})
+        assert logged.status_code == 303
+        assert logged.headers["location"] == "/"
+        second = session_id(logged)
+        assert second != first
+        page = (await http.get("/")).text
+        assert '<p id="state">logged in as ann &lt;b&gt;</p>' in page
+        assert '<p id="count">1</p>' in page
+        assert '<p id="remember">yes</p>' in page
+        assert 'action="/count"><button id="count-submit"' in page
+        assert 'action="/logout"><button id="logout-submit"' in page
+        # The id from before the login no longer loads: cleared, anonymous.
+        stale = await http.get("/", headers=sent(first))
+        assert '<p id="state">anonymous</p>' in stale.text
+        (cleared,) = set_cookie_headers(stale)
+        assert is_clear(cleared)
+        http.cookies.set(NAME, second, domain="example.com")
+        out = await http.post("/logout")
+        assert out.status_code == 303
+        (header,) = set_cookie_headers(out)
+        assert is_clear(header)
+        assert '<p id="state">anonymous</p>' in (await http.get("/")).text
+        replay = await http.get("/", headers=sent(second))
+        assert '<p id="state">anonymous</p>' in replay.text
+        assert (await http.get("/healthz")).text == "ok"
+
+
+async def test_example_runs_on_memory_with_no_setup() -> None:
+    """create_app() with no config: in-memory sessions, no secret, no Redis."""
+    app = create_app(secure=False)
+    async with lifespan(app), client(app, "http://localhost") as http:
+        await http.post("/login", data={"username": "bob"})
+        page = (await http.get("/")).text
+        assert '<p id="state">logged in as bob</p>' in page
+        assert '<p id="remember">no</p>' in page
+
+
+# -- the cookie --
+
+DOMAINS = {
+    "name": "top",
+    "same_site": "strict",
+    "expiration": "2h",
+    "remember_me": "3d",
+    "cookies": [
+        {"domain": "example.com", "authelia_url": "https://auth.example.com"},
+        {
+            "domain": "shop.example.org",
+            "authelia_url": "https://auth.shop.example.org",
+            "name": "shop_session",
+            "same_site": "lax",
+            "expiration": "30m",
+            "remember_me": "1d",
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("host", "name", "domain", "same_site", "lifetime", "remember"),
+    [
+        ("example.com", "top", "example.com", "Strict", 2 * 3600, 3 * 86400),
+        ("www.example.com", "top", "example.com", "Strict", 2 * 3600, 3 * 86400),
+        ("a.shop.example.org", "shop_session", "shop.example.org", "Lax", 1800, 86400),
+        ("localhost", "top", None, "Strict", 2 * 3600, 3 * 86400),
+    ],
+)
+@pytest.mark.parametrize("remember_me", [False, True])
+async def test_cookie_attributes_per_host(
+    cfg: dict[str, Any],
+    host: str,
+    name: str,
+    domain: str | None,
+    same_site: str,
+    lifetime: int,
+    remember: int,
+    remember_me: bool,
+) -> None:
+    """Name, Domain, SameSite and expiry from the entry serving the host; Path, HttpOnly, Secure."""
+    mw = SessionMiddleware(Starlette(routes=ROUTES), {**cfg, **DOMAINS})
+    try:
+        async with client(mw, f"https://{host}") as http:
+            response = await http.post("/login", params={"remember": "1" if remember_me else ""})
+        (header,) = set_cookie_headers(response)
+        got_name, value, attributes = cookie_attributes(header)
+        assert got_name == name
+        assert attributes.get("domain") == domain
+        assert attributes["path"] == "/"
+        assert attributes["samesite"] == same_site
+        assert "httponly" in attributes
+        assert "secure" in attributes
+        # The cookie ends with the session's absolute deadline, as the store knows it.
+        store = await mw.sessions.store()
+        session = await store.load(value)
+        assert session is not None
+        assert session.remember_me is remember_me
+        expires = parsedate_to_datetime(attributes["expires"])
+        assert abs(expires - session.expires_at) < dt.timedelta(seconds=1)
+        expected = remember if remember_me else lifetime
+        assert expected - 5 <= int(attributes["max-age"]) <= expected
+    finally:
+        await mw.aclose()
+
+
+async def test_insecure_option_drops_secure(cfg: dict[str, Any]) -> None:
+    """secure=False: plain-http development, no Secure attribute."""
+    mw = SessionMiddleware(Starlette(routes=ROUTES), cfg, secure=False)
+    try:
+        async with client(mw, "http://localhost") as http:
+            (header,) = set_cookie_headers(await http.post("/set/a"))
+        assert "secure" not in cookie_attributes(header)[2]
+    finally:
+        await mw.aclose()
+
+
+async def test_revoked_and_tampered_cookies_are_cleared(mw: SessionMiddleware) -> None:
+    """A deleted session's id, a tampered id, garbage: anonymous, cookie cleared, not reused."""
+    async with client(mw) as http:
+        sid = session_id(await http.post("/set/a"))
+        store = await mw.sessions.store()
+        tampered = sid[:-1] + ("A" if sid[-1] != "A" else "B")
+        for value in [tampered, "<garbage>", sid]:
+            if value == sid:
+                await store.delete(sid)  # revoked
+            http.cookies.clear()
+            response = await http.get("/read", headers=sent(value))
+            assert response.json() == {"state": "anonymous", "data": {}}
+            (header,) = set_cookie_headers(response)
+            assert is_clear(header)
+            # A write after a bad cookie gets a fresh id, never the one the browser sent.
+            fresh = session_id(await http.post("/set/b", headers=sent(value)))
+            assert fresh != value
+
+
+async def test_request_session_under_fastapi(cfg: dict[str, Any]) -> None:
+    """FastAPI's request.session and the helpers work with app.add_middleware."""
+    api = FastAPI()
+
+    @api.post("/login")
+    async def api_login(request: FastAPIRequest) -> dict[str, str]:
+        request.session["user"] = "ann"
+        await login(request)
+        return {"ok": "yes"}
+
+    @api.get("/me")
+    async def me(request: FastAPIRequest) -> dict[str, Any]:
+        return {"user": request.session.get("user"), "state": session_state(request)}
+
+    api.add_middleware(SessionMiddleware, cfg=cfg)
+    async with lifespan(api), client(api) as http:
+        assert (await http.get("/me")).json() == {"user": None, "state": "anonymous"}
+        session_id(await http.post("/login"))
+        assert (await http.get("/me")).json() == {"user": "ann", "state": "loaded"}
+
+
+async def test_litestar_app_wrapped(cfg: dict[str, Any]) -> None:
+    """Around a Litestar app: request.session, set_session and clear_session all reach the store."""
+
+    @get("/me")
+    async def me(request: LitestarRequest[Any, Any, Any]) -> dict[str, Any]:
+        return {"data": dict(request.session), "state": session_state(request)}
+
+    @post("/visit")
+    async def visit(request: LitestarRequest[Any, Any, Any]) -> str:
+        request.session["visits"] = int(request.session.get("visits", 0)) + 1
+        return "ok"
+
+    @post("/replace")
+    async def replace(request: LitestarRequest[Any, Any, Any]) -> str:
+        request.set_session({"replaced": True})
+        return "ok"
+
+    @post("/clear")
+    async def clear(request: LitestarRequest[Any, Any, Any]) -> str:
+        request.clear_session()
+        return "ok"
+
+    @post("/login")
+    async def do_login_ls(request: LitestarRequest[Any, Any, Any]) -> str:
+        await login(request, remember_me=True)
+        return "ok"
+
+    app = SessionMiddleware(Litestar([me, visit, replace, clear, do_login_ls]), cfg)
+    async with lifespan(app), client(app) as http:
+        session_id(await http.post("/visit"))
+        await http.post("/visit")
+        assert (await http.get("/me")).json() == {"data": {"visits": 2}, "state": "loaded"}
+        old = http.cookies[NAME]
+        new = session_id(await http.post("/login"))
+        assert new != old
+        await http.post("/replace")
+        assert (await http.get("/me")).json()["data"] == {"replaced": True}
+        await http.post("/clear")
+        assert (await http.get("/me")).json()["data"] == {}
+
+
+# -- concurrency --
+
+
+async def test_hundred_concurrent_requests_lose_nothing(mw: SessionMiddleware) -> None:
+    """100 requests each setting its own key of one session: all 100 land, 0 conflicts."""
+    async with client(mw) as http:
+        sid = session_id(await http.post("/set/start"))
+        responses = await asyncio.gather(
+            *(http.post(f"/set/k{i}", headers=sent(sid)) for i in range(100))
+        )
+    assert [r.status_code for r in responses] == [200] * 100
+    store = await mw.sessions.store()
+    session = await store.load(sid)
+    assert session is not None
+    assert session.data == {"start": "1", **{f"k{i}": "1" for i in range(100)}}
+
+
+async def test_hundred_concurrent_updates_count_to_hundred(cfg: dict[str, Any]) -> None:
+    """store.update as the tool for counters: 100 concurrent increments give 100."""
+    async with open_session_store(cfg) as store:
+        session = await store.create({"n": 0})
+
+        def bump(data: dict[str, Any]) -> None:
+            data["n"] += 1
+
+        await asyncio.gather(*(store.update(session.id, bump) for _ in range(100)))
+        loaded = await store.load(session.id)
+        assert loaded is not None
+        assert loaded.data == {"n": 100}
+
+
+async def test_same_key_clash_is_409_or_raised(cfg: dict[str, Any]) -> None:
+    """Two requests setting one key differently: the later gets 409 (or the app an error)."""
+    for on_conflict in [None, "raise"]:
+        mw = SessionMiddleware(Starlette(routes=ROUTES), cfg, on_conflict=on_conflict)  # type: ignore[arg-type]
+        GATE.update(loaded=asyncio.Event(), go=asyncio.Event())
+        try:
+            async with client(mw) as http:
+                sid = session_id(await http.post("/set/late", params={"v": "0"}))
+                slow = asyncio.ensure_future(http.post("/slow", headers=sent(sid)))
+                await GATE["loaded"].wait()
+                fast = await http.post("/set/late", params={"v": "x"}, headers=sent(sid))
+                assert fast.status_code == 200
+                GATE["go"].set()
+                if on_conflict is None:
+                    assert (await slow).status_code == 409
+                    assert set_cookie_headers(await slow) == []
+                else:
+                    with pytest.raises(SessionConflict):
+                        await slow
+            store = await mw.sessions.store()
+            session = await store.load(sid)
+            assert session is not None
+            assert session.data == {"late": "x"}
+        finally:
+            await mw.aclose()
+
+
+async def test_logout_is_never_undone_by_a_late_save(mw: SessionMiddleware) -> None:
+    """A request that loaded before a logout saves after it: refused, the session stays gone."""
+    GATE.update(loaded=asyncio.Event(), go=asyncio.Event())
+    async with client(mw) as http:
+        sid = session_id(await http.post("/set/a"))
+        slow = asyncio.ensure_future(http.post("/slow", headers=sent(sid)))
+        await GATE["loaded"].wait()
+        out = await http.post("/logout", headers=sent(sid))
+        assert is_clear(set_cookie_headers(out)[0])
+        GATE["go"].set()
+        assert (await slow).status_code == 409
+        store = await mw.sessions.store()
+        assert await store.load(sid) is None
+        response = await http.get("/read", headers=sent(sid))
+        assert response.json()["state"] == "anonymous"
+
+
+# -- excluded paths and lazy loading --
+
+
+async def test_excluded_path_loads_on_demand(mw: SessionMiddleware) -> None:
+    """An excluded path loads only when the app asks (load_session)."""
+    async with client(mw) as http:
+        await http.post("/set/a", params={"v": "x"})
+        response = await http.get("/static/lazy")
+        assert response.json() == {"state": "loaded", "data": {"a": "x"}}
+
+
+# -- costs, counted by the server --
+
+
+async def test_costs_in_redis_commands(redis: RedisProcess) -> None:
+    """Anonymous 0, excluded 0 even with a cookie, read 1, read + write 2 (load + save)."""
+    cfg = {"secret": SECRET, "redis": redis.redis_section()}
+    app = SessionMiddleware(Starlette(routes=ROUTES), cfg, exclude=["/static"])
+
+    async def counted(method: str, path: str, **kwargs: Any) -> dict[str, int]:
+        reset_counts(redis)
+        response = await http.request(method, path, **kwargs)
+        assert response.status_code == 200
+        if not command_calls(redis):
+            return {}  # nothing at all, not even inside a script
+        return client_commands(redis)
+
+    assert "evalsha" not in SCRIPT_COMMANDS
+    async with lifespan(app), client(app) as http:
+        await http.post("/set/a")  # creates; its connection stays open for the rest
+        cookie = sent(http.cookies[NAME])
+        http.cookies.clear()
+        # Each script's first run loads it (EVAL); from then on EVALSHA, as in production.
+        await http.post("/set/warm", headers=cookie)
+        assert await counted("GET", "/read") == {}
+        assert await counted("GET", "/static/file", headers=cookie) == {}
+        # One round trip: one script run (load), however often the app reads.
+        assert await counted("GET", "/read", headers=cookie) == {"evalsha": 1}
+        assert await counted("POST", "/set/b", headers=cookie) == {"evalsha": 2}
+        # An excluded route that asks for the session: the one load.
+        assert await counted("GET", "/static/lazy", headers=cookie) == {"evalsha": 1}
+
+
+# -- Redis down --
+
+
+async def test_redis_down_gives_503_and_keeps_the_cookie(
+    fresh_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis stopped: 503 within redis.timeout, no Set-Cookie; it heals when Redis returns."""
+    cfg = {"secret": SECRET, "redis": fresh_redis.redis_section(timeout="1s")}
+    app = SessionMiddleware(Starlette(routes=ROUTES), cfg)
+    async with lifespan(app), client(app) as http:
+        sid = session_id(await http.post("/set/a", params={"v": "x"}))
+        fresh_redis.admin().save()  # the server keeps no data across a restart otherwise
+        fresh_redis.stop()
+        for path, method in [("/read", "GET"), ("/set/b", "POST"), ("/login", "POST")]:
+            with anyio.fail_after(5):  # redis.timeout is 1 s; this only proves no hang
+                response = await http.request(method, path, headers=sent(sid))
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "5"
+            assert set_cookie_headers(response) == []
+        # An anonymous page needs no store and still works.
+        http.cookies.clear()
+        assert (await http.get("/read")).json()["state"] == "anonymous"
+        fresh_redis.restart()
+        # The pool reconnects on its own schedule; the first requests may still get 503.
+        with anyio.fail_after(30):
+            healed = await http.get("/read", headers=sent(sid))
+            while healed.status_code == 503:
+                await anyio.sleep(0.1)
+                healed = await http.get("/read", headers=sent(sid))
+        assert healed.json() == {"state": "loaded", "data": {"a": "x"}}
+
+
+async def test_app_starts_while_redis_is_down(
+    fresh_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Startup succeeds with Redis down (one log line); the store opens once Redis is up."""
+    cfg = {"secret": SECRET, "redis": fresh_redis.redis_section(timeout="1s")}
+    fresh_redis.stop()
+    app = create_app(cfg)
+    with caplog.at_level(logging.WARNING, logger="redis_session"):
+        async with lifespan(app), client(app) as http:
+            assert '<p id="state">anonymous</p>' in (await http.get("/")).text
+            assert (await http.post("/count")).status_code == 503
+            assert (await http.post("/count")).status_code == 503
+            down = [r for r in caplog.records if "session store unavailable" in r.getMessage()]
+            assert len(down) == 1
+            fresh_redis.restart()
+            response = await http.post("/count")
+            assert response.status_code == 303
+            session_id(response)
+            assert '<p id="count">1</p>' in (await http.get("/")).text
+
+
+async def test_continue_lets_the_app_tell_store_down(fresh_redis: RedisProcess) -> None:
+    """on_unavailable='continue': the app runs and sees 'unavailable', not 'anonymous'."""
+    cfg = {"secret": SECRET, "redis": fresh_redis.redis_section(timeout="1s")}
+
+    async def page(request: Request) -> Response:
+        return PlainTextResponse(session_state(request))
+
+    # Installed inside Starlette (its error middleware outermost), so an error raised in a
+    # route reaches the session middleware before Starlette turns it into a 500.
+    app = Starlette(
+        routes=[Route("/", page), *ROUTES],
+        middleware=[Middleware(SessionMiddleware, cfg=cfg, on_unavailable="continue")],
+    )
+    async with lifespan(app), client(app) as http:
+        sid = session_id(await http.post("/set/a"))
+        fresh_redis.stop()
+        response = await http.get("/", headers=sent(sid))
+        assert response.text == "unavailable"
+        assert set_cookie_headers(response) == []
+        # Touching the session there raises StoreUnavailable: 503, never an empty session.
+        assert (await http.get("/read", headers=sent(sid))).status_code == 503
+    custom_app = SessionMiddleware(
+        Starlette(routes=ROUTES),
+        cfg,
+        on_unavailable=lambda exc: PlainTextResponse("down for now", status_code=503),
+    )
+    async with client(custom_app) as http:
+        response = await http.get("/read", headers=sent(sid))
+        assert (response.status_code, response.text) == (503, "down for now")
+    await custom_app.aclose()
+
+
+async def test_a_given_store_is_left_open(cfg: dict[str, Any]) -> None:
+    """An open store passed in is used as is and not closed at shutdown."""
+    async with open_session_store(cfg) as store:
+        app = SessionMiddleware(Starlette(routes=ROUTES), store)
+        async with lifespan(app), client(app) as http:
+            sid = session_id(await http.post("/set/a"))
+        loaded = await store.load(sid)
+        assert loaded is not None
+        assert loaded.data == {"a": "1"}
+
+
+async def test_helpers_refuse_a_request_without_the_middleware() -> None:
+    """login() on a request that did not go through the middleware says so."""
+    with pytest.raises(UsageError, match="SessionMiddleware"):
+        await login({"type": "http"})
