@@ -1,5 +1,8 @@
 """The code examples in README.md and docs/configuration.md run as written.
 
+A block that builds a web app (``SessionMiddleware``) is then served: a login through it must
+set the cookie and store the session in the harness's Redis.
+
 Each ```python block is compiled as it stands, with top-level ``await``/``async with`` allowed
 (the way the asyncio REPL runs them), in a directory that holds the files the examples name:
 ``config.yml`` and ``configuration.yml``. Those files are README's own ```yaml example with
@@ -21,6 +24,7 @@ import yaml
 from redis_session import SessionConfig, load_config
 from redis_session._config_loading import SECRET_FILE_VARIABLES
 
+from .asgi_helpers import client, cookie_attributes, lifespan
 from .servers import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +76,12 @@ def test_the_docs_have_examples_to_run() -> None:
     assert "open_session_store" in EXAMPLES[0][1]
 
 
+def test_the_web_integration_fits_in_ten_lines() -> None:
+    """README's "Use it in a web app" block: the whole integration, at most 10 lines of code."""
+    (code,) = [code for _, code in EXAMPLES if "SessionMiddleware" in code]
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10
+
+
 def test_readme_yaml_example_is_a_valid_config() -> None:
     """README's ```yaml block, exactly as printed, passes every config rule."""
     cfg = load_config(readme_yaml(), environ={})
@@ -97,11 +107,29 @@ def example_dir(
     return redis
 
 
+async def serve_web_example(app: Any, redis: RedisProcess) -> None:
+    """Log in through the README's web app, as a browser on example.com would."""
+    async with lifespan(app), client(app, "https://example.com") as http:
+        response = await http.post("/login", params={"user": "ann"})
+    assert response.status_code == 200
+    assert response.json() == {"user": "ann"}
+    (header,) = response.headers.get_list("set-cookie")
+    name, value, attributes = cookie_attributes(header)
+    assert name == readme_yaml()["session"]["name"]
+    assert value
+    assert {"httponly", "secure", "samesite", "path", "expires", "max-age"} <= set(attributes)
+    # The session went to the harness's Redis (the one config.yml names).
+    assert redis.admin().dbsize() == 1
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(("where", "code"), EXAMPLES, ids=[where for where, _ in EXAMPLES])
 async def test_example_runs(where: str, code: str, example_dir: RedisProcess) -> None:
-    await run_example(where, code, {"__name__": "__example__"})
-    if "open_session_store" in code:
+    namespace: dict[str, Any] = {"__name__": "__example__"}
+    await run_example(where, code, namespace)
+    if "SessionMiddleware" in code:
+        await serve_web_example(namespace["app"], example_dir)
+    elif "open_session_store" in code:
         # It used the harness's server: its load found the session it had just created.
         stats = example_dir.admin().info("stats")
         assert stats["keyspace_hits"] >= 1
