@@ -3,12 +3,13 @@
 The browser tests (``tests/test_browser.py``) need three things a plain ASGI client cannot give:
 
 - **Real host names.** Cookie ``Domain`` matching (``Domain=example.test`` sent to
-  ``app.example.test`` and ``other.example.test``) only happens when the browser believes it is
-  talking to those hosts. Chromium's ``--host-resolver-rules`` maps ``example.test`` and every
-  name under it to 127.0.0.1, so nothing ever leaves the loopback interface (``.test`` is
-  reserved by RFC 2606: no real host can answer for it).
+  ``app.example.test`` and ``other.example.test``, not to ``www.shop.test``) only happens when
+  the browser believes it is talking to those hosts. Chromium's ``--host-resolver-rules`` maps
+  ``example.test``, ``shop.test`` and every name under them to 127.0.0.1, so nothing ever
+  leaves the loopback interface (``.test`` is reserved by RFC 2606: no real host answers for
+  it).
 - **HTTPS.** The session cookie is ``Secure``: a browser stores it only from an https origin.
-  uvicorn serves a ``trustme`` certificate for ``example.test`` and ``*.example.test``, and
+  uvicorn serves a ``trustme`` certificate for those names (``*.example.test`` and so on), and
   Chromium trusts that certificate's key alone (``--ignore-certificate-errors-spki-list``), so
   the origin is a secure one, exactly as with a real CA, and no other certificate error is
   waved through.
@@ -51,10 +52,14 @@ T = TypeVar("T")
 
 #: The registrable domain the tests serve; every name under it resolves to 127.0.0.1.
 DOMAIN = "example.test"
-#: Names the browser may visit: the domain and any subdomain of it.
-CERT_NAMES = (DOMAIN, f"*.{DOMAIN}")
+#: A second site of the same app (another ``session.cookies`` entry); resolves there too.
+OTHER_DOMAIN = "shop.test"
+#: Names the browser may visit: both domains and any subdomain of them.
+CERT_NAMES = (DOMAIN, f"*.{DOMAIN}", OTHER_DOMAIN, f"*.{OTHER_DOMAIN}")
 #: Chromium's resolver: these names and nothing else go to the loopback address.
-HOST_RESOLVER_RULES = f"MAP *.{DOMAIN} {HOST}, MAP {DOMAIN} {HOST}"
+HOST_RESOLVER_RULES = ", ".join(
+    f"MAP {name} {HOST}" for name in (f"*.{DOMAIN}", DOMAIN, f"*.{OTHER_DOMAIN}", OTHER_DOMAIN)
+)
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 #: How long one browser action may wait (a page load, a click) before Playwright gives up.
@@ -99,7 +104,7 @@ class SiteCert:
 
 
 def make_site_cert(directory: Path) -> SiteCert:
-    """Issue a certificate for ``example.test`` and ``*.example.test`` from a fresh test CA."""
+    """Issue a certificate for :data:`CERT_NAMES` from a fresh test CA."""
     ca = trustme.CA()
     leaf = ca.issue_cert(*CERT_NAMES)
     path = directory / "site.pem"

@@ -22,6 +22,7 @@ from redis_session import Session, SessionStore, open_session_store
 from .browser import (
     ACTION_TIMEOUT_MS,
     DOMAIN,
+    OTHER_DOMAIN,
     AppFactory,
     AppServer,
     SiteCert,
@@ -125,6 +126,8 @@ def test_harness_secure_domain_cookie_reaches_sibling_host(
 
 #: The cookie the config names for the test domain (``session.cookies[0]``).
 COOKIE = "browser_session"
+#: The cookie of the second entry (``session.cookies[1]``, for shop.test).
+OTHER_COOKIE = "shop_session"
 #: Short clocks: idle sessions end quickly, absolute ones last long enough to tell apart.
 INACTIVITY_S = 2
 EXPIRATION_S = 3600
@@ -152,7 +155,9 @@ def _config(kind: str, proc: RedisProcess | None, **overrides: Any) -> dict[str,
                 "name": COOKIE,
                 "same_site": "strict",
                 "authelia_url": f"https://auth.{DOMAIN}",
-            }
+            },
+            # A second site, its cookie named by the entry, SameSite from the top level (lax).
+            {"domain": OTHER_DOMAIN, "name": OTHER_COOKIE},
         ],
     }
     if kind == "redis":
@@ -285,14 +290,21 @@ def _show(page: Page, site: Site, host: str = f"app.{DOMAIN}") -> Response:
     return response
 
 
-def _login(page: Page, site: Site, username: str, *, remember_me: bool = False) -> float:
+def _login(
+    page: Page,
+    site: Site,
+    username: str,
+    *,
+    remember_me: bool = False,
+    host: str = f"app.{DOMAIN}",
+) -> float:
     """Log in through the form; return the store's clock (seconds) just before submitting."""
-    page.goto(site.url("/login"))
+    page.goto(site.url("/login", host))
     page.fill("#username", username)
     if remember_me:
         page.check("#remember_me")
     before = site.clock()
-    with page.expect_navigation(url=site.url("/")):
+    with page.expect_navigation(url=site.url("/", host)):
         page.click("#login-submit")
     return before
 
@@ -303,9 +315,9 @@ def _click(page: Page, site: Site, button_id: str) -> None:
         page.click(f"#{button_id}")
 
 
-def _session_cookie(context: BrowserContext) -> Cookie | None:
-    """The session cookie in the browser's jar, if any (there is never more than one)."""
-    found = [c for c in context.cookies() if c["name"] == COOKIE]
+def _session_cookie(context: BrowserContext, name: str = COOKIE) -> Cookie | None:
+    """The session cookie ``name`` in the browser's jar, if any (never more than one)."""
+    found = [c for c in context.cookies() if c["name"] == name]
     assert len(found) <= 1, found
     return found[0] if found else None
 
@@ -359,6 +371,47 @@ def test_login_stores_the_configured_cookie(
     # Domain=example.test: another host under it is sent the cookie, and sees the session.
     _show(page, site, host=f"other.{DOMAIN}")
     assert _text(page, "state") == "logged in as alice"
+
+
+def test_each_cookie_entry_serves_its_own_domain(site: Site, context: BrowserContext) -> None:
+    """One app, two ``cookies`` entries: a host under each gets that entry's cookie (name,
+    Domain, SameSite), and the two sessions are independent of each other."""
+    page = context.new_page()
+    _login(page, site, "ivan")
+    shop = f"www.{OTHER_DOMAIN}"
+    _show(page, site, host=shop)
+    assert _text(page, "state") == "anonymous", "the example.test cookie must not reach shop.test"
+    _login(page, site, "judy", host=shop)
+    assert _text(page, "state") == "logged in as judy"
+
+    cookie = _session_cookie(context, OTHER_COOKIE)
+    assert cookie is not None
+    assert cookie["domain"] == f".{OTHER_DOMAIN}"
+    assert (cookie["path"], cookie["httpOnly"], cookie["secure"]) == ("/", True, True)
+    assert cookie["sameSite"] == "Lax"
+    _show(page, site, host=f"pay.{OTHER_DOMAIN}")
+    assert _text(page, "state") == "logged in as judy"
+    _show(page, site)
+    assert _text(page, "state") == "logged in as ivan"
+
+
+def test_example_app_with_no_config_keeps_a_host_only_cookie(
+    sites: Sites, context: BrowserContext
+) -> None:
+    """``create_app()`` with no config (sessions in memory, no ``cookies`` entry): the cookie is
+    host-only, named ``session.name``, ``SameSite=Lax``, and lasts the default hour."""
+    site = Site(sites.serve(just(create_app())), "memory", None, time.time)
+    page = context.new_page()
+    before = _login(page, site, "kim")
+    assert _text(page, "state") == "logged in as kim"
+    cookie = _session_cookie(context, "authelia_session")
+    assert cookie is not None
+    assert cookie["domain"] == f"app.{DOMAIN}"  # no leading dot: host-only
+    assert (cookie["path"], cookie["httpOnly"], cookie["secure"]) == ("/", True, True)
+    assert cookie["sameSite"] == "Lax"
+    assert cookie["expires"] == pytest.approx(before + 3600, abs=EXPIRY_SLACK_S)
+    _show(page, site, host=f"other.{DOMAIN}")
+    assert _text(page, "state") == "anonymous", "a host-only cookie stays on its host"
 
 
 def test_inactivity_ends_a_plain_session_not_a_remember_me_one(
