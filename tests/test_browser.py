@@ -578,3 +578,30 @@ def test_missing_chromium_fails_instead_of_skipping(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(pytest.fail.Exception, match=r"bash \.ci/ensure-chromium"):
         chromium_executable()
+
+
+def test_redis_not_answering_answers_503_and_keeps_the_cookie(
+    fresh_redis: RedisProcess, sites: Sites, context: BrowserContext
+) -> None:
+    """A Redis that accepts but never answers (SIGSTOP): 503 once ``redis.timeout`` runs out,
+    the cookie kept; answered again as soon as Redis resumes."""
+    site = sites.login_app("redis", fresh_redis, own_store=False)
+    page = context.new_page()
+    _login(page, site, "leo", remember_me=True)
+    cookie = _session_cookie(context)
+    assert cookie is not None
+
+    fresh_redis.pause()
+    try:
+        response = _show(page, site)
+        assert response.status == 503
+        assert _session_cookie(context) == cookie
+    finally:
+        fresh_redis.resume()
+
+    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+    while (response := _show(page, site)).status == 503 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert response.status == 200
+    assert _text(page, "state") == "logged in as leo"
+    assert _session_cookie(context) == cookie
