@@ -18,8 +18,8 @@ merged (``_merge``) and retried; only a real clash, or a session that ended mean
 regenerated session: the store's compare-and-set refuses it, and a reload finds nothing).
 
 The store opens lazily: if Redis is down when the app starts, the app starts anyway, one log
-line says so, and the next request that needs a session tries again (concurrent requests share
-one attempt).
+line says so, and a request that needs a session tries again (concurrent requests share one
+attempt; for a second after a failed attempt, requests get the same failure without a new one).
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ Exclude = Callable[[str], bool] | Iterable[str]
 #: pause between tries (full jitter): a hundred concurrent writers of one session get through.
 _SAVE_ATTEMPTS = 64
 _PAUSE_MAX = 0.05
+#: After a failed open, requests fail at once for this long instead of each trying to connect
+#: again: Redis is not hammered (nor the log filled) while it is down, and the app still heals
+#: within this pause of Redis returning.
+_REOPEN_PAUSE = 1.0
 
 _SessionData = dict[str, Any]
 #: An error page must not be cached: the next try may well succeed.
@@ -161,6 +165,9 @@ class WebSessions:
         self.secure = secure
         self.excluded = _exclusion(exclude)
         self._opening: asyncio.Future[SessionStore[_SessionData]] | None = None
+        # The last failed open and the loop time before which no new attempt is made.
+        self._failure: StoreUnavailable | None = None
+        self._retry_at = 0.0
         self._said_down = False
         self._closed = False
 
@@ -183,6 +190,10 @@ class WebSessions:
             msg = "the web session layer is closed"
             raise StoreClosed(msg)
         if self._opening is None:
+            failure = self._failure
+            if failure is not None and asyncio.get_running_loop().time() < self._retry_at:
+                msg = f"session store unavailable, retrying shortly: {failure}"
+                raise StoreUnavailable(msg) from failure
             self._opening = asyncio.ensure_future(self._open())
         # Shielded: a request cancelled while waiting does not cancel the attempt that other
         # requests share; the attempt itself cleans up its connections if it fails.
@@ -192,6 +203,8 @@ class WebSessions:
         try:
             store = await open_session_store(self._source)  # type: ignore[arg-type]
         except StoreUnavailable as exc:
+            self._failure = exc
+            self._retry_at = asyncio.get_running_loop().time() + _REOPEN_PAUSE
             if not self._said_down:
                 self._said_down = True
                 logger.warning(
@@ -206,7 +219,8 @@ class WebSessions:
             await store.aclose()
             msg = "the web session layer is closed"
             raise StoreClosed(msg)
-        if self._said_down:
+        if self._failure is not None:
+            self._failure = None
             logger.info("session store opened: Redis answers again")
         self._store = store
         return store

@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import yaml
 from fastapi import FastAPI
 from fastapi import Request as FastAPIRequest
 from litestar import Litestar, get, post
@@ -23,7 +27,7 @@ from litestar import Request as LitestarRequest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from examples.login_app import create_app
@@ -524,7 +528,12 @@ async def test_app_starts_while_redis_is_down(
             down = [r for r in caplog.records if "session store unavailable" in r.getMessage()]
             assert len(down) == 1
             fresh_redis.restart()
-            response = await http.post("/count")
+            # Within a second of the last failed attempt requests still get 503 at once.
+            with anyio.fail_after(30):
+                response = await http.post("/count")
+                while response.status_code == 503:
+                    await anyio.sleep(0.1)
+                    response = await http.post("/count")
             assert response.status_code == 303
             session_id(response)
             assert '<p id="count">1</p>' in (await http.get("/")).text
@@ -577,3 +586,99 @@ async def test_helpers_refuse_a_request_without_the_middleware() -> None:
     """login() on a request that did not go through the middleware says so."""
     with pytest.raises(UsageError, match="SessionMiddleware"):
         await login({"type": "http"})
+
+
+async def test_websocket_sees_the_handshake_session(cfg: dict[str, Any]) -> None:
+    """A WebSocket connection gets the session of its handshake, loaded, never saved."""
+    seen: dict[str, Any] = {}
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            seen.update(state=session_state(scope), data=dict(scope["session"]))
+            scope["session"]["ignored"] = True
+        else:
+            await Starlette(routes=ROUTES)(scope, receive, send)
+
+    mw = SessionMiddleware(inner, cfg)
+    try:
+        async with client(mw) as http:
+            sid = session_id(await http.post("/set/a", params={"v": "x"}))
+        scope = {
+            "type": "websocket",
+            "path": "/ws",
+            "headers": [(b"host", b"example.com"), (b"cookie", f"{NAME}={sid}".encode())],
+        }
+        await mw(scope, None, None)  # type: ignore[arg-type]
+        assert seen == {"state": "loaded", "data": {"a": "x"}}
+        store = await mw.sessions.store()
+        session = await store.load(sid)
+        assert session is not None
+        assert session.data == {"a": "x"}
+    finally:
+        await mw.aclose()
+
+
+async def test_example_on_redis_from_a_config_file(redis: RedisProcess, tmp_path: Path) -> None:
+    """The example app reads a YAML config file (what --config and LOGIN_APP_CONFIG pass)."""
+    path = tmp_path / "cfg.yml"
+    path.write_text(
+        yaml.safe_dump({"session": {"secret": SECRET, "redis": redis.redis_section()}}),
+        encoding="utf-8",
+    )
+    app = create_app(str(path))
+    async with lifespan(app), client(app) as http:
+        await http.post("/login", data={"username": "cy"})
+        assert '<p id="state">logged in as cy</p>' in (await http.get("/")).text
+    assert redis.admin().dbsize() == 1
+
+
+def test_the_middleware_imports_no_framework() -> None:
+    """Importing redis_session.asgi loads no web framework: it is pure ASGI."""
+    code = (
+        "import sys, redis_session, redis_session.asgi\n"
+        "loaded = {'starlette', 'fastapi', 'litestar', 'aiohttp', 'httpx'} & set(sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_inactivity_ends_a_plain_session_not_a_remember_me_one(cfg: dict[str, Any]) -> None:
+    """After the idle limit a plain login is gone (cookie cleared); a remember-me one lives."""
+    app = create_app({**cfg, "inactivity": "1s"})
+    async with lifespan(app), client(app) as plain, client(app) as remembered:
+        await plain.post("/login", data={"username": "pat"})
+        await remembered.post("/login", data={"username": "rem", "remember_me": "1"})
+        await anyio.sleep(1.5)
+        idle = await plain.get("/")
+        assert '<p id="state">anonymous</p>' in idle.text
+        assert is_clear(set_cookie_headers(idle)[0])
+        kept = (await remembered.get("/")).text
+        assert '<p id="state">logged in as rem</p>' in kept
+        assert '<p id="remember">yes</p>' in kept
+
+
+async def test_change_after_the_response_started_is_not_saved(
+    cfg: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change made while streaming the body cannot be saved: it is dropped, and logged."""
+
+    async def stream(request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            request.session["late"] = True
+            yield b"streamed"
+
+        return StreamingResponse(body())
+
+    mw = SessionMiddleware(Starlette(routes=[Route("/stream", stream), *ROUTES]), cfg)
+    try:
+        async with client(mw) as http:
+            sid = session_id(await http.post("/set/a"))
+            with caplog.at_level(logging.WARNING, logger="redis_session"):
+                assert (await http.get("/stream", headers=sent(sid))).text == "streamed"
+        assert any("after the response started" in r.getMessage() for r in caplog.records)
+        store = await mw.sessions.store()
+        session = await store.load(sid)
+        assert session is not None
+        assert session.data == {"a": "1"}
+    finally:
+        await mw.aclose()

@@ -70,6 +70,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
 )
 #: Third-party packages only the Redis core may import.
 REDIS_CLIENTS = frozenset({"redis", "hiredis"})
+#: Web frameworks: none is imported anywhere, except by the adapter module named after it.
+WEB_FRAMEWORKS = frozenset({"aiohttp", "starlette", "fastapi", "litestar", "django", "quart"})
 #: Attributes that are redis-py's (or asyncio's) private state: ``_wire`` alone reads them.
 PRIVATE_STATE = frozenset({"_reader", "_writer", "_parser", "_connection_arguments", "_buffer"})
 #: Imports inside a function that are fine: optional or deliberately lazy, never ours hiding
@@ -85,6 +87,8 @@ class Import:
     imported: str  # our module ("_pool") or a top-level package ("redis")
     line: int
     in_function: bool
+    #: Whether ``imported`` is one of our modules (``aiohttp`` may be either).
+    ours: bool = True
 
 
 def imports_of(module: str, source: str) -> Iterator[Import]:
@@ -111,13 +115,13 @@ def imports_of(module: str, source: str) -> Iterator[Import]:
                     rest = node.module.split(".")[1:]
                     yield Import(module, rest[0] if rest else "__init__", node.lineno, inside)
                 else:
-                    yield Import(module, top, node.lineno, inside)
+                    yield Import(module, top, node.lineno, inside, ours=False)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
                 # import redis_session._pool: an edge to _pool, as from-imports are.
                 ours = parts[0] == "redis_session" and len(parts) > 1
-                yield Import(module, parts[1] if ours else parts[0], node.lineno, inside)
+                yield Import(module, parts[1] if ours else parts[0], node.lineno, inside, ours=ours)
 
 
 def private_state_reads(module: str, source: str) -> Iterator[tuple[str, int]]:
@@ -139,7 +143,7 @@ def violations(
     edges: dict[str, set[str]] = {}
     for imp in imports:
         where = f"{imp.importer}.py:{imp.line}"
-        if imp.imported in rank:
+        if imp.ours and imp.imported in rank:
             (low, low_name), (high, high_name) = rank[imp.imported], rank[imp.importer]
             if low > high:
                 found.append(
@@ -151,6 +155,10 @@ def violations(
             edges.setdefault(imp.importer, set()).add(imp.imported)
         elif imp.imported in REDIS_CLIENTS and rank[imp.importer][1] != "redis core":
             found.append(f"{where}: {imp.importer} imports {imp.imported} outside the Redis core")
+        elif imp.imported in WEB_FRAMEWORKS and imp.imported != imp.importer:
+            # The store installs no web framework, and the ASGI middleware is pure ASGI: only
+            # a framework's own adapter module (aiohttp.py) may import that framework.
+            found.append(f"{where}: {imp.importer} imports the web framework {imp.imported}")
     found.extend(f"import cycle: {' -> '.join(c)}" for c in _cycles(edges))
     return found
 
@@ -217,8 +225,10 @@ def test_only_the_wire_module_reads_redis_pys_private_state() -> None:
         ("import redis.asyncio\n", "_store imports redis outside the Redis core"),
         # A back-edge by absolute module import.
         ("import redis_session._pool as p\n", "_store (session core) imports _pool"),
+        # A web framework below the web adapters.
+        ("from starlette.requests import Request\n", "_store imports the web framework"),
     ],
-    ids=["back-edge", "hidden-import", "redis-outside-core", "absolute-import"],
+    ids=["back-edge", "hidden-import", "redis-outside-core", "absolute-import", "framework"],
 )
 def test_the_contract_fails_on_a_broken_rule(source: str, expected: str) -> None:
     """The check itself: each kind of violation, planted in the store's module, is reported."""

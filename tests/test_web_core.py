@@ -398,8 +398,15 @@ async def test_unreachable_store_is_not_no_session(caplog: pytest.LogCaptureFixt
     assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
     ws = await web.begin("/", "h", None)
     assert ws.state == "anonymous"  # no cookie: no store needed
-    with pytest.raises(StoreUnavailable):
+    attempts = len(caplog.records)
+    with pytest.raises(StoreUnavailable, match="retrying shortly"):
         await web.begin("/", "h", "authelia_session=" + "A" * 43)
+    # Within the pause after a failed open, no new connection attempt (nothing more logged).
+    assert len(caplog.records) == attempts
+    ws = await web.begin("/", "h", "authelia_session=" + "A" * 43, unavailable_ok=True)
+    assert ws.state == "unavailable"
+    with pytest.raises(StoreUnavailable):
+        ws["user"]
     await web.aclose()
 
 
