@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="module")
 def site_cert(tmp_path_factory: pytest.TempPathFactory) -> SiteCert:
-    """One certificate for ``example.test`` and its subdomains, shared by the module."""
+    """One certificate for the test domains and their subdomains, shared by the module."""
     return make_site_cert(tmp_path_factory.mktemp("site"))
 
 
@@ -309,9 +309,9 @@ def _login(
     return before
 
 
-def _click(page: Page, site: Site, button_id: str) -> None:
-    """Submit one of the page's forms and wait for the redirect back to /."""
-    with page.expect_navigation(url=site.url("/")):
+def _click(page: Page, site: Site, button_id: str, host: str = f"app.{DOMAIN}") -> None:
+    """Submit one of the page's forms (on ``host``) and wait for the redirect back to /."""
+    with page.expect_navigation(url=site.url("/", host)):
         page.click(f"#{button_id}")
 
 
@@ -466,14 +466,18 @@ def test_counter_is_kept_in_the_session(site: Site, context: BrowserContext) -> 
 def test_logout_clears_the_cookie_and_ends_the_session(site: Site, context: BrowserContext) -> None:
     """Logging out shows the anonymous page, removes the cookie, and the old id is dead.
 
-    Putting the old cookie back (a copy an attacker kept) does not bring the session back.
+    Logged in on one host and out on a sibling: the clearing cookie must carry the same
+    ``Domain`` for the browser to drop the one it holds. Putting the old cookie back (a copy an
+    attacker kept) does not bring the session back.
     """
     page = context.new_page()
     _login(page, site, "dave", remember_me=True)
     cookie = _session_cookie(context)
     assert cookie is not None
 
-    _click(page, site, "logout-submit")
+    sibling = f"other.{DOMAIN}"
+    _show(page, site, host=sibling)
+    _click(page, site, "logout-submit", host=sibling)
     assert _text(page, "state") == "anonymous"
     assert _session_cookie(context) is None
     assert site.load(cookie["value"]) is None
