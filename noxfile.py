@@ -82,6 +82,15 @@ def _ensure_redis_server(session: nox.Session) -> None:
         session.run("bash", ".ci/ensure-redis-server", external=True)
 
 
+def _ensure_chromium(session: nox.Session) -> None:
+    # tests/test_browser.py drives Debian's chromium through Playwright (which cannot download
+    # a browser here); a missing browser is provisioned, and fails the run if that fails.
+    if shutil.which("chromium") is None:
+        session.run("bash", ".ci/ensure-chromium", external=True)
+    if shutil.which("chromium") is None:
+        session.error("chromium is still not on PATH: run `bash .ci/ensure-chromium` as root")
+
+
 def _coverage_env(session: nox.Session) -> dict[str, str]:
     """Each session keeps its coverage data in its own virtualenv, so runs never mix."""
     return {"COVERAGE_FILE": os.path.join(session.virtualenv.location, ".coverage")}
@@ -95,6 +104,7 @@ def tests(session: nox.Session) -> None:
     of a subset prints its coverage report without holding it to ``fail_under``.
     """
     _ensure_redis_server(session)
+    _ensure_chromium(session)
     session.install("-e", ".[yaml]", *_group("tests"))
     coverage_env = _coverage_env(session)
     session.run("coverage", "erase", env=coverage_env)
