@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from redis_session import SessionConfig
+from redis_session import SessionConfig, SessionStore
 from redis_session.asgi import SessionMiddleware, login, logout
 
 _PAGE = """<!doctype html>
@@ -114,11 +114,18 @@ async def healthz(request: Request) -> Response:
 
 
 def create_app(
-    cfg: SessionConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    cfg: SessionStore[Any]
+    | SessionConfig
+    | Mapping[str, Any]
+    | str
+    | os.PathLike[str]
+    | None = None,
     *,
     secure: bool = True,
 ) -> Starlette:
-    """Build the app on ``cfg`` (a config file, mapping or ``SessionConfig``; memory if None).
+    """Build the app on ``cfg``: a config file, mapping, ``SessionConfig`` or an open store.
+
+    Memory when ``None``. An open store is used as it is and left open.
 
     ``secure=False`` drops the cookie's ``Secure`` attribute, for plain http only.
     """

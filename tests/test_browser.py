@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -242,7 +242,7 @@ class Sites:
                 holder.append(store)
                 # create_app hands cfg to SessionMiddleware, which takes an open store too
                 # (DESIGN.md); create_app's annotation does not say so yet.
-                yield create_app(cast(Any, store))
+                yield create_app(store)
 
         server = self.serve(factory)
         return Site(server, kind, holder[0] if holder else None, _server_clock(proc))

@@ -90,7 +90,7 @@ def test_past_deadline_gives_max_age_zero() -> None:
     ],
 )
 def test_cookie_spec_picks_the_entry_for_the_host(host: str | None, expected: CookieSpec) -> None:
-    """The entry serving the host (or a parent of it); else a host-only cookie named session.name."""
+    """The entry serving the host or a parent of it; else a host-only cookie (session.name)."""
     assert cookie_spec(load_config(COOKIES), host) == expected
 
 
