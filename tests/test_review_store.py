@@ -22,6 +22,7 @@ import trustme
 from redis_session import (
     ConfigError,
     ConnectionLost,
+    SessionConfig,
     SessionConflict,
     UsageError,
     load_config,
@@ -179,6 +180,27 @@ def test_docs_list_every_difference_from_authelia() -> None:
         if mentioned not in section
     ]
     assert missing == []
+
+
+def test_python_built_remember_me_is_not_dropped_for_the_deprecated_one() -> None:
+    """LOW. ``SessionConfig(remember_me=timedelta(days=30), remember_me_duration=2d)`` gives 2 days.
+
+    The file shape refuses a deprecated key beside its replacement, and so does a Python-built
+    config, except when ``remember_me`` is written out equal to its default: ``_fields_of``
+    drops fields equal to their default as "not written", so the explicit 30 days is silently
+    replaced by the deprecated value (any other ``remember_me`` is refused). Fix: give
+    ``remember_me`` (and ``cookies``) a ``None`` default filled at load, so "not written" is
+    distinguishable, or refuse ``remember_me_duration`` in Python-built configs outright.
+    """
+    cfg = SessionConfig(remember_me=30 * DAY, remember_me_duration=2 * DAY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            resolved = resolve_config(cfg)
+        except ConfigError as exc:
+            assert exc.problems[0].path == "session.remember_me_duration"  # noqa: PT017
+            return
+    assert resolved.remember_me == 30 * DAY, "the explicit remember_me was dropped"
 
 
 # -- config: probes that hold --------------------------------------------------------------------
@@ -378,6 +400,31 @@ async def test_a_switch_during_a_secret_rotation_moves_off_the_old_name(backend:
     assert again is not None
     assert again.data == {"who": "bob"}
     assert again.remember_me is True
+
+
+async def test_update_gives_up_after_its_attempts_and_applies_nothing_twice(
+    backend: Backend,
+) -> None:
+    """Holds on both providers: when every try loses its race, update calls fn once per try,
+    raises SessionConflict after ``attempts`` tries, and none of fn's changes is stored; the
+    other writer's changes all are."""
+    store = await backend.open()
+    other = await backend.open()
+    s = await store.create({"mine": 0, "theirs": 0})
+    calls = 0
+
+    async def lose(data: dict[str, int]) -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        await other.update(s.id, lambda d: d.update(theirs=d["theirs"] + 1))
+        return {**data, "mine": data["mine"] + 1}
+
+    with pytest.raises(SessionConflict):
+        await store.update(s.id, lose, attempts=3)
+    assert calls == 3
+    final = await store.load(s.id)
+    assert final is not None
+    assert final.data == {"mine": 0, "theirs": 3}
 
 
 async def _story(store_of: Callable[..., Awaitable[SessionStore[Any]]]) -> list[object]:
