@@ -517,6 +517,37 @@ async def test_a_switch_on_a_skewed_host_is_stamped_by_the_server(redis: Any, sk
         backend.close_raw()
 
 
+@pytest.mark.parametrize("switch", [None, True])
+async def test_a_regenerate_whose_reply_is_cut_is_recognised_on_resend(
+    redis: Any, switch: bool | None
+) -> None:
+    """Holds: the connection breaks after the server ran a regenerate (kept clocks, or a
+    remember-me switch); the resend finds its own new record and reports success. One record
+    is left, the old id is dead, the returned session loads (nothing lost, no second copy)."""
+    proxy = await FaultProxy(redis.host, redis.port, seed=5).start()
+    section = {**redis.redis_section(), "host": proxy.host, "port": proxy.port}
+    backend = make_backend("redis", redis)
+    try:
+        async with await open_session_store({"secret": SECRET, "redis": section}) as store:
+            warm = await store.create({})
+            # Cache the script first: a cut NOSCRIPT reply would prove nothing.
+            await store.delete(await store.regenerate(warm))
+            s = await store.create({"who": "carol"})
+            proxy.after_cut = "pass"
+            proxy.set_mode("cut")
+            moved = await store.regenerate(s, remember_me=switch)
+            assert proxy.cuts == 1
+            assert len(backend.keys()) == 1
+            assert await store.load(s.id) is None
+            loaded = await store.load(moved.id)
+            assert loaded is not None
+            assert loaded.data == {"who": "carol"}
+            assert loaded.remember_me is bool(switch)
+    finally:
+        await proxy.aclose()
+        backend.close_raw()
+
+
 async def test_a_resent_rotation_move_is_outcome_unknown_and_says_save(redis: Any) -> None:
     """LOW (the guarantee holds; the message is wrong). During a secret rotation ``update`` saves
     by moving the session to the new secret's key (the REGENERATE script). Cut the reply of
