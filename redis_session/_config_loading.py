@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+import sys
+import types
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
@@ -168,6 +170,24 @@ def _read_secret_files(
     return result
 
 
+def _caller_level() -> int:
+    """Return the ``stacklevel`` of the first frame outside this package (the user's code).
+
+    The loaders are reached through several public entry points (``load_config``,
+    ``resolve_config``, ``open_session_store`` and the web adapters), each at its own depth;
+    a warning must point at the user's line whichever one they called.
+    """
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == (
+        package
+    ):
+        frame, level = frame.f_back, level + 1
+    # Counted from the caller of this function; warn() counts from the caller of warn().
+    return level
+
+
 def _without_deprecated(cfg: SessionConfig) -> SessionConfig:
     """Map the options Authelia 4.38 deprecated to their replacements, with one warning.
 
@@ -189,7 +209,7 @@ def _without_deprecated(cfg: SessionConfig) -> SessionConfig:
         f"deprecated since Authelia 4.38 and mapped for you: {names}; see"
         " docs/configuration.md for the current shape",
         FutureWarning,
-        stacklevel=4,
+        stacklevel=_caller_level(),
     )
     return attrs.evolve(cfg, **changes)
 

@@ -77,6 +77,8 @@ def _syntax_problem(value: str) -> str | None:  # noqa: PLR0911 - one return per
     if value.startswith("[") or _is_ip(value):
         if value.startswith("[") and value.endswith("]") and _is_ip(value[1:-1]):
             return f"give an IPv6 address without brackets: {_show(value[1:-1])}"
+        if "%" in value:
+            return f"{_show(value)} has a zone id ('%'); a browser never sends one in a Host"
         return None if _is_ip(value) else f"{_show(value)} is not a valid IP address"
     match = _WITH_PORT.fullmatch(value)
     if match:
@@ -131,6 +133,14 @@ def cookie_domain_problem(value: str) -> str | None:
     return None
 
 
+def canonical_domain(value: str) -> str:
+    """Return a valid cookie domain in one spelling: lower case, an IP address compressed."""
+    try:
+        return ipaddress.ip_address(value).compressed
+    except ValueError:
+        return value.lower()
+
+
 def overlapping_domains(domains: Sequence[str]) -> list[tuple[int, str]]:
     """Return ``(index, message)`` for each domain that repeats or lies within an earlier one.
 
@@ -140,7 +150,7 @@ def overlapping_domains(domains: Sequence[str]) -> list[tuple[int, str]]:
     found = []
     seen: list[tuple[int, str]] = []
     for index, domain in enumerate(domains):
-        name = domain.lower()
+        name = canonical_domain(domain)
         for other_index, other in seen:
             if name == other:
                 found.append(

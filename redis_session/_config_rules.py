@@ -78,7 +78,8 @@ _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 _HOST_AND_PORT = re.compile(r"([^:]+):[0-9]+")
 _SAME_SITE = ("lax", "strict", "none")
 # Authelia's "-1" for a disabled remember-me, as YAML gives it (an integer) or as a string.
-_NEGATIVE = re.compile(r"\s*-\s*[0-9]+\s*")
+_MINUS_ZERO = re.compile(r"\s*-\s*0+\s*")
+_NEGATIVE = re.compile(r"\s*-\s*0*[1-9][0-9]*\s*")  # "-0" is zero (an error), not disabled
 
 
 class Invalid(ValueError):
@@ -224,6 +225,8 @@ def _structure_remember_me(value: object, kind: object) -> timedelta | None:
         isinstance(value, str) and _NEGATIVE.fullmatch(value)
     ):
         return REMEMBER_ME_DISABLED
+    if isinstance(value, str) and _MINUS_ZERO.fullmatch(value):
+        return timedelta(0)  # zero, refused as zero ("must be longer than zero")
     return _structure_duration(value, kind)
 
 
@@ -302,6 +305,11 @@ def _cookie_domain(value: str) -> None:
 
 
 def _pem_certificates(value: str) -> None:
+    if "PRIVATE KEY" in value:
+        # A pasted "certificate + key" bundle: certificate_chain is not a secret (it shows in
+        # reprs and logs), so its key would leak. Never quote the value.
+        msg = "holds a private key; give the certificates alone here and the key as private_key"
+        raise Invalid(msg)
     try:
         x509.load_pem_x509_certificates(value.encode())
     except (ValueError, UnicodeError):

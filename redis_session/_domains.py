@@ -13,6 +13,7 @@ import ipaddress
 import re
 
 from ._config import CookieConfig, SessionConfig
+from ._config_names import canonical_domain
 
 __all__ = ["cookie_for", "domain_matches", "normalize_host"]
 
@@ -33,10 +34,9 @@ def _is_ip(name: str) -> bool:
 
 def _ipv6(address: str) -> str | None:
     try:
-        ipaddress.IPv6Address(address)
+        return ipaddress.IPv6Address(address).compressed
     except ValueError:
         return None
-    return address
 
 
 def normalize_host(host: str | None) -> str | None:
@@ -89,7 +89,7 @@ def cookie_for(cfg: SessionConfig, host: str | None) -> CookieConfig | None:
         return None
     best: CookieConfig | None = None
     for entry in cfg.cookies:
-        domain = entry.domain.lower().removeprefix(".")
+        domain = canonical_domain(entry.domain.removeprefix("."))
         if domain_matches(domain, name) and (best is None or len(domain) > len(best.domain)):
             best = entry
     return best

@@ -154,6 +154,7 @@ class MemoryProvider:
         *,
         clock: tuple[int, int] | None = None,
         created_ms: int | None = None,
+        operation: str = "regenerate",
     ) -> int:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``."""
         expected_clock = clock or (record.deadline_ms, record.inactivity_ms)

@@ -151,6 +151,7 @@ class Provider(Protocol):
         *,
         clock: tuple[int, int] | None = None,
         created_ms: int | None = None,
+        operation: str = "regenerate",
     ) -> int:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``.
 

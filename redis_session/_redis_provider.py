@@ -451,6 +451,7 @@ class RedisProvider:
         *,
         clock: tuple[int, int] | None = None,
         created_ms: int | None = None,
+        operation: str = "regenerate",
     ) -> int:
         """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``.
 
@@ -483,7 +484,7 @@ class RedisProvider:
             self._learn_clock(int(reply[0]))
             return CLOCK
         if not reply and resent:
-            raise _outcome_unknown("regenerate")
+            raise _outcome_unknown(operation)
         return CREATED if reply else TAKEN
 
     async def delete(self, keys: Sequence[bytes], deadline: float | None = None) -> None:

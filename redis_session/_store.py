@@ -368,7 +368,9 @@ class SessionStore(Generic[T]):
         else:
             # Loaded under a previous secret's key name: move it to the current one, atomically
             # (a concurrent load looks under both names in one step).
-            moved = await self._provider.regenerate(session._key, key, session._version, record)
+            moved = await self._provider.regenerate(
+                session._key, key, session._version, record, operation="save"
+            )
             saved = moved == CREATED
         if not saved:
             raise SessionConflict(_CONFLICT)
