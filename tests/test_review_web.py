@@ -27,7 +27,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 import redis_session._web as web_core
 from redis_session import UsageError, open_session_store
@@ -848,3 +849,230 @@ class TestHolds:
                 SessionMiddleware(Starlette(), store)
         finally:
             await store.aclose()
+
+
+# -- probes added in the second pass --
+
+
+async def ws_writer(websocket: WebSocket) -> None:
+    websocket.session["from_ws"] = "1"
+    await websocket.accept()
+    await websocket.close()
+
+
+async def run_websocket(app: Any, cookie: str) -> list[dict[str, Any]]:
+    """One WebSocket connection through ``app`` (raw ASGI): connect, let the app close it."""
+    sent_by_app: list[dict[str, Any]] = []
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await inbox.put({"type": "websocket.connect"})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent_by_app.append(message)
+        if message["type"] == "websocket.close":
+            await inbox.put({"type": "websocket.disconnect", "code": 1000})
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "query_string": b"",
+        "scheme": "wss",
+        "headers": [(b"host", b"example.com"), (b"cookie", f"{NAME}={cookie}".encode())],
+        "subprotocols": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("example.com", 443),
+    }
+    await asyncio.wait_for(app(scope, inbox.get, send), 5)
+    return sent_by_app
+
+
+@pytest.mark.anyio
+class TestFindingsSecondPass:
+    async def test_a_websocket_write_to_the_session_is_silently_lost(
+        self, redis: RedisProcess
+    ) -> None:
+        """LOW. WebSocket sessions are "read-only" by documentation only: writes vanish.
+
+        docs/web.md says a WebSocket sees its handshake's session read-only, but
+        ``websocket.session["k"] = v`` succeeds and is never saved: the app believes it stored
+        something (a "last seen" mark, a chat preference). Writing should raise (a read-only
+        mapping, or a ``UsageError`` saying use ``store.update(id, fn)``), as touching an
+        excluded path's session does.
+        """
+        sid = await seed(redis, user="ann")
+        app = SessionMiddleware(
+            Starlette(routes=[*ROUTES, WebSocketRoute("/ws", ws_writer)]), cfg_for(redis)
+        )
+        try:
+            try:
+                await run_websocket(app, sid)
+            except (UsageError, TypeError):
+                return  # the write was refused: fixed
+        finally:
+            await app.aclose()
+        assert await stored(redis, sid) == {"user": "ann", "from_ws": "1"}
+
+
+class TestHoldsSecondPass:
+    def test_the_middleware_survives_a_second_event_loop(self, redis: RedisProcess) -> None:
+        """A store opened lazily in one event loop serves requests in a later one.
+
+        Starlette's ``TestClient`` without ``with`` runs every request in a new event loop.
+        """
+        mw = asgi_app(cfg_for(redis))
+
+        async def one(params: dict[str, str], cookie: str | None) -> httpx.Response:
+            async with client(mw) as c:
+                return await c.post("/write", params=params, headers=sent(cookie) if cookie else {})
+
+        sid = new_id(asyncio.run(one({"a": "1"}, None)))
+        assert asyncio.run(one({"b": "2"}, sid)).status_code == 200
+        asyncio.run(mw.aclose())
+        assert asyncio.run(stored(redis, sid)) == {"a": "1", "b": "2"}
+
+    @pytest.mark.anyio
+    async def test_concurrent_delete_and_set_of_other_keys_merge(self, redis: RedisProcess) -> None:
+        """Merge with deletes: one request deletes a key while another sets one; both land."""
+
+        async def drop(request: Request) -> Response:
+            await GATES["drop"].wait()
+            del request.session["gone"]
+            return PlainTextResponse("ok")
+
+        app = SessionMiddleware(
+            Starlette(routes=[*ROUTES, Route("/drop", drop, methods=["POST"])]), cfg_for(redis)
+        )
+        GATES["drop"] = asyncio.Event()
+        try:
+            async with client(app) as c:
+                sid = new_id(await c.post("/write", params={"gone": "x", "kept": "y"}))
+                dropping = asyncio.ensure_future(c.post("/drop", headers=sent(sid)))
+                await asyncio.sleep(0.2)
+                assert (
+                    await c.post("/write", params={"new": "z"}, headers=sent(sid))
+                ).status_code == 200
+                GATES["drop"].set()
+                assert (await asyncio.wait_for(dropping, 10)).status_code == 200
+        finally:
+            GATES.pop("drop", None)
+            await app.aclose()
+        assert await stored(redis, sid) == {"kept": "y", "new": "z"}
+
+    @pytest.mark.anyio
+    async def test_remember_me_login_cookie_lasts_remember_me(self, redis: RedisProcess) -> None:
+        """login(remember_me=True): the cookie's Max-Age is remember_me, not expiration."""
+        cfg = cfg_for(redis, expiration="1h", remember_me="30d")
+        async with asgi(cfg) as c:
+            plain = await c.post("/login")
+            remembered = await c.post("/login", params={"remember": "1"})
+        plain_age = int(cookie_attributes(set_cookie_headers(plain)[0])[2]["max-age"])
+        remembered_age = int(cookie_attributes(set_cookie_headers(remembered)[0])[2]["max-age"])
+        assert 3500 <= plain_age <= 3600
+        assert 30 * 86400 - 100 <= remembered_age <= 30 * 86400
+
+    @pytest.mark.anyio
+    async def test_cookie_per_host_with_several_entries(self, redis: RedisProcess) -> None:
+        """Several cookies[] entries: each host gets its entry's name, Domain and expiration."""
+        cfg = cfg_for(
+            redis,
+            cookies=[
+                {"domain": "example.com", "name": "com_s", "expiration": "1h"},
+                {"domain": "example.org", "name": "org_s", "expiration": "2h"},
+            ],
+        )
+        async with asgi(cfg) as c:
+            seen = {}
+            for host in ("app.example.com", "x.y.example.org", "example.net"):
+                response = await c.post("/write", params={"a": "1"}, headers={"host": host})
+                name, _, attributes = cookie_attributes(set_cookie_headers(response)[0])
+                seen[host] = (name, attributes.get("domain"), int(attributes["max-age"]) // 600)
+        assert seen == {
+            "app.example.com": ("com_s", "example.com", 5),
+            "x.y.example.org": ("org_s", "example.org", 11),
+            "example.net": (NAME, None, 5),
+        }
+
+    @pytest.mark.anyio
+    async def test_hundred_requests_while_redis_is_down_share_one_attempt(
+        self, fresh_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Redis stopped at start: 100 session requests get 503 from one open attempt."""
+        opened = []
+        real = web_core.open_session_store
+
+        async def counting(source: Any) -> Any:
+            opened.append(source)
+            return await real(source)
+
+        monkeypatch.setattr(web_core, "open_session_store", counting)
+        sid = await seed(fresh_redis, user="ann")
+        cfg = cfg_for(fresh_redis, redis=fresh_redis.redis_section(timeout="1s"))
+        fresh_redis.stop()
+        async with asgi(cfg) as c:
+            responses = await asyncio.gather(
+                *(c.get("/read", headers=sent(sid)) for _ in range(100))
+            )
+        assert {r.status_code for r in responses} == {503}
+        assert all(set_cookie_headers(r) == [] for r in responses)
+        assert len(opened) == 1
+
+
+async def login_then_gate(request: Request) -> Response:
+    """Logs in, then (Redis going away meanwhile) writes more before the response."""
+    request.session["user"] = "ann"
+    await login(request)
+    await GATES["after-login"].wait()
+    request.session["greeted"] = "yes"
+    return PlainTextResponse("ok")
+
+
+@pytest.mark.anyio
+class TestFindingsThirdPass:
+    async def test_an_outage_after_login_leaves_the_browser_with_a_dead_id(
+        self, fresh_redis: RedisProcess
+    ) -> None:
+        """LOW. ``login()`` already moved the session; a 503 at the end save drops the new
+        cookie.
+
+        ``login`` regenerates at once (the old id is dead), but the ``Set-Cookie`` for the new
+        id only goes out with the app's response. If the end-of-request save then fails
+        (Redis paused or a blip; also a ``SessionDataError`` or any exception after
+        ``login``), the middleware answers 503 without any ``Set-Cookie``: the browser keeps
+        the dead old id, whose next request misses and is cleared. The user is logged out
+        (and their pre-login data sits under an id nobody holds) although the outage rule
+        says "never a logout". The error response should still carry the new id's cookie
+        once ``login`` succeeded (or ``login`` should not kill the old id before the
+        response commits).
+        """
+        cfg = cfg_for(fresh_redis, redis=fresh_redis.redis_section(timeout="1s"))
+        app = SessionMiddleware(
+            Starlette(routes=[*ROUTES, Route("/login-gate", login_then_gate, methods=["POST"])]),
+            cfg,
+        )
+        GATES["after-login"] = asyncio.Event()
+        try:
+            async with client(app) as c:
+                old = new_id(await c.post("/write", params={"cart": "book"}))
+                pending = asyncio.ensure_future(c.post("/login-gate", headers=sent(old)))
+                await asyncio.sleep(0.3)  # logged in: the old id is gone
+                fresh_redis.pause()
+                try:
+                    GATES["after-login"].set()
+                    response = await asyncio.wait_for(pending, 5)
+                finally:
+                    fresh_redis.resume()
+                assert response.status_code == 503
+                # What the browser holds now: the new id if the 503 carried it, else the old.
+                held = (
+                    cookie_attributes(set_cookie_headers(response)[0])[1]
+                    if set_cookie_headers(response)
+                    else old
+                )
+                after = await c.get("/read", headers=sent(held))
+        finally:
+            GATES.pop("after-login", None)
+            await app.aclose()
+        assert after.json()["state"] == "loaded", "the outage logged the user out"
+        assert not clears(after)
