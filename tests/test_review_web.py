@@ -1076,3 +1076,59 @@ class TestFindingsThirdPass:
             await app.aclose()
         assert after.json()["state"] == "loaded", "the outage logged the user out"
         assert not clears(after)
+
+    async def test_aiohttp_a_foreign_cookie_of_the_same_name_logs_the_user_out(
+        self, redis: RedisProcess
+    ) -> None:
+        """MEDIUM. The duplicate-name defect (see the ASGI test above) under aiohttp too.
+
+        The parsing is in the shared core (``_cookies.session_cookie``), so an aiohttp app
+        behind Authelia loses its session the same way: the foreign cookie listed first is
+        tried, misses, and the app's own cookie is cleared.
+        """
+        good = await seed(redis, user="ann")
+        async with aio(cfg_for(redis)) as c:
+            response = await c.get("/read", headers={"Cookie": f"{NAME}={'A' * 43}; {NAME}={good}"})
+            assert await response.json() == {"data": {"user": "ann"}}
+            assert aio_cookie(response) is None  # neither set nor cleared
+
+    async def test_a_middleware_given_an_open_store_dies_after_one_lifespan(
+        self, redis: RedisProcess
+    ) -> None:
+        """MEDIUM. Even with a store passed in (the caller's to close), one lifespan cycle
+        disables the middleware.
+
+        ``aclose`` (run at ``lifespan.shutdown``) drops ``_store`` and sets ``_closed`` even
+        though it leaves the caller's store open, so every later request raises
+        ``StoreClosed`` (a 500) although the store is open and healthy. Same root cause as
+        ``test_a_second_lifespan_cycle_never_starts``; a passed-in store should stay usable.
+        """
+        store = await open_session_store(cfg_for(redis))
+        mw = asgi_app(store)
+        try:
+            answer, stop = await lifespan_startup(mw)
+            assert answer["type"] == "lifespan.startup.complete"
+            await stop()
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=mw, raise_app_exceptions=False),
+                base_url="https://example.com",
+            ) as c:
+                response = await c.post("/write", params={"a": "1"})
+            assert response.status_code == 200
+        finally:
+            await store.aclose()
+
+    def test_a_glob_in_exclude_silently_excludes_nothing(self) -> None:
+        """LOW. ``exclude=["/static/*"]`` is taken as the literal prefix ``/static/*``.
+
+        Exclusion is by path prefix, but nothing stops a glob (the form Starlette/aiohttp
+        users and most config files use): ``/static/app.css`` is then not excluded, every
+        static file with a cookie costs a Redis round trip and fails with 503 during an
+        outage, silently. A ``*``, ``?`` or ``[`` in a prefix should be a ``UsageError``
+        (or be honoured as a glob).
+        """
+        try:
+            mw = SessionMiddleware(Starlette(), {"secret": SECRET}, exclude=["/static/*"])
+        except UsageError:
+            return  # refused: fixed
+        assert mw.sessions.excluded("/static/app.css")
