@@ -4,9 +4,9 @@ Every test runs the real middleware against a real redis-server from ``tests/ser
 the in-memory provider where Redis plays no part): ASGI apps through ``httpx.ASGITransport``,
 aiohttp apps through ``aiohttp.test_utils.TestServer``/``TestClient``.
 
-- ``TestFindings``: each test reproduces a defect and FAILS until it is fixed; its docstring
-  says what is wrong, why it matters, and its severity.
-- ``TestHolds``: risky behaviour probed and found correct; kept as regression tests.
+- ``TestFindings*`` classes: each test reproduces a defect and FAILS until it is fixed; its
+  docstring says what is wrong, why it matters, and its severity (HIGH/MEDIUM/LOW).
+- ``TestHolds*`` classes: risky behaviour probed and found correct; kept as regression tests.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from .servers import RedisProcess
 from .store_helpers import SECRET
 
 NAME = "authelia_session"
-#: What a response header says when it expires the session cookie.
+#: Events that hold a request inside its handler until the test lets it go on.
 GATES: dict[str, asyncio.Event] = {}
 
 
@@ -1132,3 +1132,35 @@ class TestFindingsThirdPass:
         except UsageError:
             return  # refused: fixed
         assert mw.sessions.excluded("/static/app.css")
+
+    async def test_a_new_session_cookie_goes_out_on_a_publicly_cacheable_response(
+        self, redis: RedisProcess
+    ) -> None:
+        """MEDIUM. A response carrying a new session's ``Set-Cookie`` stays publicly cacheable.
+
+        A page the app marks ``Cache-Control: public, max-age=600`` (a landing page that also
+        counts visits, or sets a "seen banner" flag) writes to the session of an anonymous
+        visitor: the middleware adds ``Set-Cookie`` with the new session id and leaves the
+        caching headers alone. A shared cache or CDN in front then stores that response and
+        hands the SAME session cookie to every later visitor: they all share one session and
+        see and change each other's data (a login regenerates the id, but everything written
+        before it is shared). Django and Flask guard against this (``Vary: Cookie``; Django refuses to
+        cache responses that set cookies). A response that sets or clears the session cookie
+        should be made non-shareable (``Cache-Control: private`` or ``no-store``, and
+        ``Vary: Cookie`` on responses that read the session).
+        """
+
+        async def landing(request: Request) -> Response:
+            request.session["seen_banner"] = True
+            return PlainTextResponse("welcome", headers={"cache-control": "public, max-age=600"})
+
+        app = SessionMiddleware(Starlette(routes=[Route("/", landing)]), cfg_for(redis))
+        try:
+            async with client(app) as c:
+                response = await c.get("/")
+        finally:
+            await app.aclose()
+        assert set_cookie_headers(response)  # a new session id went out
+        directives = {d.strip().split("=")[0] for d in response.headers["cache-control"].split(",")}
+        assert directives & {"private", "no-store"}, response.headers["cache-control"]
+        assert "public" not in directives, response.headers["cache-control"]
