@@ -1144,10 +1144,10 @@ class TestFindingsThirdPass:
         caching headers alone. A shared cache or CDN in front then stores that response and
         hands the SAME session cookie to every later visitor: they all share one session and
         see and change each other's data (a login regenerates the id, but everything written
-        before it is shared). Django and Flask guard against this (``Vary: Cookie``; Django refuses to
-        cache responses that set cookies). A response that sets or clears the session cookie
-        should be made non-shareable (``Cache-Control: private`` or ``no-store``, and
-        ``Vary: Cookie`` on responses that read the session).
+        before it is shared). Django and Flask guard against this (``Vary: Cookie``; Django
+        refuses to cache responses that set cookies). A response that sets or clears the
+        session cookie should be made non-shareable (``Cache-Control: private`` or
+        ``no-store``, and ``Vary: Cookie`` on responses that read the session).
         """
 
         async def landing(request: Request) -> Response:
