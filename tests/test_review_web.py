@@ -46,8 +46,25 @@ from .servers import RedisProcess
 from .store_helpers import SECRET
 
 NAME = "authelia_session"
-#: Events that hold a request inside its handler until the test lets it go on.
+#: Events that hold a request inside its handler until the test lets it go on, and events
+#: the handler sets when it got there (the session is loaded by then).
 GATES: dict[str, asyncio.Event] = {}
+ARRIVED: dict[str, asyncio.Event] = {}
+
+
+def make_gate(name: str) -> None:
+    GATES[name], ARRIVED[name] = asyncio.Event(), asyncio.Event()
+
+
+async def gate(name: str) -> None:
+    """In a handler: say it got here, then wait for the test to open the gate."""
+    ARRIVED[name].set()
+    await GATES[name].wait()
+
+
+async def arrived(name: str) -> None:
+    """In a test: wait (bounded) until the gated request is held at its gate."""
+    await asyncio.wait_for(ARRIVED[name].wait(), 10)
 
 
 def client(app: Any) -> httpx.AsyncClient:
@@ -149,7 +166,7 @@ async def do_login(request: Request) -> Response:
 
 async def gated_login(request: Request) -> Response:
     """Loaded by the middleware before the gate; logs in after another request saved."""
-    await GATES[request.query_params["gate"]].wait()
+    await gate(request.query_params["gate"])
     request.session["user"] = "ann"
     await login(request)
     return PlainTextResponse("ok")
@@ -157,7 +174,7 @@ async def gated_login(request: Request) -> Response:
 
 async def gated_write(request: Request) -> Response:
     """Loaded before the gate; writes after a concurrent logout/login went through."""
-    await GATES[request.query_params["gate"]].wait()
+    await gate(request.query_params["gate"])
     request.session["late"] = "write"
     return PlainTextResponse("ok")
 
@@ -356,12 +373,12 @@ class TestFindings:
         )
         async with lifespan(app), client(app) as c:
             sid = new_id(await c.post("/write", params={"cart": "book"}))
-            GATES["login"] = asyncio.Event()
+            make_gate("login")
             try:
                 login_task = asyncio.ensure_future(
                     c.post("/gated-login", params={"gate": "login"}, headers=sent(sid))
                 )
-                await asyncio.sleep(0.2)  # the login request has loaded the session
+                await arrived("login")  # the login request has loaded the session
                 other = await c.post("/write", params={"seen": "1"}, headers=sent(sid))
                 assert other.status_code == 200
                 GATES["login"].set()
@@ -582,12 +599,12 @@ class TestHolds:
         """starsessions #58 / aiohttp-session #272: a late save does not bring a session back."""
         async with asgi(cfg_for(redis)) as c:
             sid = new_id(await c.post("/write", params={"user": "ann"}))
-            GATES["logout"] = asyncio.Event()
+            make_gate("logout")
             try:
                 late = asyncio.ensure_future(
                     c.post("/gated-write", params={"gate": "logout"}, headers=sent(sid))
                 )
-                await asyncio.sleep(0.2)
+                await arrived("logout")
                 out = await c.post("/logout", headers=sent(sid))
                 assert clears(out)
                 GATES["logout"].set()
@@ -605,12 +622,12 @@ class TestHolds:
         """A request on the old id saving after a login is refused (409), old id stays dead."""
         async with asgi(cfg_for(redis)) as c:
             sid = new_id(await c.post("/write", params={"a": "1"}))
-            GATES["regen"] = asyncio.Event()
+            make_gate("regen")
             try:
                 late = asyncio.ensure_future(
                     c.post("/gated-write", params={"gate": "regen"}, headers=sent(sid))
                 )
-                await asyncio.sleep(0.2)
+                await arrived("regen")
                 new = new_id(await c.post("/login", headers=sent(sid)))
                 GATES["regen"].set()
                 response = await asyncio.wait_for(late, 10)
@@ -771,12 +788,12 @@ class TestHolds:
         try:
             mw = asgi_app(store)
             async with client(mw) as c:
-                GATES["cancel"] = asyncio.Event()
+                make_gate("cancel")
                 try:
                     task = asyncio.ensure_future(
                         c.post("/gated-write", params={"gate": "cancel"}, headers=sent(sid))
                     )
-                    await asyncio.sleep(0.2)  # loaded; now the save will hang
+                    await arrived("cancel")  # loaded; now the save will hang
                     fresh_redis.pause()
                     GATES["cancel"].set()
                     await asyncio.sleep(0.2)
@@ -889,7 +906,7 @@ async def run_websocket(app: Any, cookie: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.anyio
-class TestFindingsSecondPass:
+class TestFindingsWebSocket:
     async def test_a_websocket_write_to_the_session_is_silently_lost(
         self, redis: RedisProcess
     ) -> None:
@@ -915,7 +932,7 @@ class TestFindingsSecondPass:
         assert await stored(redis, sid) == {"user": "ann", "from_ws": "1"}
 
 
-class TestHoldsSecondPass:
+class TestHoldsMore:
     def test_the_middleware_survives_a_second_event_loop(self, redis: RedisProcess) -> None:
         """A store opened lazily in one event loop serves requests in a later one.
 
@@ -937,19 +954,19 @@ class TestHoldsSecondPass:
         """Merge with deletes: one request deletes a key while another sets one; both land."""
 
         async def drop(request: Request) -> Response:
-            await GATES["drop"].wait()
+            await gate("drop")
             del request.session["gone"]
             return PlainTextResponse("ok")
 
         app = SessionMiddleware(
             Starlette(routes=[*ROUTES, Route("/drop", drop, methods=["POST"])]), cfg_for(redis)
         )
-        GATES["drop"] = asyncio.Event()
+        make_gate("drop")
         try:
             async with client(app) as c:
                 sid = new_id(await c.post("/write", params={"gone": "x", "kept": "y"}))
                 dropping = asyncio.ensure_future(c.post("/drop", headers=sent(sid)))
-                await asyncio.sleep(0.2)
+                await arrived("drop")
                 assert (
                     await c.post("/write", params={"new": "z"}, headers=sent(sid))
                 ).status_code == 200
@@ -1023,13 +1040,13 @@ async def login_then_gate(request: Request) -> Response:
     """Logs in, then (Redis going away meanwhile) writes more before the response."""
     request.session["user"] = "ann"
     await login(request)
-    await GATES["after-login"].wait()
+    await gate("after-login")
     request.session["greeted"] = "yes"
     return PlainTextResponse("ok")
 
 
 @pytest.mark.anyio
-class TestFindingsThirdPass:
+class TestFindingsMore:
     async def test_an_outage_after_login_leaves_the_browser_with_a_dead_id(
         self, fresh_redis: RedisProcess
     ) -> None:
@@ -1051,12 +1068,12 @@ class TestFindingsThirdPass:
             Starlette(routes=[*ROUTES, Route("/login-gate", login_then_gate, methods=["POST"])]),
             cfg,
         )
-        GATES["after-login"] = asyncio.Event()
+        make_gate("after-login")
         try:
             async with client(app) as c:
                 old = new_id(await c.post("/write", params={"cart": "book"}))
                 pending = asyncio.ensure_future(c.post("/login-gate", headers=sent(old)))
-                await asyncio.sleep(0.3)  # logged in: the old id is gone
+                await arrived("after-login")  # logged in: the old id is gone
                 fresh_redis.pause()
                 try:
                     GATES["after-login"].set()
