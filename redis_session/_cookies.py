@@ -25,7 +25,7 @@ import attrs
 from ._config import SessionConfig
 from ._domains import cookie_for
 
-__all__ = ["CookieSpec", "cookie_spec", "id_shaped", "session_cookies"]
+__all__ = ["CookieSpec", "cookie_spec", "id_shaped", "session_cookie", "session_cookies"]
 
 #: The shape of an id the store issues (``secrets.token_urlsafe``): anything else in the
 #: cookie cannot be a session and is dropped without a round trip.
@@ -113,3 +113,13 @@ def session_cookies(header: str | None, name: str) -> list[str]:
             value = value[1:-1]
         found.append(value)
     return found
+
+
+def session_cookie(header: str | None, name: str) -> str | None:
+    """Return one value of the session cookie: the first shaped like an id, else the first.
+
+    ``None`` if the header has none. The middleware tries every id-shaped value
+    (:func:`session_cookies`); this is for a caller that wants one.
+    """
+    values = session_cookies(header, name)
+    return next((v for v in values if id_shaped(v)), values[0] if values else None)

@@ -7,12 +7,15 @@ happens then, once). Costs, in Redis commands per request (docs/web.md, "Costs")
 - no session cookie: 0 (nothing is loaded, and an anonymous visitor writes nothing until the
   app stores something in the session);
 - an excluded path: 0, cookie or not (until the app calls ``load_session``);
-- a cookie: 1 load, however often the app reads; plus 1 save if the app changed the data.
+- a cookie: 1 load, however often the app reads; plus 1 save if the app changed the data
+  (the cookie's name sent several times: 1 more load per extra value, only after a miss).
 
 Failures: :class:`~redis_session.StoreUnavailable` from ``begin``, ``finish`` or a helper is
 the adapter's to answer (503 by default) and never turns into "no session": the cookie is left
 alone. A cookie that does not load (expired, revoked, tampered with, written under a forgotten
-secret, or not an id at all) is cleared and never used as an id. A save that loses a race is
+secret, or not an id at all) is cleared and never used as an id; except an id regenerated
+moments ago (a request that raced a login): clearing would drop the login's new cookie, so
+nothing is sent. A save that loses a race is
 merged (``_merge``) and retried; only a real clash, or a session that ended meanwhile, is a
 :class:`~redis_session.SessionConflict` (a late save never brings back a deleted or
 regenerated session: the store's compare-and-set refuses it, and a reload finds nothing).
