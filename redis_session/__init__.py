@@ -40,7 +40,7 @@ from ._errors import (
 )
 from ._opener import StoreOpener, open_session_store
 from ._statistics import NodeStatistics, PoolStatistics
-from ._store import Session, SessionStore
+from ._store import Lookup, Session, SessionStore
 
 __all__ = [
     "REMEMBER_ME_DISABLED",
@@ -50,6 +50,7 @@ __all__ = [
     "ConnectionLost",
     "CookieConfig",
     "HighAvailabilityConfig",
+    "Lookup",
     "NodeConfig",
     "NodeStatistics",
     "PoolStatistics",

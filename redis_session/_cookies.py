@@ -25,7 +25,7 @@ import attrs
 from ._config import SessionConfig
 from ._domains import cookie_for
 
-__all__ = ["CookieSpec", "cookie_spec", "id_shaped", "session_cookie"]
+__all__ = ["CookieSpec", "cookie_spec", "id_shaped", "session_cookie", "session_cookies"]
 
 #: The shape of an id the store issues (``secrets.token_urlsafe``): anything else in the
 #: cookie cannot be a session and is dropped without a round trip.
@@ -91,19 +91,19 @@ def id_shaped(value: str) -> bool:
     return _ID_SHAPE.fullmatch(value) is not None
 
 
-def session_cookie(header: str | None, name: str) -> str | None:
-    """Return the session cookie's value from a ``Cookie`` header, or ``None`` if absent.
+def session_cookies(header: str | None, name: str) -> list[str]:
+    """Return every value of the session cookie in a ``Cookie`` header, in order (maybe none).
 
     Robust against what browsers and attackers send: pairs without ``=``, stray spaces,
     quoted values and duplicate names. A browser sends the same name twice when a host-only
-    cookie and a domain cookie (or a sibling subdomain's cookie) coexist; the first value
-    shaped like an id wins (at equal paths the browser lists the oldest first). A present
-    value that cannot be an id is returned as it is, so the caller can clear it; it is never
-    used as an id (the store refuses it without a round trip).
+    cookie and a domain cookie (or a sibling subdomain's cookie, or Authelia's own: the
+    default name is Authelia's) coexist, the oldest first at equal paths; so the caller tries
+    each value shaped like an id, not only the first. A value that cannot be an id is
+    returned too, so the caller can clear it; it is never used as an id.
     """
     if not header:
-        return None
-    found: str | None = None
+        return []
+    found: list[str] = []
     for pair in header.split(";"):
         key, eq, value = pair.partition("=")
         if not eq or key.strip() != name:
@@ -111,8 +111,15 @@ def session_cookie(header: str | None, name: str) -> str | None:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1]
-        if _ID_SHAPE.fullmatch(value):
-            return value
-        if found is None:
-            found = value
+        found.append(value)
     return found
+
+
+def session_cookie(header: str | None, name: str) -> str | None:
+    """Return one value of the session cookie: the first shaped like an id, else the first.
+
+    ``None`` if the header has none. The middleware tries every id-shaped value
+    (:func:`session_cookies`); this is for a caller that wants one.
+    """
+    values = session_cookies(header, name)
+    return next((v for v in values if id_shaped(v)), values[0] if values else None)

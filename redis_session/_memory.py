@@ -24,7 +24,10 @@ from ._provider import (
     CLOCK_AHEAD_MS,
     CLOCK_BEHIND_MS,
     CREATED,
+    MOVED,
     TAKEN,
+    TOMBSTONE_MS,
+    Found,
     Record,
     ttl_ms,
     wall_clock_ms,
@@ -38,7 +41,9 @@ _NO_POOL = PoolStatistics(max_connections=0, open=0, in_use=0, idle=0, waiting=0
 
 @attrs.define(slots=True, eq=False)
 class _Entry:
-    record: Record
+    #: ``None`` for a tombstone (a regenerated session's old key): it holds no record, as the
+    #: Redis provider's hash without ``v``.
+    record: Record | None
     #: When the entry disappears (unix ms): the Redis TTL as an absolute time.
     expires_ms: int
 
@@ -105,26 +110,34 @@ class MemoryProvider:
             return CLOCK
         existing = self._live(key, now_ms)
         if existing is not None:
-            # Taken, unless by this very record (a retried create), as the Lua script says.
-            return CREATED if existing.record.version == record.version else TAKEN
+            # Taken (a tombstone too), unless by this very record (a retried create), as the
+            # Lua script says.
+            mine = existing.record is not None and existing.record.version == record.version
+            return CREATED if mine else TAKEN
         if record.deadline_ms <= now_ms:
             return CLOCK  # born expired: stamp again rather than hand out a dead session
         self._put(key, record, now_ms)
         return CREATED
 
-    async def load(
-        self, keys: Sequence[bytes], deadline: float | None = None
-    ) -> tuple[int, Record] | None:
-        """Return the first live record among ``keys`` and its index; slides its idle clock."""
+    async def load(self, keys: Sequence[bytes], deadline: float | None = None) -> Found:
+        """Return the first live record among ``keys`` and its index; slides its idle clock.
+
+        ``MOVED`` when none holds a record but one holds a tombstone.
+        """
         now_ms = self.clock()
+        moved = False
         for index, key in enumerate(keys):
             entry = self._live(key, now_ms)
-            if entry is not None:
-                record = entry.record
-                ttl = ttl_ms(record.deadline_ms, record.inactivity_ms, now_ms)
-                entry.expires_ms = now_ms + ttl
-                return index, record
-        return None
+            if entry is None:
+                continue
+            record = entry.record
+            if record is None:
+                moved = True
+                continue
+            ttl = ttl_ms(record.deadline_ms, record.inactivity_ms, now_ms)
+            entry.expires_ms = now_ms + ttl
+            return index, record
+        return MOVED if moved else None
 
     async def save(
         self, key: bytes, expected: bytes, record: Record, deadline: float | None = None
@@ -132,9 +145,9 @@ class MemoryProvider:
         """Replace the record if its version is still ``expected``; ``False`` otherwise."""
         now_ms = self.clock()
         entry = self._live(key, now_ms)
-        if entry is None:
-            return False
-        current = entry.record
+        current = None if entry is None else entry.record
+        if entry is None or current is None:
+            return False  # nothing, or a tombstone: never brought back by a save
         if current.version == record.version:
             return True
         clocks = (current.deadline_ms, current.inactivity_ms)
@@ -155,16 +168,21 @@ class MemoryProvider:
         clock: tuple[int, int] | None = None,
         created_ms: int | None = None,
         operation: str = "regenerate",
+        tombstone: bool = True,
     ) -> int:
-        """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``."""
+        """Move the session to ``new_key`` (writing ``record``); leave a tombstone at ``old_key``.
+
+        ``tombstone=False`` (a move that keeps the id): ``old_key`` is deleted instead.
+        """
         expected_clock = clock or (record.deadline_ms, record.inactivity_ms)
         now_ms = self.clock()
         old = self._live(old_key, now_ms)
-        if old is None:
+        current = None if old is None else old.record
+        if old is None or current is None:
             new = self._live(new_key, now_ms)
+            moved = None if new is None else new.record
             # Already moved by this very call (a retry): done, as the Lua script says.
-            return CREATED if new is not None and new.record.version == record.version else TAKEN
-        current = old.record
+            return CREATED if moved is not None and moved.version == record.version else TAKEN
         clocks = (current.deadline_ms, current.inactivity_ms)
         if current.version != expected or clocks != expected_clock:
             return TAKEN
@@ -176,7 +194,13 @@ class MemoryProvider:
             return CLOCK
         if ttl_ms(record.deadline_ms, record.inactivity_ms, now_ms) <= 0:
             return CLOCK  # checked before the old entry goes: a refused move loses nothing
-        del self._entries[old_key]
+        if tombstone:
+            # It lives no longer than the old key would have (nor than TOMBSTONE_MS).
+            marker = _Entry(None, now_ms + min(TOMBSTONE_MS, old.expires_ms - now_ms))
+            self._entries[old_key] = marker
+            self._schedule(old_key, marker)
+        else:
+            del self._entries[old_key]
         self._put(new_key, record, now_ms)
         return CREATED
 

@@ -7,8 +7,9 @@ at the end of this request, ``theirs`` what the other writer saved. Every top-le
 request set or deleted (``ours`` differs from ``base``) is applied onto ``theirs``, unless the
 other writer changed that same key since ``base`` to something else: then both changed one
 value and neither can win silently, which is a conflict. Keys only the other writer changed are
-kept as it left them. Values compare by equality, so a nested change counts as a change of
-its top-level key.
+kept as it left them. Values compare by :func:`same` (type and value, recursively: ``True``
+over ``1`` is a change, though ``True == 1``), so a nested change counts as a change of its
+top-level key.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MergeConflict", "changed_keys", "merge"]
+__all__ = ["MergeConflict", "changed_keys", "merge", "same"]
 
 _MISSING: Any = object()
 
@@ -29,9 +30,32 @@ class MergeConflict(Exception):
         self.keys = keys
 
 
+def same(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` would be stored alike: same types and values, recursively.
+
+    ``==`` is not enough: ``True == 1 == 1.0`` and ``(1,) != [1]`` aside, the codec stores
+    ``True``, ``1`` and ``1.0`` differently, so replacing one by another is a change to save.
+    Cheaper than encoding both sides: it stops at the first difference, and an unchanged value
+    (the usual case) is often the very object (``is``), deep copies of immutables included.
+    """
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 def changed_keys(base: Mapping[str, Any], ours: Mapping[str, Any]) -> set[str]:
     """Return the keys whose value differs between ``base`` and ``ours`` (set or deleted)."""
-    return {k for k in base.keys() | ours.keys() if base.get(k, _MISSING) != ours.get(k, _MISSING)}
+    return {
+        k
+        for k in base.keys() | ours.keys()
+        if not same(base.get(k, _MISSING), ours.get(k, _MISSING))
+    }
 
 
 def merge(
@@ -47,7 +71,7 @@ def merge(
     for key in changed_keys(base, ours):
         mine = ours.get(key, _MISSING)
         other = theirs.get(key, _MISSING)
-        if other != base.get(key, _MISSING) and other != mine:
+        if not same(other, base.get(key, _MISSING)) and not same(other, mine):
             clashes.append(key)
         elif mine is _MISSING:
             merged.pop(key, None)

@@ -15,13 +15,21 @@ best known, and ``create`` refuses a stamp that does not match the provider's cl
 Expiry rule, enforced by both: a record is gone once ``now >= deadline_ms``, or once it has not
 been loaded or saved for ``inactivity_ms`` (when that is non-zero). Redis implements this as
 the key's TTL, ``min(deadline_ms - now, inactivity_ms)``, refreshed by every load and save.
+
+Tombstones: a regenerate (a login) leaves a marker under the old key instead of deleting it,
+for :data:`TOMBSTONE_MS` at most (never longer than the old record had left). It holds no
+record: it never loads, a save or regenerate of the old id finds nothing (a conflict), and
+``delete`` removes it; but a load that finds it (before any live record) says :data:`MOVED`,
+so a request that raced the login can tell "this id was just replaced" from "this id is dead"
+(and the web layer leaves the browser's new cookie alone).
 """
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import attrs
 
@@ -32,7 +40,11 @@ __all__ = [
     "CLOCK_AHEAD_MS",
     "CLOCK_BEHIND_MS",
     "CREATED",
+    "MOVED",
     "TAKEN",
+    "TOMBSTONE_MS",
+    "Found",
+    "Moved",
     "Provider",
     "Record",
     "associated_data",
@@ -49,6 +61,23 @@ CLOCK_AHEAD_MS = 1_000
 #: How far it may lag, on top of the time the create spent in flight (at most its deadline).
 #: Beyond this the app's clock is slow, and the session would end early.
 CLOCK_BEHIND_MS = 1_000
+
+
+#: How long a regenerated session's old key says "moved" (capped by what the old record had
+#: left): long enough for the requests a browser sent before the login's response arrived.
+TOMBSTONE_MS = 60_000
+
+
+class _Miss(enum.Enum):
+    MOVED = "moved"
+
+
+#: What :meth:`Provider.load` returns when no key holds a record and one holds a tombstone.
+MOVED = _Miss.MOVED
+#: The type of :data:`MOVED`.
+Moved = Literal[_Miss.MOVED]
+#: What :meth:`Provider.load` returns: (index into the keys, record), :data:`MOVED`, or None.
+Found = tuple[int, "Record"] | Moved | None
 
 
 def wall_clock_ms() -> int:
@@ -117,15 +146,14 @@ class Provider(Protocol):
         """
         ...
 
-    async def load(
-        self, keys: Sequence[bytes], deadline: float | None = None
-    ) -> tuple[int, Record] | None:
+    async def load(self, keys: Sequence[bytes], deadline: float | None = None) -> Found:
         """Look ``keys`` up in order, in one atomic step; ``None`` if none holds a live record.
 
         Returns the index in ``keys`` of the first live record and the record, whose idle clock
         it slides. A record whose clear fields are not integers is returned untouched (it will
         not decrypt); one whose deadline passed is deleted. A key holding another Redis type is
-        skipped, and logged (without the key) if no key holds a record.
+        skipped, and logged (without the key) if no key holds a record. :data:`MOVED` when no
+        key holds a live record and one holds a tombstone (the id was regenerated moments ago).
         """
         ...
 
@@ -152,11 +180,14 @@ class Provider(Protocol):
         clock: tuple[int, int] | None = None,
         created_ms: int | None = None,
         operation: str = "regenerate",
+        tombstone: bool = True,
     ) -> int:
-        """Move the session to ``new_key`` (writing ``record``) and delete ``old_key``.
+        """Move the session to ``new_key`` (writing ``record``); leave a tombstone at ``old_key``.
 
-        :data:`CREATED` when moved. :data:`TAKEN` (a conflict; nothing changes) if the old
-        record is gone or expired, its version is not ``expected``, its deadline and idle
+        :data:`CREATED` when moved; ``old_key`` then holds a tombstone for :data:`TOMBSTONE_MS`,
+        or for what the old record had left if that is less (with ``tombstone=False``, for a
+        move that keeps the id, it is deleted). :data:`TAKEN` (a conflict; nothing changes) if
+        the old record is gone or expired, its version is not ``expected``, its deadline and idle
         limit are not ``clock`` (by default the record's own: the session keeps its clocks),
         or ``new_key`` is taken. With ``created_ms`` (the session switches kind and its clocks
         restart from that stamp) :data:`CLOCK`, as for :meth:`create`, when the stamp

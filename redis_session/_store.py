@@ -21,9 +21,10 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
+import attrs
 
 from ._codec import Codec
 from ._config import SessionConfig
@@ -36,10 +37,10 @@ from ._errors import (
     StoreUnavailable,
     UsageError,
 )
-from ._provider import CLOCK, CREATED, Provider, Record, associated_data
+from ._provider import CLOCK, CREATED, MOVED, Moved, Provider, Record, associated_data
 from ._statistics import PoolStatistics
 
-__all__ = ["Session", "SessionStore"]
+__all__ = ["Lookup", "Session", "SessionStore"]
 
 logger = logging.getLogger("redis_session")
 
@@ -188,6 +189,27 @@ class Session(Generic[T]):
         )
 
 
+@attrs.frozen
+class Lookup(Generic[T]):
+    """What :meth:`SessionStore.lookup` found: the session, or why there is none.
+
+    ``session`` is what :meth:`SessionStore.load` returns. ``moved`` is true only when there
+    is no session because the id was regenerated moments ago (within a minute, or what the
+    session had left if less): the caller holds a stale id, not a forged or dead one. A web
+    layer then leaves the browser's cookie alone, since the login's response is setting the
+    new one.
+    """
+
+    #: The session, or ``None``.
+    session: Session[T] | None
+    #: Whether the id was just regenerated (then ``session`` is ``None``).
+    moved: bool = False
+
+
+_MISS: Lookup[Any] = Lookup(None)
+_MOVED: Lookup[Any] = Lookup(None, moved=True)
+
+
 class SessionStore(Generic[T]):
     """Creates, loads, saves, regenerates and deletes sessions.
 
@@ -295,12 +317,31 @@ class SessionStore(Generic[T]):
         Raises :class:`~redis_session.StoreUnavailable` when Redis is down, and
         :class:`~redis_session.UsageError` if ``session_id`` is neither a ``str`` nor ``None``.
         """
+        found = await self._find(session_id, "load")
+        return None if found is MOVED else found
+
+    async def lookup(self, session_id: str | None) -> Lookup[T]:
+        """Load the session as :meth:`load` does, and say why there is none (one round trip).
+
+        Returns a :class:`Lookup`: its ``session`` is what :meth:`load` returns; its ``moved``
+        tells an id regenerated moments ago (a request that raced a login, carrying the old
+        id) from one that is unknown, expired or deleted. Raises as :meth:`load`.
+        """
+        found = await self._find(session_id, "lookup")
+        if found is MOVED:
+            return _MOVED
+        return _MISS if found is None else Lookup(found)
+
+    async def _find(  # noqa: PLR0911 - one return per way to find no session
+        self, session_id: str | None, method: str
+    ) -> Session[T] | Moved | None:
+        # load's hot path builds no Lookup; MOVED only when the provider found a tombstone.
         self._check_open()
         if session_id is None:
             # The common case of a request without a cookie: no session, not a bug. delete()
             # still refuses None, where silently doing nothing would leave a logout undone.
             return None
-        session_id = _plain_id(session_id, "load")
+        session_id = _plain_id(session_id, method)
         if _ID_PATTERN.fullmatch(session_id) is None:
             return None
         keyring = self._keyring
@@ -313,6 +354,8 @@ class SessionStore(Generic[T]):
         found = await self._provider.load(keys)
         if found is None:
             return None
+        if found is MOVED:
+            return MOVED
         index, record = found
         key = keys[index]
         aad = associated_data(key, record.version, record.deadline_ms, record.inactivity_ms)
@@ -369,7 +412,7 @@ class SessionStore(Generic[T]):
             # Loaded under a previous secret's key name: move it to the current one, atomically
             # (a concurrent load looks under both names in one step).
             moved = await self._provider.regenerate(
-                session._key, key, session._version, record, operation="save"
+                session._key, key, session._version, record, operation="save", tombstone=False
             )
             saved = moved == CREATED
         if not saved:

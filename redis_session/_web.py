@@ -7,12 +7,15 @@ happens then, once). Costs, in Redis commands per request (docs/web.md, "Costs")
 - no session cookie: 0 (nothing is loaded, and an anonymous visitor writes nothing until the
   app stores something in the session);
 - an excluded path: 0, cookie or not (until the app calls ``load_session``);
-- a cookie: 1 load, however often the app reads; plus 1 save if the app changed the data.
+- a cookie: 1 load, however often the app reads; plus 1 save if the app changed the data
+  (the cookie's name sent several times: 1 more load per extra value, only after a miss).
 
 Failures: :class:`~redis_session.StoreUnavailable` from ``begin``, ``finish`` or a helper is
 the adapter's to answer (503 by default) and never turns into "no session": the cookie is left
 alone. A cookie that does not load (expired, revoked, tampered with, written under a forgotten
-secret, or not an id at all) is cleared and never used as an id. A save that loses a race is
+secret, or not an id at all) is cleared and never used as an id; except an id regenerated
+moments ago (a request that raced a login): clearing would drop the login's new cookie, so
+nothing is sent. A save that loses a race is
 merged (``_merge``) and retried; only a real clash, or a session that ended meanwhile, is a
 :class:`~redis_session.SessionConflict` (a late save never brings back a deleted or
 regenerated session: the store's compare-and-set refuses it, and a reload finds nothing).
@@ -29,7 +32,7 @@ import contextlib
 import copy
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -38,7 +41,7 @@ import attrs
 from ._config import SessionConfig
 from ._config_loading import load_config, resolve_config
 from ._cookies import cookie_spec as _cookie_spec
-from ._cookies import id_shaped, session_cookie
+from ._cookies import id_shaped, session_cookies
 from ._errors import SessionConflict, StoreClosed, StoreUnavailable, UsageError
 from ._merge import MergeConflict, merge
 from ._opener import ConfigSource, open_session_store
@@ -63,12 +66,16 @@ Exclude = Callable[[str], bool] | Iterable[str]
 #: pause between tries (full jitter): a hundred concurrent writers of one session get through.
 _SAVE_ATTEMPTS = 64
 _PAUSE_MAX = 0.05
+#: How many values of a cookie name sent several times are tried, in order: each miss costs a
+#: round trip, and a browser legitimately holds two or three (host-only, domain, a sibling's).
+_CANDIDATES = 3
 #: After a failed open, requests fail at once for this long instead of each trying to connect
 #: again: Redis is not hammered (nor the log filled) while it is down, and the app still heals
 #: within this pause of Redis returning.
 _REOPEN_PAUSE = 1.0
 
 _SessionData = dict[str, Any]
+_Store = SessionStore[_SessionData]
 #: An error page must not be cached: the next try may well succeed.
 _TEXT = (("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store"))
 
@@ -254,12 +261,15 @@ class WebSessions:
         in state ``"unavailable"`` instead (for an app that renders a page without it).
         """
         spec = _cookie_spec(self.config, host, secure=self.secure)
-        value = session_cookie(cookie_header, spec.name)
-        if value is None:
+        values = session_cookies(cookie_header, spec.name)
+        if not values:
             ws = WebSession(self, spec, None, "anonymous")
             ws.attach(None)
             return ws
-        ws = WebSession(self, spec, value, "not loaded")
+        # The same name several times (a domain cookie beside a host-only one, Authelia's own
+        # beside the app's): each id-shaped value is tried in order, a few at most.
+        ids = tuple(dict.fromkeys(v for v in values if id_shaped(v)))[:_CANDIDATES]
+        ws = WebSession(self, spec, ids[0] if ids else values[0], "not loaded", ids)
         if not self.excluded(path):
             try:
                 await self.load(ws)
@@ -272,20 +282,34 @@ class WebSessions:
         """Load the session of a request that has not loaded it yet (an excluded path)."""
         if ws.state in ("loaded", "anonymous"):
             return ws
-        value = ws.cookie_value
-        if value is None or not id_shaped(value):
+        if not ws.candidates:
             # Not an id we could have issued: clear it without asking the store.
             ws.attach(None)
             ws.cookie_action = "clear"
             return ws
+        session = None
+        moved = False
         try:
             store = await self.store()
-            session = await store.load(value)
+            # One round trip for the usual single cookie; one more per extra value, only
+            # when the ones before it missed.
+            for candidate in ws.candidates:
+                found = await store.lookup(candidate)
+                session, moved = found.session, moved or found.moved
+                if session is not None:
+                    break
         except StoreUnavailable:
             ws.mark_unavailable()
             raise
         ws.attach(session)
-        if session is None:
+        if session is not None:
+            ws.cookie_value = session.id
+        elif moved:
+            # The id was regenerated moments ago: this request raced a login, whose response
+            # sets the new cookie. Clearing would make the browser drop that new cookie (same
+            # name, Domain and Path), so the cookie is left alone.
+            ws.moved = True
+        else:
             # Expired, revoked, tampered with or under a forgotten secret: the browser must
             # stop sending it, and it is never reused as the id of a new session.
             ws.cookie_action = "clear"
@@ -295,9 +319,12 @@ class WebSessions:
         """Save the session if it changed (or create it if first written); return Set-Cookies.
 
         Call it once, when the response starts. Raises
-        :class:`~redis_session.StoreUnavailable` (answer 503, send no cookie) and
+        :class:`~redis_session.StoreUnavailable` (answer 503) and
         :class:`~redis_session.SessionConflict` (both requests changed the same keys, or the
-        session ended meanwhile: nothing was saved).
+        session ended meanwhile: nothing was saved; also data written by a request that raced
+        a login, which must not start a session that would replace the new cookie). When it
+        raises, :meth:`cookie_headers` still gives what the error response must carry: the new
+        id after a :meth:`login` that succeeded (its old id is dead already), or a clear.
         """
         if ws.finished:
             return []
@@ -306,6 +333,12 @@ class WebSessions:
             session = ws.stored
             if session is None:
                 if ws.data():
+                    if ws.moved:
+                        msg = (
+                            "this request's session was regenerated (a login) while it ran; "
+                            "its changes were not saved"
+                        )
+                        raise SessionConflict(msg)
                     store = await self.store()
                     created = await store.create(ws.data(), domain=ws.cookie.domain)
                     ws.attach(created)
@@ -335,19 +368,34 @@ class WebSessions:
         return False
 
     async def _save(self, ws: WebSession, session: Session[_SessionData]) -> None:
+        async def save(store: _Store, session: Session[_SessionData]) -> Session[_SessionData]:
+            await store.save(session)
+            return session
+
+        ws.attach(await self._merging(ws, session, save))
+
+    async def _merging(
+        self,
+        ws: WebSession,
+        session: Session[_SessionData],
+        write: Callable[[_Store, Session[_SessionData]], Awaitable[Session[_SessionData]]],
+    ) -> Session[_SessionData]:
+        """Write the request's data with ``write`` (a save or a regenerate); merge lost races.
+
+        On :class:`~redis_session.SessionConflict` the session is loaded again, the request's
+        changes (since ``ws`` loaded it) are merged onto it, and ``write`` tries again, a
+        bounded number of times.
+        """
         store = await self.store()
         base, ours = ws.base(), ws.data()
         pause = 0.001
         for attempt in range(_SAVE_ATTEMPTS):
             session.data = ours
             try:
-                await store.save(session)
+                return await write(store, session)
             except SessionConflict:
                 if attempt + 1 == _SAVE_ATTEMPTS:
                     raise
-            else:
-                ws.attach(session)
-                return
             # Full jitter: requests that lost together do not come back together.
             await anyio.sleep(pause * secrets.randbelow(1001) / 1000)
             pause = min(pause * 2, _PAUSE_MAX)
@@ -385,13 +433,21 @@ class WebSessions:
             msg = f"login(remember_me=...) takes True or False, got {type(given).__name__}"
             raise UsageError(msg)
         await self.load(ws)
-        store = await self.store()
         session = ws.stored
+        domain = ws.cookie.domain
         if session is None:
-            new = await store.create(ws.data(), remember_me=remember_me, domain=ws.cookie.domain)
+            store = await self.store()
+            new = await store.create(ws.data(), remember_me=remember_me, domain=domain)
         else:
-            session.data = ws.data()
-            new = await store.regenerate(session, remember_me=remember_me, domain=ws.cookie.domain)
+
+            async def regenerate(
+                store: _Store, session: Session[_SessionData]
+            ) -> Session[_SessionData]:
+                return await store.regenerate(session, remember_me=remember_me, domain=domain)
+
+            # Another request of the browser may have saved meanwhile (a cart, a polling
+            # XHR): merged as the end-of-request save merges, not a failed login.
+            new = await self._merging(ws, session, regenerate)
         ws.attach(new)
         ws.cookie_action = "set"
 

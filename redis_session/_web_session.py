@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from ._cookies import CookieSpec
 from ._errors import StoreUnavailable, UsageError
+from ._merge import same
 from ._store import Session
 
 __all__ = ["SessionState", "WebSession"]
@@ -46,6 +47,7 @@ class WebSession(MutableMapping[str, Any]):
         cookie: CookieSpec,
         cookie_value: str | None,
         state: SessionState,
+        candidates: tuple[str, ...] = (),
     ) -> None:
         # The WebSessions that made it (typed loosely: _web imports this module, not back),
         # so helpers given only a request can find the store.
@@ -53,6 +55,12 @@ class WebSession(MutableMapping[str, Any]):
         #: The cookie this request's host gets, and the value the browser sent (maybe None).
         self.cookie = cookie
         self.cookie_value = cookie_value
+        #: The id-shaped values of the cookie, in the order sent (the name may come several
+        #: times: see ``_cookies.session_cookies``); the load tries them in turn.
+        self.candidates = candidates
+        #: Set when the load missed because the id was regenerated moments ago (a request that
+        #: raced a login): the browser's cookie is left alone and nothing new is created.
+        self.moved = False
         self._state: SessionState = state
         self._session: Session[dict[str, Any]] | None = None
         self._data: dict[str, Any] = {}
@@ -74,8 +82,11 @@ class WebSession(MutableMapping[str, Any]):
 
     @property
     def changed(self) -> bool:
-        """Whether the data differs from what was loaded (or, anonymous, is not empty)."""
-        return self._data != self._base
+        """Whether the data differs from what was loaded (or, anonymous, is not empty).
+
+        By type and value (``_merge.same``): ``True`` written over ``1`` is a change.
+        """
+        return not same(self._data, self._base)
 
     def attach(self, session: Session[dict[str, Any]] | None) -> None:
         """Make ``session`` (or none) the stored session behind this request's data."""

@@ -113,6 +113,8 @@ class Backend:
         if entry is None:
             return {}
         r = entry.record
+        if r is None:
+            return {b"m": b"1"}  # a tombstone, as the Redis provider writes it
         return {
             b"v": r.version,
             b"e": b"%d" % r.deadline_ms,

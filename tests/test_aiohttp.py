@@ -214,10 +214,11 @@ async def test_login_regenerates_and_the_old_id_is_dead(backend: Backend) -> Non
         assert await store.load(planted) is None
         read = await client.get("/read", headers=jar(fresh))
         assert (await read.json())["data"] == {"cart": "book", "user": "ann"}
-        # The fixated id is worthless now: anonymous, and the browser is told to drop it.
+        # The fixated id is worthless now: anonymous. Not cleared just after the login (it
+        # may be a request that raced it; a clear would drop the new cookie): no Set-Cookie.
         old = await client.get("/read", headers=jar(planted))
         assert (await old.json())["state"] == "anonymous"
-        assert cookie_of(old) == ""
+        assert cookie_of(old) is None
     loaded = await store.load(fresh)
     assert loaded is not None
     assert loaded.remember_me

@@ -178,11 +178,12 @@ async def test_example_login_flow(cfg: dict[str, Any]) -> None:
         assert '<p id="remember">yes</p>' in page
         assert 'action="/count"><button id="count-submit"' in page
         assert 'action="/logout"><button id="logout-submit"' in page
-        # The id from before the login no longer loads: cleared, anonymous.
+        # The id from before the login no longer loads: anonymous. Not cleared: within a
+        # minute of the login it is a request that raced it, and a clear would drop the new
+        # cookie (issue 11 review; the regenerate's tombstone says "moved").
         stale = await http.get("/", headers=sent(first))
         assert '<p id="state">anonymous</p>' in stale.text
-        (cleared,) = set_cookie_headers(stale)
-        assert is_clear(cleared)
+        assert set_cookie_headers(stale) == []
         http.cookies.set(NAME, second, domain="example.com")
         out = await http.post("/logout")
         assert out.status_code == 303

@@ -23,7 +23,7 @@ from redis_session import (
 from redis_session._domains import cookie_for, domain_matches, normalize_host
 
 from .chaos.proxy import FaultProxy
-from .store_helpers import Backend
+from .store_helpers import SECRET, Backend
 
 pytestmark = pytest.mark.anyio
 
@@ -346,3 +346,99 @@ async def test_a_refused_switch_keeps_the_old_session(backend: Backend) -> None:
     assert _near(switched.expires_at, dt.datetime.now(dt.UTC) + dt.timedelta(days=7))
     assert await store.load(s.id) is None
     assert await store.load(switched.id) is not None
+
+
+# -- the tombstone a regenerate leaves under the old id (issue 11 review: a request racing a
+# login must be able to tell "moved" from "dead", so the web layer leaves the new cookie alone)
+
+
+async def test_regenerate_leaves_a_tombstone_that_never_loads(backend: Backend) -> None:
+    store = await backend.open()
+    old = await store.create({"cart": "book"})
+    new = await store.regenerate(old)
+    assert await store.load(old.id) is None
+    found = await store.lookup(old.id)
+    assert found.session is None
+    assert found.moved
+    assert backend.fields(old._key) == {b"m": b"1"}  # a marker only: no version, no data
+    fresh = await store.lookup(new.id)
+    assert fresh.session is not None
+    assert fresh.session.data == {"cart": "book"}
+    assert not fresh.moved
+
+
+async def test_unknown_and_deleted_ids_are_not_moved(backend: Backend) -> None:
+    store = await backend.open()
+    gone = await store.create({"a": 1})
+    await store.delete(gone)
+    for sid in (gone.id, "A" * 43, "not an id!", None):
+        found = await store.lookup(sid)
+        assert found.session is None
+        assert not found.moved
+
+
+async def test_a_save_on_the_old_id_conflicts_and_never_revives_it(backend: Backend) -> None:
+    store = await backend.open()
+    old = await store.create({"n": 1})
+    stale = await store.load(old.id)
+    assert stale is not None
+    await store.regenerate(old)
+    stale.data = {"n": 2}
+    with pytest.raises(SessionConflict):
+        await store.save(stale)
+    with pytest.raises(SessionConflict):
+        await store.regenerate(stale)
+    assert await store.update(old.id, lambda d: d.update(n=3)) is None
+    assert await store.load(old.id) is None
+    assert backend.fields(old._key) == {b"m": b"1"}
+
+
+async def test_delete_removes_the_tombstone(backend: Backend) -> None:
+    store = await backend.open()
+    old = await store.create({"n": 1})
+    await store.regenerate(old)
+    await store.delete(old.id)
+    assert backend.fields(old._key) == {}
+    assert not (await store.lookup(old.id)).moved
+
+
+async def test_the_tombstone_lives_a_minute_at_most_and_expires(backend: Backend) -> None:
+    store = await backend.open()
+    old = await store.create({"n": 1})
+    await store.regenerate(old)
+    assert 0 < backend.pttl(old._key) <= 60_000
+    # Never longer than the old session had left: with a one-second idle limit, it is gone
+    # once that second has passed (polled, bounded: no timed assertion).
+    short = await backend.open(expiration=10, inactivity=1)
+    brief = await short.create({"n": 1})
+    await short.regenerate(brief)
+    assert 0 < backend.pttl(brief._key) <= 1_000
+    with anyio.fail_after(10):
+        while (await short.lookup(brief.id)).moved:  # noqa: ASYNC110 - polls the store
+            await anyio.sleep(0.1)
+    assert backend.fields(brief._key) == {}
+
+
+async def test_a_tombstone_under_rotation(backend: Backend) -> None:
+    """previous_secrets: a session under the old secret's key still loads, moves on save, and
+    its regenerated id reads as moved under every key name."""
+    before = await backend.open()
+    s = await before.create({"n": 1})
+    rotated = await backend.open(secret="a-new-secret-" + "x" * 40, previous_secrets=[SECRET])
+    loaded = await rotated.load(s.id)
+    assert loaded is not None
+    assert loaded.data == {"n": 1}
+    loaded.data = {"n": 2}
+    await rotated.save(loaded)  # moves it to the new secret's key name
+    again = await rotated.load(s.id)
+    assert again is not None
+    assert again.data == {"n": 2}
+    new = await rotated.regenerate(again)
+    found = await rotated.lookup(s.id)
+    assert found.session is None
+    assert found.moved
+    loaded_new = await rotated.load(new.id)
+    assert loaded_new is not None
+    assert loaded_new.data == {"n": 2}
+    await rotated.delete(s.id)
+    assert not (await rotated.lookup(s.id)).moved

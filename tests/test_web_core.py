@@ -320,6 +320,114 @@ async def test_login_regenerates_and_switches_kind(backend: Backend) -> None:
         await web.login(ws)
 
 
+async def test_duplicate_cookie_values_are_tried_in_order(backend: Backend) -> None:
+    """The name sent several times: each id-shaped value is tried (3 at most) until one loads;
+    cleared only when none does, and a garbage value among them is skipped without a lookup."""
+    store = await backend.open()
+    s = await store.create({"user": "ann"})
+    web = WebSessions(store)
+    foreign = "A" * 43
+    ws = await web.begin(
+        "/", "h", f"authelia_session=<x>; authelia_session={foreign}; authelia_session={s.id}"
+    )
+    assert ws.state == "loaded"
+    assert ws["user"] == "ann"
+    assert await web.finish(ws) == []
+    # A fourth value is not tried: three misses cost three round trips at most.
+    four = "; ".join(f"authelia_session={c * 43}" for c in "BCD") + f"; authelia_session={s.id}"
+    ws = await web.begin("/", "h", four)
+    assert ws.state == "anonymous"
+    assert await web.finish(ws) == [ws.cookie.clear()]
+    ws = await web.begin("/", "h", f"authelia_session={foreign}; authelia_session={'B' * 43}")
+    assert await web.finish(ws) == [ws.cookie.clear()]
+
+
+async def test_a_request_that_raced_a_login_keeps_its_cookie(backend: Backend) -> None:
+    """The old id right after login: anonymous, no Set-Cookie (a clear would drop the new
+    cookie); a write from it is a conflict, not a new session replacing the login's."""
+    store = await backend.open()
+    s = await store.create({"cart": 1})
+    web = WebSessions(store)
+    login = await web.begin("/login", "h", f"authelia_session={s.id}")
+    await web.login(login)
+    await web.finish(login)
+    racing = await web.begin("/", "h", f"authelia_session={s.id}")
+    assert racing.state == "anonymous"
+    assert await web.finish(racing) == []
+    writing = await web.begin("/", "h", f"authelia_session={s.id}")
+    writing["late"] = 1
+    with pytest.raises(SessionConflict, match="regenerated"):
+        await web.finish(writing)
+    assert len(backend.keys()) == 2  # the new session and the old id's tombstone, nothing else
+    # Once the old id is gone for good (deleted here), it is cleared as any unknown id.
+    await store.delete(s.id)
+    gone = await web.begin("/", "h", f"authelia_session={s.id}")
+    assert await web.finish(gone) == [gone.cookie.clear()]
+
+
+async def test_login_merges_a_save_that_won_the_race(backend: Backend) -> None:
+    """Another request saved after the login request loaded: the login merges, no 409."""
+    store = await backend.open()
+    s = await store.create({"cart": 1})
+    web = WebSessions(store)
+    login = await web.begin("/login", "h", f"authelia_session={s.id}")
+    other = await web.begin("/", "h", f"authelia_session={s.id}")
+    other["seen"] = 1
+    await web.finish(other)
+    login["user"] = "ann"
+    await web.login(login)
+    new = login.stored
+    assert new is not None
+    loaded = await store.load(new.id)
+    assert loaded is not None
+    assert loaded.data == {"cart": 1, "seen": 1, "user": "ann"}
+    # A real clash still fails the login, and the old id keeps working.
+    s2 = await store.create({"role": "guest"})
+    first = await web.begin("/login", "h", f"authelia_session={s2.id}")
+    rival = await web.begin("/", "h", f"authelia_session={s2.id}")
+    rival["role"] = "admin"
+    await web.finish(rival)
+    first["role"] = "user"
+    with pytest.raises(SessionConflict, match="'role'"):
+        await web.login(first)
+    assert await store.load(s2.id) is not None
+
+
+async def test_cookie_headers_after_a_failed_finish_carry_the_login(backend: Backend) -> None:
+    """login() succeeded, the end save fails: the error response can still set the new id."""
+    store = await backend.open()
+    s = await store.create({"k": 0})
+    web = WebSessions(store)
+    ws = await web.begin("/login", "h", f"authelia_session={s.id}")
+    await web.login(ws)
+    new = ws.stored
+    assert new is not None
+    rival = await store.load(new.id)
+    assert rival is not None
+    rival.data = {"k": 1}
+    await store.save(rival)
+    ws["k"] = 2
+    with pytest.raises(SessionConflict):
+        await web.finish(ws)
+    (header,) = web.cookie_headers(ws)
+    assert header.startswith(f"authelia_session={new.id};")
+
+
+def test_a_change_of_type_is_a_change() -> None:
+    """True over 1, 1.0 over 1: changes (stored differently); a tuple over a list too (one
+    save more at worst: it is stored as a list)."""
+    assert changed_keys(
+        {"a": 1, "b": 1, "c": [1], "d": {"x": 1}},
+        {"a": True, "b": 1.0, "c": (1,), "d": {"x": True}},
+    ) == {"a", "b", "c", "d"}
+    assert changed_keys({"a": [1, {"x": "y"}]}, {"a": [1, {"x": "y"}]}) == set()
+    nan = float("nan")
+    assert changed_keys({"a": nan}, {"a": nan}) == set()  # the very object: unchanged
+    with pytest.raises(MergeConflict):
+        merge({"a": 1}, {"a": True}, {"a": 1.0})
+    assert merge({"a": 1}, {"a": True}, {"a": 1}) == {"a": True}
+
+
 async def test_login_of_anonymous_creates(backend: Backend) -> None:
     """An anonymous login creates a session of the requested kind."""
     store = await backend.open()
