@@ -589,13 +589,14 @@ async def test_helpers_refuse_a_request_without_the_middleware() -> None:
 
 
 async def test_websocket_sees_the_handshake_session(cfg: dict[str, Any]) -> None:
-    """A WebSocket connection gets the session of its handshake, loaded, never saved."""
+    """A WebSocket connection gets the session of its handshake, loaded, read-only."""
     seen: dict[str, Any] = {}
 
     async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             seen.update(state=session_state(scope), data=dict(scope["session"]))
-            scope["session"]["ignored"] = True
+            with pytest.raises(UsageError, match="read-only"):  # never saved: refused
+                scope["session"]["ignored"] = True
         else:
             await Starlette(routes=ROUTES)(scope, receive, send)
 
