@@ -10,12 +10,13 @@ Each HTTP request gets ``scope["session"]``, a mutable mapping of the session's 
 Starlette's and FastAPI's ``request.session`` work as they do with Starlette's own middleware.
 It is loaded before the app runs when the request carries the session cookie (one round trip;
 none without a cookie, none on an excluded path) and saved when the app starts its response,
-once, only if it changed; the cookie follows the configuration (docs/web.md). The helpers
+once, only if it changed, and never for a 5xx or an app that raised; the cookie follows the
+configuration, and a response carrying it is made private to caches (docs/web.md). The helpers
 :func:`login`, :func:`logout`, :func:`load_session` and :func:`session_state` take a request
 object (anything with a ``scope``) or the scope itself.
 
 No web framework is imported here. WebSocket connections see the session of their handshake
-request, read-only (a WebSocket cannot set a cookie).
+request, read-only: a write raises (a WebSocket cannot set a cookie, and nothing saves it).
 """
 
 from __future__ import annotations
@@ -101,10 +102,10 @@ class SessionMiddleware:
 
     ``cfg`` is anything :func:`~redis_session.open_session_store` accepts (a
     :class:`~redis_session.SessionConfig`, a mapping, a YAML file's path): the middleware
-    opens the store at the ASGI lifespan's startup (or at the first request that needs it, if
-    the server sends no lifespan, or if Redis was down then) and closes it at shutdown. Or
-    ``cfg`` is an open :class:`~redis_session.SessionStore` of ``dict`` data, which stays
-    the caller's to close.
+    opens the store at each ASGI lifespan's startup (or at the first request that needs it, if
+    the server sends no lifespan, or if Redis was down then) and closes it at that lifespan's
+    shutdown. Or ``cfg`` is an open :class:`~redis_session.SessionStore` of ``dict`` data,
+    which stays the caller's to close (the middleware never closes it).
 
     ``secure=False`` drops the cookie's ``Secure`` attribute: only for plain-http
     development. ``exclude``: path prefixes (or a function of the path) whose requests do
@@ -334,7 +335,7 @@ def _adopt(scope: Scope, ws: WebSession) -> None:
         ws.clear()  # a framework's way of removing the session (Litestar: Empty)
 
 
-def _session(request: Any, method: str) -> WebSession:
+def _session(request: Any, method: str, *, http_only: bool = False) -> WebSession:
     scope = request if isinstance(request, Mapping) else getattr(request, "scope", None)
     ws = scope.get(_SCOPE_KEY) if isinstance(scope, Mapping) else None
     if not isinstance(ws, WebSession):
@@ -342,6 +343,9 @@ def _session(request: Any, method: str) -> WebSession:
             f"{method}() takes a request (or ASGI scope) that went through "
             "redis_session.asgi.SessionMiddleware; this one did not"
         )
+        raise UsageError(msg)
+    if http_only and isinstance(scope, Mapping) and scope.get("type") == "websocket":
+        msg = f"{method}() on a WebSocket: no cookie can be set there; do it in an HTTP request"
         raise UsageError(msg)
     return ws
 
@@ -375,14 +379,14 @@ async def login(request: Any, *, remember_me: bool = False) -> None:
     ``remember_me``, no inactivity limit) or a plain one as ``remember_me`` says. An anonymous
     request gets a new session. The response carries the new cookie.
     """
-    ws = _session(request, "login")
+    ws = _session(request, "login", http_only=True)
     manager = _owner(ws)
     await manager.login(ws, remember_me=remember_me)
 
 
 async def logout(request: Any) -> None:
     """Delete the request's session (no concurrent save can revive it) and expire the cookie."""
-    ws = _session(request, "logout")
+    ws = _session(request, "logout", http_only=True)
     manager = _owner(ws)
     await manager.logout(ws)
 

@@ -598,6 +598,9 @@ async def test_websocket_sees_the_handshake_session(cfg: dict[str, Any]) -> None
             seen.update(state=session_state(scope), data=dict(scope["session"]))
             with pytest.raises(UsageError, match="read-only"):  # never saved: refused
                 scope["session"]["ignored"] = True
+            for helper in (login, logout):
+                with pytest.raises(UsageError, match="WebSocket"):  # no cookie can go out
+                    await helper(scope)
         else:
             await Starlette(routes=ROUTES)(scope, receive, send)
 
