@@ -32,7 +32,7 @@ import contextlib
 import copy
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -52,7 +52,10 @@ __all__ = [
     "Exclude",
     "PlainResponse",
     "WebSessions",
+    "cache_headers",
+    "check_choice",
     "conflict_response",
+    "finish_response",
     "unavailable_response",
 ]
 
@@ -114,16 +117,109 @@ def _exclusion(exclude: Exclude) -> Callable[[str], bool]:
     if isinstance(exclude, str):
         # A lone string would be iterated character by character: "/static" would exclude "/".
         exclude = (exclude,)
-    prefixes = tuple(p.rstrip("/") for p in exclude)
-    for p in prefixes:
-        if not p.startswith("/"):
-            msg = f"exclude: a path prefix starts with '/', got {p!r}"
+    given: object = exclude  # callers ignore the annotation (exclude=settings.get(...)): check
+    if not isinstance(given, Iterable) or isinstance(given, bytes | Mapping):
+        msg = (
+            "exclude takes path prefixes (a list of str such as ['/static']) or a function of "
+            f"the path, got {type(given).__name__}"
+        )
+        raise UsageError(msg)
+    prefixes: list[str] = []
+    for p in given:
+        if not isinstance(p, str):
+            msg = f"exclude: a path prefix is a str such as '/static', got {type(p).__name__}"
             raise UsageError(msg)
+        if not p.rstrip("/").startswith("/"):  # "/" alone would exclude every path
+            msg = f"exclude: a path prefix starts with '/' and is not '/' alone, got {p!r}"
+            raise UsageError(msg)
+        if any(c in p for c in "*?["):
+            # Taken literally, "/static/*" would exclude nothing, silently.
+            msg = (
+                f"exclude: {p!r} looks like a glob; exclude takes path prefixes "
+                "('/static' covers /static/app.css) or a function of the path"
+            )
+            raise UsageError(msg)
+        prefixes.append(p.rstrip("/"))
 
     def excluded(path: str) -> bool:
         return any(path == p or path.startswith(p + "/") for p in prefixes)
 
     return excluded
+
+
+def check_choice(option: str, value: object, word: str) -> None:
+    """Refuse an ``on_unavailable``/``on_conflict`` value other than None, ``word`` or a function.
+
+    At construction: a misspelled word would otherwise surface only during an outage (or
+    silently mean the default).
+    """
+    if value is None or value == word or callable(value):
+        return
+    msg = f"{option} takes None (the default answer), {word!r} or a function; got {value!r}"
+    raise UsageError(msg)
+
+
+def _check_same_site(cfg: SessionConfig, *, secure: bool) -> None:
+    """Refuse ``SameSite=None`` without ``Secure``: browsers drop such a cookie outright."""
+    if secure:
+        return
+    places = []
+    if cfg.same_site == "none":
+        places.append("session.same_site")
+    places += [
+        f"session.cookies[{i}].same_site ({entry.domain})"
+        for i, entry in enumerate(cfg.cookies)
+        if entry.same_site == "none" or (entry.same_site is None and cfg.same_site == "none")
+    ]
+    if places:
+        msg = (
+            f"{', '.join(places)} is 'none' but secure=False: browsers reject a SameSite=None "
+            "cookie without Secure, so no session would stick; use 'lax' or 'strict' for "
+            "plain-http development, or keep secure=True"
+        )
+        raise UsageError(msg)
+
+
+async def finish_response(sessions: WebSessions, ws: WebSession, status: int) -> list[str]:
+    """Save the session as a response of ``status`` starts; return its ``Set-Cookie`` values.
+
+    A 5xx response saves nothing: the app failed (or a framework's error page stands for an
+    exception), and its half-done changes must not be stored. The cookie still follows what
+    already happened in the store (a login's new id, a logout's clear). Nothing the second
+    time (the session was finished already).
+    """
+    if ws.finished:
+        return []
+    if status < 500:
+        return await sessions.finish(ws)
+    ws.finished = True
+    return sessions.cookie_headers(ws)
+
+
+def cache_headers(
+    ws: WebSession, cookies: list[str], cache_control: str | None, vary: str | None
+) -> dict[str, str]:
+    """Return the ``Cache-Control``/``Vary`` values that replace the response's own.
+
+    A response carrying the session's ``Set-Cookie`` must never reach a shared cache (a CDN
+    would hand the same session id to every visitor): ``public`` and ``s-maxage`` are
+    dropped and ``private`` added, as Rails and ASP.NET do; the app's other directives stay
+    (a browser's own cache serves one user). A response made with the session read from the
+    store gets ``Vary: Cookie`` (as Django's session middleware adds it).
+    """
+    out: dict[str, str] = {}
+    if cookies:
+        kept = [
+            d
+            for d in (part.strip() for part in (cache_control or "").split(","))
+            if d and d.split("=", 1)[0].strip().lower() not in ("public", "private", "s-maxage")
+        ]
+        out["cache-control"] = ", ".join(["private", *kept])
+    if cookies or (ws.cookie_value is not None and ws.state != "not loaded"):
+        names = {v.strip().lower() for v in (vary or "").split(",")}
+        if not names & {"cookie", "*"}:
+            out["vary"] = f"{vary}, Cookie" if vary and vary.strip() else "Cookie"
+    return out
 
 
 class WebSessions:
@@ -169,6 +265,7 @@ class WebSessions:
         self._source = source
         #: The configuration (resolved): cookie rules and durations.
         self.config: SessionConfig = cfg
+        _check_same_site(cfg, secure=secure)
         self.secure = secure
         self.excluded = _exclusion(exclude)
         self._opening: asyncio.Future[SessionStore[_SessionData]] | None = None
@@ -181,7 +278,15 @@ class WebSessions:
     # -- the store --
 
     async def start(self) -> None:
-        """Open the store now if possible (at app start-up); Redis being down is not an error."""
+        """Open the store now if possible (at app start-up); Redis being down is not an error.
+
+        Each start-up after an :meth:`aclose` (the next lifespan cycle of the same app, as
+        test clients run one per test) opens a fresh store: a closed one is never reused.
+        Any other failure of the open (a configuration Redis refuses) is raised, for the
+        adapter to fail the start-up with.
+        """
+        self._closed = False
+        self._retry_at = 0.0  # a new start-up tries at once
         # Said once by _open; the next request that needs a session tries again.
         with contextlib.suppress(StoreUnavailable):
             await self.store()
@@ -233,7 +338,14 @@ class WebSessions:
         return store
 
     async def aclose(self) -> None:
-        """Close the store if this object opened it; a store passed in is left open."""
+        """Close the store if this object opened it; a store passed in is left open.
+
+        A store passed in stays in use (requests after an app's shutdown still work with
+        it); an owned one is gone, and requests fail with
+        :class:`~redis_session.StoreClosed` until :meth:`start` opens a new one.
+        """
+        if not self._owned:
+            return
         self._closed = True
         opening, self._opening = self._opening, None
         if opening is not None:

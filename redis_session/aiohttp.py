@@ -37,7 +37,16 @@ from aiohttp import hdrs, web
 from ._errors import SessionConflict, StoreUnavailable, UsageError
 from ._opener import ConfigSource
 from ._store import SessionStore
-from ._web import Exclude, PlainResponse, WebSessions, conflict_response, unavailable_response
+from ._web import (
+    Exclude,
+    PlainResponse,
+    WebSessions,
+    cache_headers,
+    check_choice,
+    conflict_response,
+    finish_response,
+    unavailable_response,
+)
 from ._web_session import SessionState, WebSession
 
 if TYPE_CHECKING:
@@ -123,6 +132,8 @@ def setup(
     if _SESSIONS in app:
         msg = "setup(app, ...) was already called for this app: one session layer per app"
         raise UsageError(msg)
+    check_choice("on_unavailable", on_unavailable, "continue")
+    check_choice("on_conflict", on_conflict, "raise")
     adapter = _Adapter(
         WebSessions(cfg, secure=secure, exclude=exclude),
         unavailable=on_unavailable if callable(on_unavailable) else _default_unavailable,
@@ -174,7 +185,7 @@ class _Adapter:
             except web.HTTPException as exc:
                 # A raised response (the redirect after a login) carries the cookie too.
                 if not request.get(_STARTED_KEY, False):
-                    _add_cookies(exc.headers, await sessions.finish(ws))
+                    _add_cookies(exc.headers, ws, await finish_response(sessions, ws, exc.status))
                 raise
             except BaseException:
                 # The handler failed (or the client left): its changes are not saved, and
@@ -182,7 +193,8 @@ class _Adapter:
                 ws.finished = True
                 raise
             if not response.prepared:
-                _add_cookies(response.headers, await sessions.finish(ws))
+                cookies = await finish_response(sessions, ws, response.status)
+                _add_cookies(response.headers, ws, cookies)
         except StoreUnavailable as exc:
             # From the save, or from a helper in the handler (load_session, login, logout):
             # a 503, never a logout; the cookie is left as it was.
@@ -206,7 +218,8 @@ class _Adapter:
         # before its headers go out. From here on no other response can take its place
         # (see _abandoned), even if the save fails and prepare() raises.
         request[_STARTED_KEY] = True
-        _add_cookies(response.headers, await self.sessions.finish(ws))
+        cookies = await finish_response(self.sessions, ws, response.status)
+        _add_cookies(response.headers, ws, cookies)
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
         """Open the store at start-up (Redis down is no reason not to start), close it after."""
@@ -233,7 +246,14 @@ def _abandoned(request: web.Request) -> bool:
     return True
 
 
-def _add_cookies(headers: CIMultiDict[str], cookies: list[str]) -> None:
+def _add_cookies(headers: CIMultiDict[str], ws: WebSession, cookies: list[str]) -> None:
+    def joined(name: str) -> str | None:
+        values = headers.getall(name, ())
+        return ", ".join(values) if values else None
+
+    replace = cache_headers(ws, cookies, joined(hdrs.CACHE_CONTROL), joined(hdrs.VARY))
+    for name, value in replace.items():
+        headers[name] = value  # replaces every field of that name
     for cookie in cookies:
         headers.add(hdrs.SET_COOKIE, cookie)
 

@@ -10,24 +10,34 @@ Each HTTP request gets ``scope["session"]``, a mutable mapping of the session's 
 Starlette's and FastAPI's ``request.session`` work as they do with Starlette's own middleware.
 It is loaded before the app runs when the request carries the session cookie (one round trip;
 none without a cookie, none on an excluded path) and saved when the app starts its response,
-once, only if it changed; the cookie follows the configuration (docs/web.md). The helpers
+once, only if it changed, and never for a 5xx or an app that raised; the cookie follows the
+configuration, and a response carrying it is made private to caches (docs/web.md). The helpers
 :func:`login`, :func:`logout`, :func:`load_session` and :func:`session_state` take a request
 object (anything with a ``scope``) or the scope itself.
 
 No web framework is imported here. WebSocket connections see the session of their handshake
-request, read-only (a WebSocket cannot set a cookie).
+request, read-only: a write raises (a WebSocket cannot set a cookie, and nothing saves it).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from typing import Any, Literal
 
 from ._errors import SessionConflict, StoreUnavailable, UsageError
 from ._opener import ConfigSource
 from ._store import SessionStore
-from ._web import Exclude, PlainResponse, WebSessions, conflict_response, unavailable_response
+from ._web import (
+    Exclude,
+    PlainResponse,
+    WebSessions,
+    cache_headers,
+    check_choice,
+    conflict_response,
+    finish_response,
+    unavailable_response,
+)
 from ._web_session import SessionState, WebSession
 
 __all__ = ["SessionMiddleware", "SessionState", "load_session", "login", "logout", "session_state"]
@@ -92,10 +102,10 @@ class SessionMiddleware:
 
     ``cfg`` is anything :func:`~redis_session.open_session_store` accepts (a
     :class:`~redis_session.SessionConfig`, a mapping, a YAML file's path): the middleware
-    opens the store at the ASGI lifespan's startup (or at the first request that needs it, if
-    the server sends no lifespan, or if Redis was down then) and closes it at shutdown. Or
-    ``cfg`` is an open :class:`~redis_session.SessionStore` of ``dict`` data, which stays
-    the caller's to close.
+    opens the store at each ASGI lifespan's startup (or at the first request that needs it, if
+    the server sends no lifespan, or if Redis was down then) and closes it at that lifespan's
+    shutdown. Or ``cfg`` is an open :class:`~redis_session.SessionStore` of ``dict`` data,
+    which stays the caller's to close (the middleware never closes it).
 
     ``secure=False`` drops the cookie's ``Secure`` attribute: only for plain-http
     development. ``exclude``: path prefixes (or a function of the path) whose requests do
@@ -122,6 +132,8 @@ class SessionMiddleware:
         on_unavailable: ErrorHandler | Literal["continue"] | None = None,
     ) -> None:
         self.app = app
+        check_choice("on_unavailable", on_unavailable, "continue")
+        check_choice("on_conflict", on_conflict, "raise")
         #: The framework-neutral session layer: the store and the cookie rules.
         self.sessions = WebSessions(cfg, secure=secure, exclude=exclude)
         self._continue = on_unavailable == "continue"
@@ -143,7 +155,11 @@ class SessionMiddleware:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
-            scope["session"] = scope[_SCOPE_KEY] = await self._begin(scope, unavailable_ok=True)
+            ws = scope[_SCOPE_KEY] = await self._begin(scope, unavailable_ok=True)
+            # A WebSocket sets no cookie and its session is never saved: the handshake's
+            # session, read-only (writes raise rather than vanish); login/logout refuse too.
+            ws.finished = True
+            scope["session"] = _ReadOnlySession(ws)
             await self.app(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -159,19 +175,40 @@ class SessionMiddleware:
         )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def receive_startup() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                # Redis down is no reason to refuse to start: said once, retried on demand.
+        # The start-up message is taken here, before the app sees it: a store that cannot
+        # open for any reason but Redis being down (which is no reason to refuse to start)
+        # fails the start-up with a message, instead of an error raised out of the app's
+        # receive() that a framework may never answer (the server would wait for ever).
+        first = await receive()
+        if first["type"] == "lifespan.startup":
+            try:
                 await self.sessions.start()
-            return message
+            except Exception as exc:  # noqa: BLE001 - any cause: the server must hear of it
+                # The error's message is the news; a traceback would bury it.
+                logger.error("session store could not be opened at start-up: %s", exc)  # noqa: TRY400
+                message = f"redis_session: the session store could not be opened: {exc}"
+                await send({"type": "lifespan.startup.failed", "message": message})
+                return
+        pending: Message | None = first
 
-        async def send_shutdown(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.sessions.aclose()
+        async def receive_rest() -> Message:
+            nonlocal pending
+            if pending is not None:
+                message, pending = pending, None
+                return message
+            return await receive()
+
+        async def send_and_close(message: Message) -> None:
+            # The app's start-up failing means no shutdown will come: close now as well.
+            if message["type"] in _LIFESPAN_ENDS:
+                try:
+                    await self.sessions.aclose()
+                finally:
+                    await send(message)
+                return
             await send(message)
 
-        await self.app(scope, receive_startup, send_shutdown)
+        await self.app(scope, receive_rest, send_and_close)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -189,7 +226,7 @@ class SessionMiddleware:
             if message["type"] == "http.response.start" and not started:
                 _adopt(scope, ws)
                 try:
-                    cookies = await self.sessions.finish(ws)
+                    cookies = await finish_response(self.sessions, ws, message.get("status", 200))
                 except StoreUnavailable as exc:
                     replaced = True
                     await self._on_unavailable(exc)(scope, receive, send)
@@ -201,10 +238,7 @@ class SessionMiddleware:
                     await self._on_conflict(exc)(scope, receive, send)
                     return
                 started = True
-                if cookies:
-                    headers = list(message.get("headers", ()))
-                    headers += [(b"set-cookie", c.encode("latin-1")) for c in cookies]
-                    message = {**message, "headers": headers}
+                message = {**message, "headers": _headers(message, ws, cookies)}
             await send(message)
 
         try:
@@ -218,8 +252,76 @@ class SessionMiddleware:
             if started or replaced or self._raise_conflict:
                 raise
             await self._on_conflict(exc)(scope, receive, send)
+        except BaseException:
+            # The app failed before its response started: its changes are not saved, nor by
+            # an error page an outer layer makes of the error (a 5xx, refused anyway).
+            ws.finished = True
+            raise
         else:
             self.sessions.changed_after_finish(ws)
+
+
+#: The lifespan messages after which the server sends nothing more: the store closes.
+_LIFESPAN_ENDS = frozenset(
+    ("lifespan.startup.failed", "lifespan.shutdown.complete", "lifespan.shutdown.failed")
+)
+
+
+def _headers(message: Message, ws: WebSession, cookies: list[str]) -> list[tuple[bytes, bytes]]:
+    """Return the response start's headers with the cookies and the cache rules they need."""
+    headers = list(message.get("headers", ()))
+
+    def joined(name: bytes) -> str | None:
+        values = [v.decode("latin-1") for k, v in headers if k.lower() == name]
+        return ", ".join(values) if values else None
+
+    replace = cache_headers(ws, cookies, joined(b"cache-control"), joined(b"vary"))
+    if replace:
+        names = {n.encode() for n in replace}
+        headers = [(k, v) for k, v in headers if k.lower() not in names]
+        headers += [(n.encode(), v.encode("latin-1")) for n, v in replace.items()]
+    headers += [(b"set-cookie", c.encode("latin-1")) for c in cookies]
+    return headers
+
+
+class _ReadOnlySession(MutableMapping[str, Any]):
+    """A WebSocket's session: its handshake's data, read-only.
+
+    Nothing could save a write: no cookie goes out on a WebSocket, and no response start
+    comes to save at. So writes raise instead of vanishing.
+    """
+
+    def __init__(self, ws: WebSession) -> None:
+        #: The session behind the view.
+        self.ws = ws
+
+    def __getitem__(self, key: str) -> Any:
+        return self.ws[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ws)
+
+    def __len__(self) -> int:
+        return len(self.ws)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.ws
+
+    def _refuse(self) -> UsageError:
+        return UsageError(
+            "a WebSocket's session is read-only: a WebSocket cannot set a cookie and its "
+            "session is never saved; change it in an HTTP request, or with "
+            "store.update(session_id, ...)"
+        )
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise self._refuse()
+
+    def __delitem__(self, key: str) -> None:
+        raise self._refuse()
+
+    def __repr__(self) -> str:
+        return f"<read-only {self.ws!r}>"
 
 
 def _adopt(scope: Scope, ws: WebSession) -> None:
@@ -233,7 +335,7 @@ def _adopt(scope: Scope, ws: WebSession) -> None:
         ws.clear()  # a framework's way of removing the session (Litestar: Empty)
 
 
-def _session(request: Any, method: str) -> WebSession:
+def _session(request: Any, method: str, *, http_only: bool = False) -> WebSession:
     scope = request if isinstance(request, Mapping) else getattr(request, "scope", None)
     ws = scope.get(_SCOPE_KEY) if isinstance(scope, Mapping) else None
     if not isinstance(ws, WebSession):
@@ -241,6 +343,9 @@ def _session(request: Any, method: str) -> WebSession:
             f"{method}() takes a request (or ASGI scope) that went through "
             "redis_session.asgi.SessionMiddleware; this one did not"
         )
+        raise UsageError(msg)
+    if http_only and isinstance(scope, Mapping) and scope.get("type") == "websocket":
+        msg = f"{method}() on a WebSocket: no cookie can be set there; do it in an HTTP request"
         raise UsageError(msg)
     return ws
 
@@ -259,7 +364,11 @@ async def load_session(request: Any) -> MutableMapping[str, Any]:
     """
     ws = _session(request, "load_session")
     manager = _owner(ws)
-    return await manager.load(ws)
+    await manager.load(ws)
+    scope = request if isinstance(request, Mapping) else request.scope
+    view = scope.get("session")
+    # A WebSocket's session stays the read-only view of it.
+    return view if isinstance(view, _ReadOnlySession) and view.ws is ws else ws
 
 
 async def login(request: Any, *, remember_me: bool = False) -> None:
@@ -270,14 +379,14 @@ async def login(request: Any, *, remember_me: bool = False) -> None:
     ``remember_me``, no inactivity limit) or a plain one as ``remember_me`` says. An anonymous
     request gets a new session. The response carries the new cookie.
     """
-    ws = _session(request, "login")
+    ws = _session(request, "login", http_only=True)
     manager = _owner(ws)
     await manager.login(ws, remember_me=remember_me)
 
 
 async def logout(request: Any) -> None:
     """Delete the request's session (no concurrent save can revive it) and expire the cookie."""
-    ws = _session(request, "logout")
+    ws = _session(request, "logout", http_only=True)
     manager = _owner(ws)
     await manager.logout(ws)
 

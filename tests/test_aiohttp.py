@@ -9,6 +9,7 @@ middleware sends is checked exactly (a jar would also hide ``Secure`` cookies ov
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -182,7 +183,8 @@ async def test_cookie_name_and_domain_from_the_matching_entry(backend: Backend) 
             {
                 "domain": "example.com",
                 "name": "ex_session",
-                "same_site": "none",
+                # Not "none": SameSite=None without Secure is refused (browsers drop it).
+                "same_site": "strict",
                 "authelia_url": "https://auth.example.com",
             }
         ]
@@ -193,7 +195,7 @@ async def test_cookie_name_and_domain_from_the_matching_entry(backend: Backend) 
         attrs = attributes(header)
         assert header.startswith("ex_session=")
         assert attrs["domain"] == "example.com"
-        assert attrs["samesite"] == "None"
+        assert attrs["samesite"] == "Strict"
         assert "secure" not in attrs  # secure=False: plain-http development
 
 
@@ -669,3 +671,119 @@ async def test_sub_apps_share_the_parents_sessions(backend: Backend) -> None:
     loaded = await store.load(sid)
     assert loaded is not None
     assert loaded.data == {"user": "ann", "sub": "yes"}
+
+
+# -- start-up/cleanup cycles, 5xx, caching, option checks (issue 11 review) --
+
+
+async def test_each_start_up_opens_a_fresh_store(backend: Backend) -> None:
+    """The same app started and cleaned up three times: each run serves sessions."""
+    app = build_app(backend.config())
+    stores = []
+    for n in range(3):
+        async with serve(app) as client:
+            sid = await new_session(client, a=str(n))
+            response = await client.get("/read", headers=jar(sid))
+            assert (await response.json())["data"] == {"a": str(n)}
+            stores.append(await app[LAYER].store())
+    assert len({id(s) for s in stores}) == 3  # never a closed store reused
+
+
+async def test_a_store_passed_in_serves_every_run(backend: Backend) -> None:
+    """A store given to setup() is never closed by a cleanup, so a later run still works."""
+    store = await backend.open()
+    try:
+        app = build_app(store)
+        for _ in range(2):
+            async with serve(app) as client:
+                await new_session(client, a="1")
+    finally:
+        await store.aclose()
+
+
+async def test_a_failed_open_fails_the_start_up(redis: RedisProcess, tmp_path: Path) -> None:
+    """A store that cannot open (its config file is gone) fails the start-up, not a hang."""
+    path = tmp_path / "cfg.yml"
+    section = {"secret": SECRET, "redis": redis.redis_section()}
+    path.write_text(json.dumps({"session": section}), encoding="utf-8")  # YAML reads JSON
+    app = build_app(str(path))
+    path.unlink()
+    with anyio.fail_after(10), pytest.raises(Exception, match=r"cfg\.yml"):
+        async with TestServer(app):
+            pass
+
+
+async def test_a_5xx_response_saves_nothing(backend: Backend) -> None:
+    """A 500 returned or raised as an HTTPException does not save the handler's changes."""
+    routes = web.RouteTableDef()
+
+    @routes.get("/returned")
+    async def returned(request: web.Request) -> web.Response:
+        (await load_session(request))["half"] = "done"
+        return web.Response(status=500, text="failed")
+
+    @routes.get("/raised")
+    async def raised(request: web.Request) -> web.Response:
+        (await load_session(request))["half"] = "done"
+        raise web.HTTPServiceUnavailable
+
+    @routes.post("/set")
+    async def set_(request: web.Request) -> web.Response:
+        (await load_session(request))["a"] = "1"
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.add_routes(routes)
+    sessions = setup(app, backend.config())
+    async with serve(app) as client:
+        sid = await new_session(client)
+        for path in ("/returned", "/raised"):
+            response = await client.get(path, headers=jar(sid))
+            assert response.status >= 500
+            assert cookie_of(response) is None
+        assert cookie_of(await client.get("/returned")) is None  # no session created
+        session = await (await sessions.store()).load(sid)
+    assert session is not None
+    assert session.data == {"a": "1"}
+
+
+async def test_a_response_with_the_session_cookie_is_private(backend: Backend) -> None:
+    """Set-Cookie makes the response private (public, s-maxage gone); a read one varies."""
+    routes = web.RouteTableDef()
+
+    @routes.get("/cached")
+    async def cached(request: web.Request) -> web.Response:
+        if "w" in request.query:
+            (await load_session(request))["seen"] = "1"
+        headers = {"Cache-Control": "public, max-age=600, s-maxage=60", "Vary": "Accept"}
+        return web.Response(text="page", headers=headers)
+
+    app = web.Application()
+    app.add_routes(routes)
+    setup(app, backend.config())
+    async with serve(app) as client:
+        new = await client.get("/cached", params={"w": "1"})
+        sid = cookie_of(new)
+        assert sid
+        assert new.headers["Cache-Control"] == "private, max-age=600"
+        assert new.headers["Vary"] == "Accept, Cookie"
+        read_only = await client.get("/cached", headers=jar(sid))
+        assert cookie_of(read_only) is None
+        assert read_only.headers["Cache-Control"] == "public, max-age=600, s-maxage=60"
+        assert read_only.headers["Vary"] == "Accept, Cookie"
+        assert (await client.get("/cached")).headers["Vary"] == "Accept"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"on_unavailable": "contniue"}, "on_unavailable"),
+        ({"on_conflict": "continue"}, "on_conflict"),
+        ({"exclude": None}, "exclude"),
+        ({"exclude": ["/static/*"]}, "exclude"),
+    ],
+)
+def test_bad_options_are_refused_by_setup(options: dict[str, Any], named: str) -> None:
+    """setup() checks every option, naming it: a typo never silently means the default."""
+    with pytest.raises(UsageError, match=named):
+        setup(web.Application(), {"secret": SECRET}, **options)

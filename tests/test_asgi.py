@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 import yaml
 from fastapi import FastAPI
@@ -590,13 +591,17 @@ async def test_helpers_refuse_a_request_without_the_middleware() -> None:
 
 
 async def test_websocket_sees_the_handshake_session(cfg: dict[str, Any]) -> None:
-    """A WebSocket connection gets the session of its handshake, loaded, never saved."""
+    """A WebSocket connection gets the session of its handshake, loaded, read-only."""
     seen: dict[str, Any] = {}
 
     async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             seen.update(state=session_state(scope), data=dict(scope["session"]))
-            scope["session"]["ignored"] = True
+            with pytest.raises(UsageError, match="read-only"):  # never saved: refused
+                scope["session"]["ignored"] = True
+            for helper in (login, logout):
+                with pytest.raises(UsageError, match="WebSocket"):  # no cookie can go out
+                    await helper(scope)
         else:
             await Starlette(routes=ROUTES)(scope, receive, send)
 
@@ -683,3 +688,141 @@ async def test_change_after_the_response_started_is_not_saved(
         assert session.data == {"a": "1"}
     finally:
         await mw.aclose()
+
+
+# -- lifespan cycles, failed start-up, 5xx, caching, option checks (issue 11 review) --
+
+
+async def lifespan_answer(app: Any) -> tuple[dict[str, Any], asyncio.Task[None]]:
+    """Send ``lifespan.startup``; return the app's answer (bounded, never a hang) and its task."""
+    to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    task = asyncio.ensure_future(app(scope, to_app.get, from_app.put))
+    await to_app.put({"type": "lifespan.startup"})
+    return await asyncio.wait_for(from_app.get(), 10), task
+
+
+async def test_each_lifespan_cycle_opens_a_fresh_store(cfg: dict[str, Any]) -> None:
+    """The same app through three lifespans (a test client per test): each serves sessions."""
+    mw = SessionMiddleware(Starlette(routes=ROUTES), cfg)
+    stores = []
+    for n in range(3):
+        async with lifespan(mw), client(mw) as http:
+            sid = session_id(await http.post("/set/a", params={"v": str(n)}))
+            assert (await http.get("/read", headers=sent(sid))).json()["data"] == {"a": str(n)}
+            stores.append(await mw.sessions.store())
+    assert len({id(s) for s in stores}) == 3  # never a closed store reused
+
+
+async def test_a_failed_open_fails_the_startup_with_a_message(
+    redis: RedisProcess, tmp_path: Path
+) -> None:
+    """A store that cannot open (here: its config file is gone) is lifespan.startup.failed."""
+    path = tmp_path / "cfg.yml"
+    path.write_text(
+        yaml.safe_dump({"session": {"secret": SECRET, "redis": redis.redis_section()}}),
+        encoding="utf-8",
+    )
+    mw = SessionMiddleware(Starlette(routes=ROUTES), str(path))
+    path.unlink()
+    answer, task = await lifespan_answer(mw)
+    assert answer["type"] == "lifespan.startup.failed", answer
+    assert "session store" in answer["message"]
+    await asyncio.wait_for(task, 10)  # the middleware returns: nothing waits for ever
+
+
+async def test_a_5xx_response_saves_nothing(cfg: dict[str, Any]) -> None:
+    """A 500 the app returns (or a framework makes of an error) does not save its changes."""
+
+    async def fail(request: Request) -> Response:
+        request.session["half"] = "done"
+        return PlainTextResponse("failed", status_code=500)
+
+    async def crash(request: Request) -> Response:
+        request.session["half"] = "done"
+        raise RuntimeError("crashed")
+
+    app = Starlette(routes=[Route("/fail", fail), Route("/crash", crash), *ROUTES])
+    mw = SessionMiddleware(app, cfg)  # around Starlette: its 500 page comes through us
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=mw, raise_app_exceptions=False),
+            base_url="https://example.com",
+        ) as http:
+            sid = session_id(await http.post("/set/a"))
+            for path in ("/fail", "/crash"):
+                response = await http.get(path, headers=sent(sid))
+                assert response.status_code == 500
+                assert not set_cookie_headers(response)
+            # An anonymous visitor's 500 creates no session either.
+            assert not set_cookie_headers(await http.get("/fail"))
+        session = await (await mw.sessions.store()).load(sid)
+        assert session is not None
+        assert session.data == {"a": "1"}
+    finally:
+        await mw.aclose()
+
+
+async def test_a_response_with_the_session_cookie_is_private(cfg: dict[str, Any]) -> None:
+    """Set-Cookie makes the response private (public, s-maxage gone); a read one varies."""
+
+    async def cached(request: Request) -> Response:
+        if "w" in request.query_params:
+            request.session["seen"] = True
+        return PlainTextResponse(
+            "page",
+            headers={"cache-control": "public, max-age=600, s-maxage=60", "vary": "Accept"},
+        )
+
+    mw = SessionMiddleware(Starlette(routes=[Route("/cached", cached), *ROUTES]), cfg)
+    try:
+        async with client(mw) as http:
+            new = await http.get("/cached", params={"w": "1"})
+            assert set_cookie_headers(new)
+            assert new.headers["cache-control"] == "private, max-age=600"
+            assert new.headers["vary"] == "Accept, Cookie"
+            # Read with a cookie, no Set-Cookie: caching stays the app's, keyed by Cookie.
+            read_only = await http.get("/cached", headers=sent(session_id(new)))
+            assert not set_cookie_headers(read_only)
+            assert read_only.headers["cache-control"] == "public, max-age=600, s-maxage=60"
+            assert read_only.headers["vary"] == "Accept, Cookie"
+        async with client(mw) as http:  # a fresh client: no cookie in its jar
+            # No cookie and no write: nothing of ours, nothing changed.
+            anonymous = await http.get("/cached")
+            assert anonymous.headers["vary"] == "Accept"
+            # No Cache-Control at all: private.
+            assert (await http.post("/set/a")).headers["cache-control"] == "private"
+    finally:
+        await mw.aclose()
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"on_unavailable": "contniue"}, "on_unavailable"),
+        ({"on_unavailable": "raise"}, "on_unavailable"),
+        ({"on_conflict": "continue"}, "on_conflict"),
+        ({"on_conflict": 409}, "on_conflict"),
+        ({"exclude": None}, "exclude"),
+        ({"exclude": [1]}, "exclude"),
+        ({"exclude": [b"/static"]}, "exclude"),
+        ({"exclude": ["/static/*"]}, "exclude"),
+        ({"exclude": "static"}, "exclude"),
+        ({"secure": "no"}, "secure"),
+    ],
+)
+def test_bad_options_are_refused_at_construction(options: dict[str, Any], named: str) -> None:
+    """Every option is checked when the middleware is made, naming the option."""
+    with pytest.raises(UsageError, match=named):
+        SessionMiddleware(Starlette(), {"secret": SECRET}, **options)
+
+
+def test_same_site_none_needs_secure() -> None:
+    """SameSite=None without Secure (browsers drop it) is refused, naming where it comes from."""
+    with pytest.raises(UsageError, match=r"session\.same_site.*secure"):
+        SessionMiddleware(Starlette(), {"secret": SECRET, "same_site": "none"}, secure=False)
+    entry = {"secret": SECRET, "cookies": [{"domain": "example.com", "same_site": "none"}]}
+    with pytest.raises(UsageError, match=r"session\.cookies\[0\]\.same_site"):
+        SessionMiddleware(Starlette(), entry, secure=False)
+    SessionMiddleware(Starlette(), {"secret": SECRET, "same_site": "none"})  # Secure: fine
