@@ -200,11 +200,16 @@ class _Adapter:
             # a 503, never a logout; the cookie is left as it was.
             if _abandoned(request):
                 raise
-            return await self.unavailable(request, exc)
+            failed = await self.unavailable(request, exc)
+            # After a login its new id must still reach the browser (the old one is dead).
+            _add_cookies(failed.headers, ws, sessions.cookie_headers(ws))
+            return failed
         except SessionConflict as exc:
             if _abandoned(request) or self.raise_conflict:
                 raise
-            return await self.conflict(request, exc)
+            failed = await self.conflict(request, exc)
+            _add_cookies(failed.headers, ws, sessions.cookie_headers(ws))
+            return failed
         sessions.changed_after_finish(ws)
         return response
 

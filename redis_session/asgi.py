@@ -229,13 +229,13 @@ class SessionMiddleware:
                     cookies = await finish_response(self.sessions, ws, message.get("status", 200))
                 except StoreUnavailable as exc:
                     replaced = True
-                    await self._on_unavailable(exc)(scope, receive, send)
+                    await self._on_unavailable(exc)(scope, receive, self._cookies(ws, send))
                     return
                 except SessionConflict as exc:
                     if self._raise_conflict:
                         raise
                     replaced = True
-                    await self._on_conflict(exc)(scope, receive, send)
+                    await self._on_conflict(exc)(scope, receive, self._cookies(ws, send))
                     return
                 started = True
                 message = {**message, "headers": _headers(message, ws, cookies)}
@@ -247,11 +247,11 @@ class SessionMiddleware:
             # From a helper inside the app (load_session, login, logout): still no logout.
             if started or replaced:
                 raise
-            await self._on_unavailable(exc)(scope, receive, send)
+            await self._on_unavailable(exc)(scope, receive, self._cookies(ws, send))
         except SessionConflict as exc:
             if started or replaced or self._raise_conflict:
                 raise
-            await self._on_conflict(exc)(scope, receive, send)
+            await self._on_conflict(exc)(scope, receive, self._cookies(ws, send))
         except BaseException:
             # The app failed before its response started: its changes are not saved, nor by
             # an error page an outer layer makes of the error (a 5xx, refused anyway).
@@ -259,6 +259,21 @@ class SessionMiddleware:
             raise
         else:
             self.sessions.changed_after_finish(ws)
+
+    def _cookies(self, ws: WebSession, send: Send) -> Send:
+        """``send`` adding the cookie an error response must still carry (after a login)."""
+        cookies = self.sessions.cookie_headers(ws)
+        if not cookies:
+            return send
+
+        async def send_cookies(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                headers += [(b"set-cookie", c.encode("latin-1")) for c in cookies]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return send_cookies
 
 
 #: The lifespan messages after which the server sends nothing more: the store closes.
