@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from publicsuffixlist import PublicSuffixList
 
-__all__ = ["cookie_domain_problem", "overlapping_domains"]
+__all__ = ["canonical_domain", "cookie_domain_problem", "is_ip", "overlapping_domains"]
 
 # RFC 1123 labels: letters, digits and inner hyphens, at most 63 characters. No "_": browsers
 # accept it in hosts, but a cookie domain is a registered DNS name.
@@ -45,7 +45,8 @@ def _show(value: str) -> str:
     return text if len(text) <= 60 else f"{text[:40]}... ({len(value)} characters)"
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address (no brackets, no port)."""
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -74,12 +75,12 @@ def _syntax_problem(value: str) -> str | None:  # noqa: PLR0911 - one return per
             f"{_show(value)} starts with '.'; remove it: the cookie is sent to every subdomain"
             " anyway (RFC 6265)"
         )
-    if value.startswith("[") or _is_ip(value):
-        if value.startswith("[") and value.endswith("]") and _is_ip(value[1:-1]):
+    if value.startswith("[") or is_ip(value):
+        if value.startswith("[") and value.endswith("]") and is_ip(value[1:-1]):
             return f"give an IPv6 address without brackets: {_show(value[1:-1])}"
         if "%" in value:
             return f"{_show(value)} has a zone id ('%'); a browser never sends one in a Host"
-        return None if _is_ip(value) else f"{_show(value)} is not a valid IP address"
+        return None if is_ip(value) else f"{_show(value)} is not a valid IP address"
     match = _WITH_PORT.fullmatch(value)
     if match:
         return f"{_show(value)} has a port; cookies are not bound to ports: {_show(match['host'])}"
@@ -123,7 +124,7 @@ def cookie_domain_problem(value: str) -> str | None:
     scheme, port, path, wildcard, or leading or trailing dot.
     """
     problem = _syntax_problem(value)
-    if problem is not None or _is_ip(value):
+    if problem is not None or is_ip(value):
         return problem
     if _public_suffixes().is_public(value.lower()):
         return (
@@ -157,7 +158,7 @@ def overlapping_domains(domains: Sequence[str]) -> list[tuple[int, str]]:
                     (index, f"{_show(domain)} is also the domain of cookies[{other_index}]")
                 )
                 break
-            if not _is_ip(name) and (name.endswith("." + other) or other.endswith("." + name)):
+            if not is_ip(name) and (name.endswith("." + other) or other.endswith("." + name)):
                 message = (
                     f"{_show(domain)} overlaps cookies[{other_index}].domain"
                     f" ({_show(domains[other_index])}): a cookie for a domain is also sent to its"

@@ -13,7 +13,7 @@ import ipaddress
 import re
 
 from ._config import CookieConfig, SessionConfig
-from ._config_names import canonical_domain
+from ._config_names import canonical_domain, is_ip
 
 __all__ = ["cookie_for", "domain_matches", "normalize_host"]
 
@@ -22,14 +22,6 @@ __all__ = ["cookie_for", "domain_matches", "normalize_host"]
 _HOST = re.compile(r"(?P<name>[a-z0-9_.-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
 # RFC 1035: at most 63 characters a label, 253 a name (without the final dot).
 _LABEL_MAX, _NAME_MAX = 63, 253
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _ipv6(address: str) -> str | None:
@@ -72,7 +64,7 @@ def domain_matches(domain: str, host: str) -> bool:
     """
     if host == domain:
         return True
-    if _is_ip(host) or _is_ip(domain):
+    if is_ip(host) or is_ip(domain):
         return False
     return host.endswith("." + domain)
 
