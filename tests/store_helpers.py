@@ -104,6 +104,10 @@ class Backend:
         assert self._memory is not None
         return sorted(self._memory._entries)
 
+    def records(self) -> list[bytes]:
+        """The keys holding a session record (not a regenerate's tombstone)."""
+        return [key for key in self.keys() if b"v" in self.fields(key)]
+
     def fields(self, key: bytes) -> dict[bytes, bytes]:
         """The stored fields of one session (``v e i d``); empty if there is none."""
         if self.raw is not None:

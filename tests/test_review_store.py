@@ -342,19 +342,19 @@ async def test_a_remember_me_switch_leaves_one_key_and_kills_the_old_id(backend:
     store = await backend.open(expiration="1h", inactivity="5m", remember_me="7d")
     s = await store.create({"who": "alice"})
     switched = await store.regenerate(s, remember_me=True)
-    assert len(backend.keys()) == 1
+    assert len(backend.records()) == 1
     assert switched.remember_me is True
     assert switched.expires_at - switched.created_at == 7 * DAY
     assert await store.load(s.id) is None
     assert await store.update(s.id, lambda d: d.update(back=True)) is None
-    assert len(backend.keys()) == 1
+    assert len(backend.records()) == 1
     loaded = await store.load(switched.id)
     assert loaded is not None
     assert loaded.data == {"who": "alice"}
     assert loaded.remember_me is True
     back = await store.regenerate(loaded, remember_me=False)
     assert back.expires_at - back.created_at == dt.timedelta(hours=1)
-    assert len(backend.keys()) == 1
+    assert len(backend.records()) == 1
     assert await store.load(switched.id) is None
 
 
@@ -368,7 +368,7 @@ async def test_a_stale_regenerate_changes_nothing(backend: Backend) -> None:
     for switch in (None, True):
         with pytest.raises(SessionConflict):
             await store.regenerate(s, remember_me=switch)
-        assert len(backend.keys()) == 1
+        assert len(backend.records()) == 1
         loaded = await store.load(s.id)
         assert loaded is not None
         assert loaded.data == {"n": 1}
@@ -384,7 +384,7 @@ async def test_a_switch_during_a_secret_rotation_moves_off_the_old_name(backend:
     loaded = await rotated.load(s.id)
     assert loaded is not None
     switched = await rotated.regenerate(loaded, remember_me=True)
-    assert len(backend.keys()) == 1
+    assert len(backend.records()) == 1
     assert await rotated.load(s.id) is None
     assert await before.load(s.id) is None
     assert await before.load(switched.id) is None
@@ -499,11 +499,11 @@ async def test_a_switch_on_a_skewed_host_is_stamped_by_the_server(redis: Any, sk
         server_now = dt.datetime.fromtimestamp(seconds + micros / 1e6, dt.UTC)
         assert _near(switched.created_at, server_now)
         assert _near(switched.expires_at, server_now + 7 * DAY)
-        assert len(backend.keys()) == 1
+        assert len(backend.records()) == 1
         again = await store.regenerate(switched)
         assert again.expires_at == switched.expires_at
         assert await store.load(switched.id) is None
-        assert len(backend.keys()) == 1
+        assert len(backend.records()) == 1
     finally:
         await backend.aclose()
         backend.close_raw()
@@ -529,7 +529,7 @@ async def test_a_regenerate_whose_reply_is_cut_is_recognised_on_resend(
             proxy.set_mode("cut")
             moved = await store.regenerate(s, remember_me=switch)
             assert proxy.cuts == 1
-            assert len(backend.keys()) == 1
+            assert len(backend.records()) == 1
             assert await store.load(s.id) is None
             loaded = await store.load(moved.id)
             assert loaded is not None
