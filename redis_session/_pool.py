@@ -576,8 +576,16 @@ class NodePool:
         probe.state = _SENT
         # A broken connection ends _run_batch with _WorkerDone; catch it so the failure is
         # logged here (the worker then stops because we return False).
-        with contextlib.suppress(_WorkerDone):
-            await self._run_batch(c, [probe], idle_probe=True)
+        try:
+            with contextlib.suppress(_WorkerDone):
+                await self._run_batch(c, [probe], idle_probe=True)
+        except BaseException:
+            # Cancelled (the pool is closing): the batch failed the probe's future on its way
+            # out, and nobody awaits a probe: mark its error seen, or asyncio logs it as never
+            # retrieved when the future is collected.
+            if probe.future.done() and not probe.future.cancelled():
+                probe.future.exception()
+            raise
         error = probe.future.exception() if probe.future.done() else None
         if probe.future.done() and error is None:
             return True

@@ -7,6 +7,8 @@ is the ground truth for how many sockets the pool really holds.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import socket
 import struct
@@ -16,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import attrs
 import pytest
@@ -675,3 +678,53 @@ async def test_deadlines_hold_even_if_the_maintenance_task_died(
                 await pool.execute(pack("PING"), loop_time() + 0.2)
             assert loop_time() - start < 0.2 + 0.5
         assert "maintenance" in caplog.text
+
+
+async def test_a_health_check_cut_short_by_close_leaves_no_unretrieved_error(
+    fresh_redis: RedisProcess,
+) -> None:
+    """Closing the pool while an idle connection's PING hangs logs no "never retrieved".
+
+    The batch fails the probe's future on its way out; nobody awaits a probe, so the health
+    check itself must mark the error seen (a chaos run found it: Sentinel graceful failover).
+    """
+
+    def factory() -> Connection:
+        return Connection(
+            host=fresh_redis.host,
+            port=fresh_redis.port,
+            client_name=CLIENT_NAME,
+            protocol=2,
+            driver_info=None,
+        )
+
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    pool = NodePool(
+        "test",
+        factory,
+        max_connections=1,
+        min_idle=1,
+        timeout=30.0,
+        max_idle_time=60.0,
+        health_check_interval=0.05,
+    )
+    await pool.start(connect=1)
+    fresh_redis.pause()
+    try:
+        # The next health check goes out and hangs on the stopped server.
+        await eventually(lambda: _in_use(pool), within=5)
+        await pool.aclose()
+        gc.collect()
+        await anyio.lowlevel.checkpoint()
+        assert [c.get("message") for c in reported] == []
+    finally:
+        fresh_redis.resume()
+        loop.set_exception_handler(previous)
+        await pool.aclose()
+
+
+async def _in_use(pool: NodePool) -> bool:
+    return pool.statistics().in_use == 1
