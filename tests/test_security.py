@@ -203,7 +203,9 @@ async def test_redis_dump_holds_no_session_id(
     moved = await store.regenerate(sessions[1])
     ids = [s.id for s in sessions] + [moved.id]
     dump = dump_everything(raw)
-    assert len(raw.keys()) == 4
+    # Four sessions, and the regenerated one's tombstone (a hash holding only the marker).
+    assert len(raw.keys()) == 5
+    assert raw.hgetall(sessions[1]._key) == {b"m": b"1"}
     for session_id in ids:
         for form in forms_of(session_id):
             assert form not in dump
@@ -423,7 +425,10 @@ async def test_regenerate_kills_the_pre_login_id(
     logged_in = await store.regenerate(anonymous)
     assert logged_in.id != planted
     assert await store.load(planted) is None
-    assert raw.exists(anonymous._key) == 0
+    # What stays under the old key for at most a minute is a tombstone: no data, no version
+    # (nothing can load or save through it), only the marker that it moved.
+    assert raw.hgetall(anonymous._key) == {b"m": b"1"}
+    assert 0 < raw.pttl(anonymous._key) <= 60_000
     loaded = await store.load(logged_in.id)
     assert loaded is not None
     assert loaded.data == {"csrf": "x", "user": "alice"}
