@@ -23,6 +23,7 @@ from email.utils import format_datetime
 import attrs
 
 from ._config import SessionConfig
+from ._config_names import is_ip
 from ._domains import cookie_for
 
 __all__ = ["CookieSpec", "cookie_spec", "id_shaped", "session_cookie", "session_cookies"]
@@ -78,9 +79,12 @@ def cookie_spec(cfg: SessionConfig, host: str | None, *, secure: bool = True) ->
         return CookieSpec(cfg.name, None, _SAME_SITE.get(cfg.same_site, "Lax"), secure)
     # Loading fills every entry in; a hand-built one may leave options unset.
     same_site = entry.same_site if entry.same_site is not None else cfg.same_site
+    domain = entry.domain.lower().removeprefix(".")
     return CookieSpec(
         entry.name if entry.name is not None else cfg.name,
-        entry.domain.lower().removeprefix("."),
+        # An address has no subdomains: a host-only cookie is the same cookie, and browsers
+        # disagree on a Domain attribute that is an address (an IPv6 one above all).
+        None if is_ip(domain) else domain,
         _SAME_SITE.get(same_site, "Lax"),
         secure,
     )

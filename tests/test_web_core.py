@@ -525,3 +525,11 @@ def test_default_error_responses() -> None:
     assert ("retry-after", "5") in down.headers
     assert conflict_response().status == 409
     assert ("cache-control", "no-store") in conflict_response().headers
+
+
+@pytest.mark.parametrize("domain", ["127.0.0.1", "::1", "0:0::1"])
+def test_an_address_entry_gives_a_host_only_cookie(domain: str) -> None:
+    """An IP cookie entry serves that address only: the cookie carries no Domain attribute."""
+    cfg = load_config({"cookies": [{"domain": domain, "name": "ip_session"}]})
+    host = f"[{domain}]:8443" if ":" in domain else f"{domain}:8443"
+    assert cookie_spec(cfg, host) == CookieSpec("ip_session", None, "Lax", True)
