@@ -573,8 +573,12 @@ class WebSessions:
         if session is not None:
             await (await self.store()).delete(session)
         elif ws.state in ("not loaded", "unavailable") and ws.cookie_value is not None:
-            # Never loaded (an excluded path): delete by id, without loading it first.
-            await (await self.store()).delete(ws.cookie_value)
+            # Never loaded (an excluded path): delete by id, without loading it first; every
+            # id-shaped value the browser sent under the name, since any one may be the live
+            # session (an id of another store's names a key this store never wrote).
+            store = await self.store()
+            for session_id in ws.candidates or (ws.cookie_value,):
+                await store.delete(session_id)
         ws.attach(None)
         ws.cookie_action = "clear"
 

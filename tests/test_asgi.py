@@ -134,6 +134,7 @@ ROUTES = [
     Route("/static/file", lambda request: PlainTextResponse("body {}")),
     Route("/login", do_login, methods=["POST"]),
     Route("/logout", do_logout, methods=["POST"]),
+    Route("/static/logout", do_logout, methods=["POST"]),
     Route("/slow", slow_write, methods=["POST"]),
 ]
 
@@ -449,6 +450,19 @@ async def test_excluded_path_loads_on_demand(mw: SessionMiddleware) -> None:
         await http.post("/set/a", params={"v": "x"})
         response = await http.get("/static/lazy")
         assert response.json() == {"state": "loaded", "data": {"a": "x"}}
+
+
+async def test_logout_on_an_excluded_path_ends_every_session_the_browser_sent(
+    mw: SessionMiddleware,
+) -> None:
+    """The cookie's name sent twice, the live id second: a logout that never loaded ends it."""
+    async with client(mw) as http:
+        sid = session_id(await http.post("/set/a", params={"v": "x"}))
+        stale = "A" * 43  # id-shaped, names no session
+        out = await http.post("/static/logout", headers={"cookie": f"{NAME}={stale}; {NAME}={sid}"})
+        assert is_clear(set_cookie_headers(out)[0])
+        store = await mw.sessions.store()
+        assert await store.load(sid) is None
 
 
 # -- costs, counted by the server --
