@@ -326,7 +326,8 @@ def _found(reply: Any) -> Found:
     """Turn a LOAD reply into (index into the keys, record), MOVED, or None (logged)."""
     if reply is None:
         return None
-    if isinstance(reply, int):
+    if reply == 0:
+        # Exactly 0: any other integer is not a LOAD reply (left to the unreadable case).
         return MOVED
     if isinstance(reply, bytes):
         _warn_other_type(reply)
@@ -444,7 +445,7 @@ class RedisProvider:
         )
         if slid is None:
             return None
-        if isinstance(slid, int):
+        if slid == 0:
             return MOVED
         if isinstance(slid, bytes):
             _warn_other_type(slid)

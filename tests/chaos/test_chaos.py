@@ -658,10 +658,13 @@ async def test_sentinel_replica_fails_while_reads_go_to_it(
 
 
 async def test_control_a_desynchronised_connection_is_caught(redis: RedisProcess) -> None:
-    """Control: when a connection loses one whole reply, the driver does report wrong answers.
+    """Control: when a connection loses one whole reply, the driver does report violations.
 
-    Without this, ``wrong == 0`` above could mean a blind checker. The proxy drops exactly one
-    reply per connection, so each later reply on it answers another caller's command.
+    Without this, ``wrong == 0`` and ``lost acked == 0`` above could mean a blind checker. The
+    proxy drops exactly one reply per connection, so each later reply on it answers another
+    caller's command. Which violation that shows as is chance (a load handed a stale read is a
+    wrong answer; a save handed another command's "ok" is a lost acknowledged write): a run on
+    Valkey saw 3 lost acknowledged writes and no wrong answer, so either counts.
     """
     name = "control: 1 reply lost per connection"
     async with under_load(name, redis.redis_section(), [redis], via=redis) as sc:
@@ -675,7 +678,7 @@ async def test_control_a_desynchronised_connection_is_caught(redis: RedisProcess
         await anyio.sleep(AFTER)
         sc.tally.notes.append(f"proxy dropped {sc.proxy.dropped_replies} replies")
     assert sc.proxy.dropped_replies > 0
-    assert sc.tally.wrong > 0, "a desynchronised connection went unnoticed"
+    assert sc.tally.wrong + sc.tally.lost > 0, "a desynchronised connection went unnoticed"
 
 
 def snapshot_keys(proc: RedisProcess) -> dict[str, tuple[int, bytes]]:
