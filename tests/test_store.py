@@ -675,7 +675,7 @@ async def test_open_session_store_forms(backend: Backend, tmp_path: Any) -> None
         async with open_session_store(path) as from_file:
             s = await from_file.create({})
             assert s.expires_at - s.created_at == dt.timedelta(hours=1)
-            assert from_file._prefix == b"fromfile:"
+            assert from_file._ids.prefix(s.id) == b"fromfile:"
 
 
 async def test_store_as_context_manager_and_opener_reuse(backend: Backend) -> None:
@@ -824,6 +824,10 @@ class _ReplicaRouting:
         self.failing = False
         self.read_only_calls = 0
         self.routes_reads = True
+        self.sharded = False
+
+    def slot_of(self, key: bytes) -> int:
+        return int(self._manager.slot_of(key))
 
     def deadline(self) -> float:
         return float(self._manager.deadline())
