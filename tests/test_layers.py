@@ -39,9 +39,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ),
     (
         "session core",
-        frozenset(
-            {"_statistics", "_provider", "_codec", "_crypto", "_ids", "_memory", "_store"}
-        ),
+        frozenset({"_statistics", "_provider", "_codec", "_crypto", "_ids", "_memory", "_store"}),
     ),
     (
         "redis core",
