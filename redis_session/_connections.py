@@ -381,6 +381,9 @@ class ConnectionManager:
                     if loop.time() >= deadline:
                         raise _unavailable(pool, exc) from exc
                     await cluster.wait_out(exc, deadline)
+                    # The bound is on redirects in a row: a migration may answer ASK, then
+                    # TRYAGAIN, many times over before it ends; the deadline bounds those.
+                    redirects = 0
                     continue
             else:
                 if (

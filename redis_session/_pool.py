@@ -215,7 +215,9 @@ class NodePool:
         address or password surfaces when the store opens, not at the first request.
         """
         self._bind(asyncio.get_running_loop())
-        wanted = min(max(connect, self._min_idle), self._max)
+        # Connections a pool used before its start opened count (a cluster asks a seed for
+        # its map through the seed's pool first): never more than max_connections.
+        wanted = max(0, min(max(connect, self._min_idle), self._max) - len(self._conns))
         fresh = [_Conn(self._factory()) for _ in range(wanted)]
         self._conns.update(fresh)
         tasks = [asyncio.ensure_future(self._connect(c)) for c in fresh]
