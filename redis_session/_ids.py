@@ -87,7 +87,7 @@ class IdLayout:
         #: Whether ids carry a slot tag (Redis Cluster).
         self.tagged = tagged
         self._prefix = prefix
-        # Built once per store (about 0.2 s), only for a cluster.
+        # Built once per process (about 40 ms), only for a cluster.
         self._tags = _tags() if tagged else ()
 
     def new(self, like: str | None = None) -> str:
