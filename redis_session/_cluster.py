@@ -244,6 +244,11 @@ class ClusterTopology:
             self._kick()
         return pool
 
+    def suspect(self, pool: NodePool) -> None:
+        """Note that ``pool`` ran out of time on a command: survey, in case it was replaced."""
+        if pool in self._masters and not self._closed:
+            self._kick()
+
     async def wait_out(self, reply: CommandError, deadline: float) -> None:
         """Pause before retrying a command the cluster answered TRYAGAIN or CLUSTERDOWN."""
         if reply.code == "CLUSTERDOWN":

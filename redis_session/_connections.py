@@ -361,6 +361,10 @@ class ConnectionManager:
                 failure: StoreUnavailable | CommandError = exc
             except PoolTimeout as exc:
                 if until >= deadline:
+                    if self._cluster is not None:
+                        # A master that stopped answering (hung) may have been replaced by
+                        # now: have the map checked for the next commands.
+                        self._cluster.suspect(pool)
                     raise  # the master's pool is full: no other node can take the command
                 failure = exc  # the replica's pool is stuck: go to the master
             except CommandError as exc:

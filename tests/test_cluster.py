@@ -9,6 +9,8 @@ Failures under continuous load are the chaos suite's (``tests/chaos``).
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +22,7 @@ from redis_session import (
     ConfigError,
     SessionStore,
     StoreUnavailable,
+    UsageError,
     load_config,
     open_session_store,
 )
@@ -370,5 +373,59 @@ async def test_pool_limits_apply_per_node_and_close_leaves_nothing(cluster: Redi
         stats = store.statistics()
         assert all(node.open <= 2 for node in stats.nodes), stats.nodes
         assert sum(node.open for node in stats.nodes) >= 3  # every master was used
+    for node in cluster.nodes:
+        assert node.our_clients(CLIENT_NAME) == []
+
+
+# -- event loops ----------------------------------------------------------------------------------
+
+
+def test_a_cluster_store_belongs_to_one_live_loop(cluster: RedisCluster) -> None:
+    """Another live loop is refused with UsageError; later asyncio.run calls reuse the store."""
+    cfg = config(cluster, route_randomly=True)
+    opened, finish = threading.Event(), threading.Event()
+    box: dict[str, Any] = {}
+
+    def owner() -> None:
+        async def main() -> None:
+            store = await open_session_store(cfg)
+            box["store"] = store
+            box["id"] = (await store.create({"owner": True})).id
+            opened.set()
+            while not finish.is_set():  # noqa: ASYNC110 - a threading.Event
+                await asyncio.sleep(0.01)
+            assert (await store.load(box["id"])) is not None
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=owner, name="owner-thread")
+    thread.start()
+    try:
+        assert opened.wait(10)
+        store = box["store"]
+
+        async def intruder() -> str:
+            async with asyncio.timeout(5):  # a call from the wrong loop must not hang
+                with pytest.raises(UsageError) as info:
+                    await store.load(box["id"])
+            return str(info.value)
+
+        message = asyncio.run(intruder())
+    finally:
+        finish.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert "'owner-thread'" in message
+
+    # The owner's loop has closed: the next asyncio.run takes the store over, map and all.
+    async def later() -> None:
+        loaded = await store.load(box["id"])
+        assert loaded is not None
+        assert loaded.data == {"owner": True}
+        await store.save(loaded)
+
+    asyncio.run(later())
+    asyncio.run(later())
+    asyncio.run(store.aclose())
     for node in cluster.nodes:
         assert node.our_clients(CLIENT_NAME) == []
