@@ -6,11 +6,17 @@ port (``cluster-port``, so the bus never lands on ``port + 10000`` that someone 
 a short ``cluster-node-timeout`` so failovers take about a second. ``redis-cli --cluster create``
 joins them and hands out the slots, as an operator would. Every wait has a deadline; nothing here
 connects to a server it did not start (never 6379 or 26379).
+
+``start_cluster(tls=..., acl_users=...)`` builds the same cluster TLS-only (clients, cluster bus
+and replication all on TLS, ``port 0``) and/or with ACL users (the default user off, replicas
+logging in to their master as a replication-only user); ``RedisCluster.redis_section`` is then
+the ``session.redis`` mapping that reaches it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import time
@@ -23,7 +29,16 @@ import redis
 
 from redis_session._slots import key_slot
 
-from .servers import HOST, RedisProcess, free_port, redis_server_binary, start_redis
+from .servers import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    HOST,
+    RedisProcess,
+    TLSFiles,
+    free_port,
+    redis_server_binary,
+    start_redis,
+)
 
 #: Milliseconds without an answer before a node is marked failing and its replica takes over.
 NODE_TIMEOUT_MS = 1000
@@ -31,6 +46,9 @@ CREATE_TIMEOUT = 60.0
 READY_TIMEOUT = 30.0
 MASTERS = 3
 _START_ATTEMPTS = 3
+#: The user replicas of an ACL cluster log in to their master as: replication, nothing else.
+REPLICATION_USER = "replicator"
+REPLICATION_PASSWORD = "replicator-pw"
 
 
 def cli_binary() -> str:
@@ -46,8 +64,18 @@ def cli_binary() -> str:
     raise RuntimeError(f"no redis-cli beside {server} or on PATH: it creates the test cluster")
 
 
-def _start_node(tmp_dir: Path, extra_conf: Sequence[str]) -> RedisProcess:
-    """One cluster-enabled server; its bus port is chosen anew if another process holds it."""
+def _start_node(
+    tmp_dir: Path,
+    extra_conf: Sequence[str],
+    *,
+    tls: TLSFiles | None = None,
+    acl_users: Sequence[str] = (),
+) -> RedisProcess:
+    """One cluster-enabled server; its bus port is chosen anew if another process holds it.
+
+    With ``tls`` it listens on TLS only and its cluster bus and replication use TLS too; with
+    ``acl_users`` it has those users (plus the harness admin and the replication user).
+    """
     last: Exception | None = None
     for _attempt in range(_START_ATTEMPTS):
         conf = [
@@ -62,8 +90,22 @@ def _start_node(tmp_dir: Path, extra_conf: Sequence[str]) -> RedisProcess:
             "cluster-replica-validity-factor 0",
             *extra_conf,
         ]
+        kwargs: dict[str, Any] = {}
+        if tls is not None:
+            # The bus and replication speak TLS as well: nothing on this node is plaintext.
+            conf += ["tls-cluster yes", "tls-replication yes"]
+            kwargs.update(tls=tls, tls_only=True)
+        if acl_users:
+            conf += [
+                f"masteruser {REPLICATION_USER}",
+                f"masterauth {REPLICATION_PASSWORD}",
+            ]
+            kwargs["acl_users"] = [
+                *acl_users,
+                f"{REPLICATION_USER} on >{REPLICATION_PASSWORD} -@all +psync +replconf +ping",
+            ]
         try:
-            return start_redis(tmp_dir, extra_conf=conf)
+            return start_redis(tmp_dir, extra_conf=conf, **kwargs)
         except RuntimeError as exc:  # the bus port was taken in the meantime
             if "free port" not in str(exc):
                 raise
@@ -76,6 +118,8 @@ class RedisCluster:
     """Six cluster nodes as started; roles may have changed since (failover, tests)."""
 
     nodes: list[RedisProcess]
+    #: The TLS files of a TLS-only cluster (None: plaintext).
+    tls: TLSFiles | None = None
 
     # -- who is who, now --
 
@@ -85,6 +129,10 @@ class RedisCluster:
             if node.address == tuple(addr):
                 return node
         raise KeyError(addr)
+
+    def port_of(self, node: RedisProcess) -> int:
+        """The port clients reach ``node`` on (its TLS port on a TLS-only cluster)."""
+        return node.address[1]
 
     def role(self, node: RedisProcess) -> str:
         """``master`` or ``slave``, as the node's ``ROLE`` says now."""
@@ -97,7 +145,7 @@ class RedisCluster:
             for node in self.nodes
             if node.alive() and self.role(node) == "master" and _owned_slots(node) > 0
         ]
-        return sorted(found, key=lambda n: n.port)
+        return sorted(found, key=lambda n: n.address[1])
 
     def replicas_of(self, master: RedisProcess) -> list[RedisProcess]:
         """Running nodes that replicate ``master`` (by ``INFO replication``)."""
@@ -106,7 +154,7 @@ class RedisCluster:
             if node is master or not node.alive():
                 continue
             info = node.admin().info("replication")
-            if info.get("role") == "slave" and info.get("master_port") == master.port:
+            if info.get("role") == "slave" and info.get("master_port") == master.address[1]:
                 found.append(node)
         return found
 
@@ -120,9 +168,43 @@ class RedisCluster:
                     return self.node_at((master[0], int(master[1])))
         raise LookupError(f"no node serves slot {slot}")
 
+    def move_slot(self, slot: int) -> RedisProcess:
+        """Move ``slot`` and its keys to another master, as ``redis-cli --cluster reshard`` does
+        (IMPORTING/MIGRATING, ``MIGRATE`` with the admin's credentials, ``SETSLOT NODE`` on
+        every master); return the new owner. On a TLS cluster ``MIGRATE`` goes over TLS too.
+        """
+        source = self.master_of_slot(slot)
+        target = next(m for m in self.masters() if m is not source)
+        source_id, target_id = (
+            n.admin().execute_command("CLUSTER", "MYID") for n in (source, target)
+        )
+        target.admin().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.admin().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := source.admin().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            auth: list[str] = []
+            if source.admin_username is not None and source.admin_password is not None:
+                auth = ["AUTH2", source.admin_username, source.admin_password]
+            elif source.admin_password is not None:
+                auth = ["AUTH", source.admin_password]
+            host, port = target.address
+            source.admin().execute_command("MIGRATE", host, port, "", 0, 5000, *auth, "KEYS", *keys)
+        for node in [target, *(m for m in self.masters() if m is not target)]:
+            node.admin().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return target
+
     def seeds(self) -> list[dict[str, Any]]:
         """Every node as a ``nodes`` entry of a session config."""
-        return [{"host": n.host, "port": n.port} for n in self.nodes]
+        return [{"host": n.host, "port": n.address[1]} for n in self.nodes]
+
+    def redis_section(self, **cluster_options: Any) -> dict[str, Any]:
+        """The ``session.redis`` mapping that reaches this cluster: every node a seed, plus
+        ``tls`` (CA and server name) and ``username``/``password`` when the cluster has them.
+        """
+        section = {
+            k: v for k, v in self.nodes[0].redis_section().items() if k not in ("host", "port")
+        }
+        section["cluster"] = {"nodes": self.seeds(), **cluster_options}
+        return section
 
     # -- waiting --
 
@@ -138,30 +220,29 @@ class RedisCluster:
         masters = 0
         for node in self.nodes:
             if not node.alive():
-                found.append(f"{node.port}: not running")
+                found.append(f"{node.address[1]}: not running")
                 continue
             try:
                 info = _cluster_info(node)
                 role = self.role(node)
                 repl = node.admin().info("replication")
             except redis.RedisError as exc:
-                found.append(f"{node.port}: {exc!r}")
+                found.append(f"{node.address[1]}: {exc!r}")
                 continue
+            port = node.address[1]
             if info.get("cluster_state") != "ok":
-                found.append(f"{node.port}: cluster_state {info.get('cluster_state')}")
+                found.append(f"{port}: cluster_state {info.get('cluster_state')}")
             if info.get("cluster_slots_assigned") != "16384":
-                found.append(f"{node.port}: slots assigned {info.get('cluster_slots_assigned')}")
+                found.append(f"{port}: slots assigned {info.get('cluster_slots_assigned')}")
             if info.get("cluster_known_nodes") != str(len(self.nodes)):
-                found.append(f"{node.port}: knows {info.get('cluster_known_nodes')} nodes")
-            found += [
-                f"health: {node.port} sees {port} {health}" for port, health in _shards_health(node)
-            ]
+                found.append(f"{port}: knows {info.get('cluster_known_nodes')} nodes")
+            found += [f"health: {port} sees {p} {health}" for p, health in _shards_health(node)]
             if role == "master":
                 masters += 1
                 if repl.get("connected_slaves") != 1:
-                    found.append(f"{node.port}: {repl.get('connected_slaves')} replicas")
+                    found.append(f"{port}: {repl.get('connected_slaves')} replicas")
             elif repl.get("master_link_status") != "up":
-                found.append(f"{node.port}: master link {repl.get('master_link_status')}")
+                found.append(f"{port}: master link {repl.get('master_link_status')}")
         if masters != MASTERS:
             found.append(f"{masters} masters")
         return found
@@ -197,7 +278,8 @@ class RedisCluster:
                 if acked >= 1:
                     break
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"replica of {master.port} never acknowledged a write")
+                    msg = f"replica of {master.address[1]} never acknowledged a write"
+                    raise TimeoutError(msg)
 
     # -- between tests --
 
@@ -245,9 +327,12 @@ def _cluster_info(node: RedisProcess) -> dict[str, str]:
 
 
 def _shards_health(node: RedisProcess) -> list[tuple[int, str]]:
-    """``(port, health)`` of every node ``node`` does not see ``online``."""
+    """``(port, health)`` of every node ``node`` does not see ``online``.
+
+    A TLS-only node reports ``tls-port`` (and no plaintext ``port``) there.
+    """
     return [
-        (int(fields["port"]), str(fields["health"]))
+        (int(fields.get("port") or fields.get("tls-port") or 0), str(fields["health"]))
         for shard in node.admin().execute_command("CLUSTER", "SHARDS")
         for raw in dict(zip(shard[::2], shard[1::2], strict=True))["nodes"]
         if (fields := dict(zip(raw[::2], raw[1::2], strict=True)))["health"] != "online"
@@ -258,7 +343,7 @@ def _owned_ranges(node: RedisProcess) -> list[tuple[int, int]]:
     """Slot ranges ``node`` itself serves, from its own ``CLUSTER SLOTS``."""
     ranges = []
     for first, last, master, *_ in node.admin().execute_command("CLUSTER", "SLOTS"):
-        if int(master[1]) == node.port:
+        if int(master[1]) == node.address[1]:
             ranges.append((int(first), int(last)))
     return ranges
 
@@ -276,41 +361,40 @@ def _key_on(node: RedisProcess, prefix: str) -> str:
         if any(first <= slot <= last for first, last in ranges):
             assert node.admin().execute_command("CLUSTER", "KEYSLOT", key) == slot
             return key
-    raise LookupError(f"no key found for the slots of {node.port}")
+    raise LookupError(f"no key found for the slots of {node.address[1]}")
 
 
 def start_cluster(
     tmp_dir: Path,
     *,
     extra_conf: Sequence[str] = (),
+    tls: TLSFiles | None = None,
+    acl_users: Sequence[str] = (),
     timeout: float = CREATE_TIMEOUT,
 ) -> RedisCluster:
     """Start six nodes, join them with ``redis-cli --cluster create --cluster-replicas 1``.
 
-    Returns once the cluster is ready (:meth:`RedisCluster.wait_ready`); on any failure every
-    node started so far is stopped before the error propagates.
+    ``tls``: every node listens on TLS only (``port 0``), with ``tls-cluster`` and
+    ``tls-replication`` on; ``redis-cli`` joins them over TLS with the harness client
+    certificate. ``acl_users``: ACL rules as for ``servers.start_redis`` (the first user with a
+    password is the one ``redis_section`` names); replicas log in as a replication-only user,
+    and ``redis-cli`` as the harness admin (password from the environment, not the command
+    line). Returns once the cluster is ready (:meth:`RedisCluster.wait_ready`); on any failure
+    every node started so far is stopped before the error propagates.
     """
     deadline = time.monotonic() + timeout
-    cluster = RedisCluster(nodes=[])
+    cluster = RedisCluster(nodes=[], tls=tls)
     try:
         for _ in range(2 * MASTERS):
-            cluster.nodes.append(_start_node(tmp_dir, extra_conf))
-        argv = [
-            cli_binary(),
-            "--cluster",
-            "create",
-            *(f"{n.host}:{n.port}" for n in cluster.nodes),
-            "--cluster-replicas",
-            "1",
-            "--cluster-yes",
-        ]
+            cluster.nodes.append(_start_node(tmp_dir, extra_conf, tls=tls, acl_users=acl_users))
         done = subprocess.run(
-            argv,
+            _create_argv(cluster, tls=tls, acl=bool(acl_users)),
             capture_output=True,
             text=True,
             timeout=max(1.0, deadline - time.monotonic()),
             check=False,
             stdin=subprocess.DEVNULL,
+            env=_cli_env(acl=bool(acl_users)),
         )
         if done.returncode != 0 or "[OK] All 16384 slots covered" not in done.stdout:
             output = done.stdout + done.stderr
@@ -321,3 +405,37 @@ def start_cluster(
         cluster.stop()
         raise
     return cluster
+
+
+def _create_argv(cluster: RedisCluster, *, tls: TLSFiles | None, acl: bool) -> list[str]:
+    argv = [cli_binary()]
+    if tls is not None:
+        argv += [
+            "--tls",
+            "--sni",
+            tls.server_name,
+            "--cacert",
+            tls.ca_file,
+            "--cert",
+            tls.client_cert_file,
+            "--key",
+            tls.client_key_file,
+        ]
+    if acl:
+        argv += ["--user", ADMIN_USER, "--no-auth-warning"]
+    return [
+        *argv,
+        "--cluster",
+        "create",
+        *(f"{n.host}:{n.address[1]}" for n in cluster.nodes),
+        "--cluster-replicas",
+        "1",
+        "--cluster-yes",
+    ]
+
+
+def _cli_env(*, acl: bool) -> dict[str, str] | None:
+    """The environment of ``redis-cli``: the admin password in ``REDISCLI_AUTH``, if any."""
+    if not acl:
+        return None
+    return {**os.environ, "REDISCLI_AUTH": ADMIN_PASSWORD}

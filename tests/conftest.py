@@ -35,6 +35,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 APP_USER = "app"
 APP_PASSWORD = "app-secret-pw"
+#: The store's user on the TLS + ACL cluster: its own keys only (the default session name),
+#: the data and script commands, the connection commands (AUTH, HELLO, CLIENT SETNAME, READONLY,
+#: ASKING, PING) and the two that read the slot map; nothing administrative or dangerous.
+CLUSTER_APP_RULE = (
+    f"{APP_USER} on >{APP_PASSWORD} resetchannels ~authelia_session:* -@all"
+    " +@read +@write +@scripting +@connection -@dangerous +cluster|shards +cluster|slots"
+)
 
 
 @pytest.fixture(scope="session")
@@ -191,6 +198,25 @@ def tls_sentinel_cluster(
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     """Three masters and three replicas, one cluster per run; ``reset()`` it before use."""
     cluster = start_cluster(_dir(tmp_path_factory, "cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory, tls_files: TLSFiles
+) -> Iterator[RedisCluster]:
+    """Three masters and three replicas on TLS only (clients, bus, replication), the default
+    user off and the store's user ``app`` limited to its keys (``CLUSTER_APP_RULE``); one per
+    run, since each cluster costs its start-up. ``reset()`` it before use.
+    """
+    cluster = start_cluster(
+        _dir(tmp_path_factory, "scluster"),
+        tls=tls_files,
+        acl_users=["default off", CLUSTER_APP_RULE],
+    )
     try:
         yield cluster
     finally:
