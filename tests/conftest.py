@@ -36,11 +36,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 APP_USER = "app"
 APP_PASSWORD = "app-secret-pw"
 #: The store's user on the TLS + ACL cluster: its own keys only (the default session name),
-#: the data and script commands, the connection commands (AUTH, HELLO, CLIENT SETNAME, READONLY,
-#: ASKING, PING) and the two that read the slot map; nothing administrative or dangerous.
+#: the data and script commands (and TIME, which the scripts call), the connection commands
+#: (AUTH, HELLO, CLIENT SETNAME, READONLY, ASKING, PING) and the two that read the slot map;
+#: nothing administrative or dangerous.
 CLUSTER_APP_RULE = (
     f"{APP_USER} on >{APP_PASSWORD} resetchannels ~authelia_session:* -@all"
-    " +@read +@write +@scripting +@connection -@dangerous +cluster|shards +cluster|slots"
+    " +@read +@write +@scripting +@connection -@dangerous +time +cluster|shards +cluster|slots"
 )
 
 

@@ -42,7 +42,7 @@ pytestmark = pytest.mark.anyio
 SECRET = "cluster tls acl tests: a secret long enough to be taken seriously"
 WRONG_PASSWORD = "not-the-app-pw-4f1e"
 #: redis.timeout of the tests that expect the open to fail.
-FAIL_TIMEOUT = 2.0
+FAIL_TIMEOUT = 2
 #: What a failing open may take beyond redis.timeout on a loaded 2-core machine (TLS
 #: handshakes, the last try in flight); a bound against hanging, not a speed measurement.
 SLACK = 3.0
@@ -87,9 +87,20 @@ def assert_tls_as_app(node: RedisProcess, clients: list[dict[str, str]]) -> None
         assert client["laddr"].rpartition(":")[2] == str(node.tls_port), client
 
 
+def forget_auth_failures(cluster: RedisCluster) -> None:
+    for node in cluster.nodes:
+        node.admin().acl_log_reset()
+
+
 def auth_failures(cluster: RedisCluster) -> int:
-    """``AUTH``/``HELLO`` attempts the nodes refused since their stats were last reset."""
-    return sum(int(n.admin().info("stats")["acl_access_denied_auth"]) for n in cluster.nodes)
+    """Logins as the app user the nodes refused since :func:`forget_auth_failures`
+    (``ACL LOG``: Redis 7.0 has no ``acl_access_denied_auth`` in ``INFO``)."""
+    return sum(
+        int(entry["count"])
+        for node in cluster.nodes
+        for entry in node.admin().acl_log()
+        if entry["reason"] == "auth" and entry["username"] == APP_USER
+    )
 
 
 # -- the harness ----------------------------------------------------------------------------------
@@ -171,7 +182,11 @@ async def test_sessions_on_every_master_over_tls_as_the_app_user(cluster: RedisC
                 for session in sessions:
                     work.start_soon(cycle, session)
             tg.cancel_scope.cancel()
-        assert sum(m.admin().dbsize() for m in masters) == 0
+        # What is left is one tombstone per regenerate (a hash with only m): no data.
+        left = [
+            m.admin().hgetall(key) for m in masters for key in m.admin().scan_iter(count=1000)
+        ]
+        assert left == [{"m": "1"}] * len(sessions)
         assert all(node.open <= 3 for node in store.statistics().nodes), store.statistics()
         assert seen
         assert all(2 <= count <= 3 for count in seen.values()), seen
@@ -282,13 +297,15 @@ async def test_a_wrong_password_names_the_node_and_the_option(
     """Every node refuses the login: the open fails in redis.timeout, naming the nodes and
     ``session.redis.password``, never the password."""
     cfg = config(cluster, {"password": WRONG_PASSWORD, "timeout": f"{FAIL_TIMEOUT}s"})
+    forget_auth_failures(cluster)
     began = time.monotonic()
     with anyio.fail_after(FAIL_TIMEOUT + 2 * SLACK), pytest.raises(StoreUnavailable) as info:
         await open_session_store(cfg)
     took = time.monotonic() - began
     message = str(info.value)
     # The login reached the servers over TLS and was refused there (not a TLS failure).
-    assert auth_failures(cluster) > 0
+    refused = auth_failures(cluster)
+    assert refused > 0
     assert "invalid username-password pair" in message
     assert f"{cluster.nodes[0].host}:{cluster.nodes[0].tls_port}" in message
     assert WRONG_PASSWORD not in message
@@ -297,7 +314,8 @@ async def test_a_wrong_password_names_the_node_and_the_option(
     assert took < FAIL_TIMEOUT + SLACK, took
     for node in cluster.nodes:
         assert ours(node) == []
-    assert "session.redis.password" in message, message
+    # Fails today: the message names each node and the server's refusal, not the option.
+    assert "session.redis.password" in message, (refused, took, message)
 
 
 async def test_a_missing_ca_names_the_tls_problem(cluster: RedisCluster) -> None:
@@ -305,6 +323,7 @@ async def test_a_missing_ca_names_the_tls_problem(cluster: RedisCluster) -> None
     redis.timeout, naming a node, the untrusted certificate and ``session.redis.tls.ca_file``."""
     cfg = config(cluster, {"timeout": f"{FAIL_TIMEOUT}s"})
     del cfg["redis"]["tls"]["ca_file"]
+    forget_auth_failures(cluster)
     began = time.monotonic()
     with anyio.fail_after(FAIL_TIMEOUT + 2 * SLACK), pytest.raises(StoreUnavailable) as info:
         await open_session_store(cfg)
