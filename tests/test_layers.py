@@ -61,6 +61,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "_cluster",
                 "_connections",
                 "_redis_provider",
+                # Per-node access for the operator commands (check, stats).
+                "_probe",
             }
         ),
     ),
@@ -69,6 +71,11 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("web", frozenset({"_cookies", "_merge", "_web_session", "_web"})),
     # One adapter per framework family, each on the neutral core.
     ("web frameworks", frozenset({"asgi", "aiohttp"})),
+    # The operator commands (check, stats): beside the entry point, above everything they use.
+    (
+        "command line",
+        frozenset({"_cli", "_cli_report", "_cli_nodes", "_cli_check", "_cli_stats"}),
+    ),
     ("package", frozenset({"__init__", "__main__"})),
 )
 #: Third-party packages only the Redis core may import.
@@ -78,8 +85,9 @@ WEB_FRAMEWORKS = frozenset({"aiohttp", "starlette", "fastapi", "litestar", "djan
 #: Attributes that are redis-py's (or asyncio's) private state: ``_wire`` alone reads them.
 PRIVATE_STATE = frozenset({"_reader", "_writer", "_parser", "_connection_arguments", "_buffer"})
 #: Imports inside a function that are fine: optional or deliberately lazy, never ours hiding
-#: a cycle (``__main__`` imports the opener late so that ``--help`` stays instant).
-LAZY_OK = frozenset({("__main__", "_opener")})
+#: a cycle (``__main__`` imports the opener late, and ``_cli`` each command's module, so that
+#: ``--help`` stays instant).
+LAZY_OK = frozenset({("__main__", "_opener"), ("_cli", "_cli_check"), ("_cli", "_cli_stats")})
 
 
 @attrs.frozen
