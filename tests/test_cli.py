@@ -177,6 +177,39 @@ def test_check_of_a_healthy_server_is_all_ok_and_writes_nothing(
     assert redis.admin().dbsize() == 0
 
 
+#: The least-privilege ACL user that docs/cli.md gives for a single server.
+LEAST = (
+    f"app on >{PASSWORD} ~{NAME}:* resetchannels -@all +evalsha +eval +del +ping "
+    "+client|setname +time +hmget +hget +hset +pexpire +exists +type +pttl"
+)
+
+
+def test_the_least_privilege_user_of_the_docs_passes(
+    redis_factory: Callable[..., RedisProcess], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ACL rule docs/cli.md recommends is enough, and the store works under it."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    assert (
+        LEAST.replace(f">{PASSWORD}", ">password").replace(f"~{NAME}:", "~authelia_session:") in doc
+    )
+    proc = redis_factory(acl_users=["default off", LEAST])
+    status, document = run(capsys, "check", write_config(tmp_path, proc.redis_section()))
+    assert not_ok(document) == []
+    assert status == 0
+
+    async def walk() -> None:
+        cfg = {"name": NAME, "secret": SECRET, "redis": proc.redis_section()}
+        async with open_session_store(cfg) as store:
+            session = await store.create({"n": 1})
+            session = await store.regenerate(session)
+            session.data["n"] = 2
+            await store.save(session)
+            assert (await store.load(session.id)).data == {"n": 2}  # type: ignore[union-attr]
+            await store.delete(session)
+
+    asyncio.run(walk())
+
+
 def test_check_names_the_missing_evalsha_permission(
     redis_factory: Callable[..., RedisProcess], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

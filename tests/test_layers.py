@@ -5,8 +5,9 @@ protocol, the memory provider, statistics), which knows nothing of Redis; the Re
 only code that imports redis-py or hiredis, and within it only ``_wire`` touches redis-py's
 internals); the opener, which turns a config into a store on the right provider; the web core
 (cookies, merge, the request lifecycle: no web framework imported); the web framework
-adapters; the public package. A module may import its own layer or lower ones, never higher;
-no import cycle at all; no import inside a function that would hide one.
+adapters; the operator commands (check, stats); the public package. A module may import its
+own layer or lower ones, never higher; no import cycle at all; no import inside a function
+that would hide one.
 """
 
 from __future__ import annotations
