@@ -284,31 +284,65 @@ class ClusterTopology:
         return await self._surveyed(loop.time() + self._timeout)
 
     async def _surveyed(self, deadline: float) -> bool:
-        """Ask the nodes for the map, best answer first; install it. Whether one answered."""
+        """Ask the nodes for the map; install the best answer. Whether one came.
+
+        Nodes are asked together, so a hung node (its answer would take the whole
+        ``_ASK_TIMEOUT``) does not hold the survey. The first complete answer (every slot
+        covered, no master failed) from a node that is itself a master in it ends the survey:
+        a master knows its own slots best, where a replica or a seed may still hold an older
+        picture.
+        """
         loop = asyncio.get_running_loop()
         self._surveyed_at = loop.time()
-        # Masters first (they know their own slots best), then replicas, then the seeds.
-        known = [a for a, p in self._pools.items() if p in self._masters]
-        known += [
-            a for a, p in self._pools.items() if p not in self._masters and p not in self._down
-        ]
-        candidates = list(dict.fromkeys([*known, *self._seeds]))
-        best: tuple[tuple[int, int], SlotMap, str] | None = None
-        for addr in candidates:
-            if loop.time() >= deadline:
-                break
-            found = await self._ask(addr, min(deadline, loop.time() + _ASK_TIMEOUT))
-            if found is None:
-                continue
-            score = (found.uncovered_slots(), _failed_masters(found))
-            if best is None or score < best[0]:
-                best = (score, found, node_label(*addr))
-            if score == (0, 0):
-                break
-        if best is None:
+        # Masters and seeds; the replicas only when none of those answers (a replica's pool
+        # stays unconnected unless reads are routed to it).
+        first = [a for a, p in self._pools.items() if p in self._masters]
+        found = await self._best(list(dict.fromkeys([*first, *self._seeds])), deadline)
+        if found is None:
+            rest = [a for a, p in self._pools.items() if p not in self._down and a not in first]
+            found = await self._best([a for a in rest if a not in self._seeds], deadline)
+        if found is None:
             return False
-        self._install(best[1])
+        self._install(found)
         return True
+
+    async def _best(self, candidates: list[Address], deadline: float) -> SlotMap | None:
+        """Ask ``candidates`` together; return the best picture of the cluster, if any."""
+        if not candidates:
+            return None
+        loop = asyncio.get_running_loop()
+        until = min(deadline, loop.time() + _ASK_TIMEOUT)
+        asks = {asyncio.ensure_future(self._ask(addr, until)): addr for addr in candidates}
+        pending = set(asks)
+        best: tuple[tuple[int, int, int], SlotMap] | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    found = task.result()
+                    if found is None:
+                        continue
+                    addr = asks[task]
+                    own = any(
+                        m is not None and m.host is not None and (unbracket(m.host), m.port) == addr
+                        for m in (shard.master for shard in found.shards)
+                    )
+                    score = (found.uncovered_slots(), _failed_masters(found), 0 if own else 1)
+                    if best is None or score < best[0]:
+                        best = (score, found)
+                if best is not None and best[0] == (0, 0, 0):
+                    break
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                # The asks are commands queued in pools: cancelled, they end at once.
+                with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                    await asyncio.wait(pending)
+            for task in asks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # seen: an error here is raised once, below or above
+        return None if best is None else best[1]
 
     async def _ask(self, addr: Address, until: float) -> SlotMap | None:
         """Return ``addr``'s picture of the cluster, or None (its problem is recorded)."""

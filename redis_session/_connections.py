@@ -594,6 +594,10 @@ def _unavailable(pool: NodePool, failure: StoreUnavailable | CommandError) -> St
             state = "is still loading its data set"
         elif failure.code == "BUSY":
             state = "is busy running a script"
+        elif failure.code == "CLUSTERDOWN":
+            state = "reports the cluster down for this slot"
+        elif failure.code == "TRYAGAIN":
+            state = "kept answering TRYAGAIN (its slot is being migrated)"
         else:
             state = "is not a writable master"
         unavailable = StoreUnavailable(f"{pool.node} {state}: {failure}")
