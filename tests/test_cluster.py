@@ -337,6 +337,35 @@ async def test_a_killed_master_is_replaced_without_reopening(cluster: RedisClust
         assert any(n.node == f"{promoted.host}:{promoted.port}" for n in stats.nodes)
 
 
+async def test_a_hung_master_is_replaced_without_reopening(cluster: RedisCluster) -> None:
+    """SIGSTOP a master past cluster-node-timeout: calls fail in time, then go to its successor."""
+    cfg = config(cluster)
+    cfg["redis"]["timeout"] = "1s"
+    async with open_session_store(cfg) as store:
+        session = await store.create({"n": 1})
+        key = key_of(store, session.id)
+        victim = cluster.master_of_slot(key_slot(key))
+        cluster.wait_streaming()
+        victim.pause()
+        try:
+            give_up = time.monotonic() + 60
+            failures = 0
+            while True:
+                try:
+                    loaded = await store.load(session.id)
+                    break
+                except StoreUnavailable:
+                    failures += 1
+                    assert time.monotonic() < give_up, "the hung master was never replaced"
+            assert loaded is not None
+            loaded.data["n"] = 2
+            await store.save(loaded)
+            assert (await store.load(session.id)).data == {"n": 2}
+            assert failures >= 1  # it was hung for over a second: some calls failed, in time
+        finally:
+            victim.resume()
+
+
 # -- routing and resources ------------------------------------------------------------------------
 
 
