@@ -130,3 +130,95 @@ async def test_hung_master_acknowledges_a_write_the_failover_throws_away(
         if operation == "regenerate":
             assert result.id != session.id
         assert loaded is None, f"acknowledged {operation} lost: the old id loads {loaded!r}"
+
+
+# -- under load: a resharding, a graceful failover -------------------------------------------------
+
+
+def node_id(node: RedisProcess) -> str:
+    return str(node.admin().execute_command("CLUSTER", "MYID"))
+
+
+def reshard(cluster: RedisCluster, source: RedisProcess, target: RedisProcess, slots: int) -> str:
+    """Move ``slots`` slots from ``source`` to ``target`` with ``redis-cli --cluster reshard``."""
+    import subprocess
+
+    from .cluster_servers import cli_binary
+
+    done = subprocess.run(
+        [
+            cli_binary(),
+            "--cluster",
+            "reshard",
+            f"{source.host}:{source.port}",
+            "--cluster-from",
+            node_id(source),
+            "--cluster-to",
+            node_id(target),
+            "--cluster-slots",
+            str(slots),
+            "--cluster-pipeline",
+            "5",
+            "--cluster-yes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("client", ["calm", "all"])
+async def test_a_resharding_under_load_loses_nothing_and_fails_nothing(
+    cluster: RedisCluster, client: str
+) -> None:
+    """Issue 12's acceptance: a slot migrated under load: 0 wrong, 0 lost, 0 errors."""
+    from tests.chaos.client_faults import parse_kinds
+    from tests.chaos.test_chaos import assert_sound, under_load
+
+    section = {"cluster": {"nodes": cluster.seeds()}}
+    kinds = parse_kinds(client)
+    async with under_load("review: reshard", section, cluster.nodes, client=kinds) as sc:
+        await anyio.sleep(1.0)  # sessions spread over every slot range
+        source, target = cluster.masters()[:2]
+        sc.load.mark("fault")
+        await anyio.to_thread.run_sync(reshard, cluster, source, target, 1500)
+        sc.load.mark("heal")
+        await anyio.sleep(1.0)
+        sc.load.mark("recovered")
+        await sc.calm()
+    tally = sc.tally
+    print("TALLY", tally.ok, tally.failed, tally.conflicts, tally.verdict and tally.verdict.summary(), tally.notes)
+    assert_sound(tally)
+    if client == "calm":
+        assert tally.failed == 0, (dict(tally.failure_kinds), tally.failure_examples)
+
+
+@pytest.mark.parametrize("client", ["calm", "all"])
+async def test_a_graceful_failover_under_load_loses_nothing(
+    cluster: RedisCluster, client: str
+) -> None:
+    """``CLUSTER FAILOVER`` on each master's replica under load: 0 lost acknowledged writes."""
+    from tests.chaos.client_faults import parse_kinds
+    from tests.chaos.test_chaos import assert_sound, under_load
+
+    section = {"cluster": {"nodes": cluster.seeds()}, "route_randomly": True}
+    section = {"cluster": {"nodes": cluster.seeds(), "route_randomly": True}}
+    kinds = parse_kinds(client)
+    async with under_load("review: failover", section, cluster.nodes, client=kinds) as sc:
+        await anyio.sleep(0.5)
+        for master in cluster.masters():
+            replica = cluster.replicas_of(master)[0]
+            sc.load.mark("fault")
+            replica.admin().execute_command("CLUSTER", "FAILOVER")
+            await anyio.to_thread.run_sync(wait_role, replica, "master")
+            await anyio.to_thread.run_sync(wait_role, master, "slave")
+            await anyio.sleep(0.5)
+        sc.load.mark("recovered")
+        await sc.calm()
+        await anyio.sleep(0.5)
+    print("TALLY", sc.tally.ok, sc.tally.failed, sc.tally.lost, sc.tally.verdict and sc.tally.verdict.summary(), sc.tally.notes)
+    assert_sound(sc.tally)
