@@ -9,6 +9,7 @@ assertion is about speed.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,8 +20,10 @@ import redis
 
 from redis_session import SessionStore, open_session_store
 from redis_session._ids import key_slot
+from tests.chaos.client_faults import parse_kinds
+from tests.chaos.test_chaos import assert_sound, under_load
 
-from .cluster_servers import RedisCluster
+from .cluster_servers import RedisCluster, cli_binary
 from .servers import RedisProcess
 
 pytestmark = pytest.mark.anyio
@@ -114,10 +117,14 @@ async def test_hung_master_acknowledges_a_write_the_failover_throws_away(
         await anyio.to_thread.run_sync(cluster.wait_streaming)
         victim.pause()
         try:
-            if operation == "delete":
-                call = asyncio.ensure_future(store.delete(session.id))
-            else:
-                call = asyncio.ensure_future(store.regenerate(session))
+
+            async def write() -> str | None:
+                if operation == "delete":
+                    await store.delete(session.id)
+                    return None
+                return (await store.regenerate(session)).id
+
+            call = asyncio.ensure_future(write())
             await anyio.sleep(0.1)  # the command is in the stopped master's socket
             await anyio.to_thread.run_sync(wait_for_new_owner, cluster, slot, victim)
         finally:
@@ -128,7 +135,7 @@ async def test_hung_master_acknowledges_a_write_the_failover_throws_away(
         with anyio.fail_after(GIVE_UP):
             loaded = await store.load(session.id)
         if operation == "regenerate":
-            assert result.id != session.id
+            assert result != session.id
         assert loaded is None, f"acknowledged {operation} lost: the old id loads {loaded!r}"
 
 
@@ -141,10 +148,6 @@ def node_id(node: RedisProcess) -> str:
 
 def reshard(cluster: RedisCluster, source: RedisProcess, target: RedisProcess, slots: int) -> str:
     """Move ``slots`` slots from ``source`` to ``target`` with ``redis-cli --cluster reshard``."""
-    import subprocess
-
-    from .cluster_servers import cli_binary
-
     done = subprocess.run(
         [
             cli_binary(),
@@ -175,10 +178,7 @@ def reshard(cluster: RedisCluster, source: RedisProcess, target: RedisProcess, s
 async def test_a_resharding_under_load_loses_nothing_and_fails_nothing(
     cluster: RedisCluster, client: str
 ) -> None:
-    """Issue 12's acceptance: a slot migrated under load: 0 wrong, 0 lost, 0 errors."""
-    from tests.chaos.client_faults import parse_kinds
-    from tests.chaos.test_chaos import assert_sound, under_load
-
+    """Issue 12's acceptance: 1500 slots resharded under load: 0 wrong, lost, errors (held up)."""
     section = {"cluster": {"nodes": cluster.seeds()}}
     kinds = parse_kinds(client)
     async with under_load("review: reshard", section, cluster.nodes, client=kinds) as sc:
@@ -191,7 +191,6 @@ async def test_a_resharding_under_load_loses_nothing_and_fails_nothing(
         sc.load.mark("recovered")
         await sc.calm()
     tally = sc.tally
-    print("TALLY", tally.ok, tally.failed, tally.conflicts, tally.verdict and tally.verdict.summary(), tally.notes)
     assert_sound(tally)
     if client == "calm":
         assert tally.failed == 0, (dict(tally.failure_kinds), tally.failure_examples)
@@ -201,11 +200,7 @@ async def test_a_resharding_under_load_loses_nothing_and_fails_nothing(
 async def test_a_graceful_failover_under_load_loses_nothing(
     cluster: RedisCluster, client: str
 ) -> None:
-    """``CLUSTER FAILOVER`` on each master's replica under load: 0 lost acknowledged writes."""
-    from tests.chaos.client_faults import parse_kinds
-    from tests.chaos.test_chaos import assert_sound, under_load
-
-    section = {"cluster": {"nodes": cluster.seeds()}, "route_randomly": True}
+    """``CLUSTER FAILOVER`` of every master under load, reads routed: 0 lost, 0 wrong (held up)."""
     section = {"cluster": {"nodes": cluster.seeds(), "route_randomly": True}}
     kinds = parse_kinds(client)
     async with under_load("review: failover", section, cluster.nodes, client=kinds) as sc:
@@ -220,5 +215,32 @@ async def test_a_graceful_failover_under_load_loses_nothing(
         sc.load.mark("recovered")
         await sc.calm()
         await anyio.sleep(0.5)
-    print("TALLY", sc.tally.ok, sc.tally.failed, sc.tally.lost, sc.tally.verdict and sc.tally.verdict.summary(), sc.tally.notes)
     assert_sound(sc.tally)
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+
+async def test_a_seed_named_differently_from_the_map_is_a_second_node_in_statistics(
+    cluster: RedisCluster,
+) -> None:
+    """Seed ``localhost:P``; the cluster announces ``127.0.0.1:P``: one server, two pools.
+
+    The seed's pool is never closed (seeds are kept for later surveys) and keeps the
+    connection of the first survey open; ``statistics().nodes`` lists the server twice
+    (documented as "one entry per node in use") and ``open`` counts its connection twice.
+    Expected: a seed that turned out to be a node of the map is not a node of its own, or
+    at least holds no connection once the map is known.
+    """
+    node = cluster.masters()[0]
+    cfg = {
+        "secret": SECRET,
+        "redis": {"cluster": {"nodes": [{"host": "localhost", "port": node.port}]}},
+    }
+    async with open_session_store(cfg) as store:
+        for n in range(20):
+            await store.create({"n": n})
+        stats = store.statistics()
+        entries = [n for n in stats.nodes if n.node.endswith(f":{node.port}")]
+        clients = len(node.our_clients("redis_session"))
+    assert len(entries) == 1, (entries, clients)
