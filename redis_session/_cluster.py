@@ -114,6 +114,8 @@ class ClusterTopology:
         self._problems: dict[Address, str] = {}
         self._tasks = Supervisor()
         self._survey: asyncio.Task[bool] | None = None
+        #: Checks of the map after a slow write reply, one per pool in question.
+        self._rechecks: dict[NodePool, asyncio.Task[None]] = {}
         self._surveyed_at = -math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = ""
@@ -244,6 +246,30 @@ class ClusterTopology:
             self._kick()
         return pool
 
+    async def recheck(self, pool: NodePool, deadline: float) -> None:
+        """Refresh the map from the masters other than ``pool`` (after a slow reply from it).
+
+        Callers with slow replies from the same pool share one check. Without another master
+        to ask, the map stays as it is.
+        """
+        task = self._rechecks.get(pool)
+        if task is None or task.done():
+            task = self._tasks.spawn(self._recheck(pool), name=f"redis_session recheck {pool.node}")
+            self._rechecks[pool] = task
+        loop = asyncio.get_running_loop()
+        await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+
+    async def _recheck(self, pool: NodePool) -> None:
+        loop = asyncio.get_running_loop()
+        others = [a for a, p in self._pools.items() if p in self._masters and p is not pool]
+        try:
+            found = await self._best(others, loop.time() + self._timeout)
+            if found is not None:
+                self._install(found)
+        finally:
+            if self._rechecks.get(pool) is asyncio.current_task():
+                del self._rechecks[pool]
+
     def suspect(self, pool: NodePool) -> None:
         """Note that ``pool`` ran out of time on a command: survey, in case it was replaced."""
         if pool in self._masters and not self._closed:
@@ -294,13 +320,15 @@ class ClusterTopology:
         """
         loop = asyncio.get_running_loop()
         self._surveyed_at = loop.time()
-        # Masters and seeds; the replicas only when none of those answers (a replica's pool
-        # stays unconnected unless reads are routed to it).
-        first = [a for a, p in self._pools.items() if p in self._masters]
-        found = await self._best(list(dict.fromkeys([*first, *self._seeds])), deadline)
+        # The masters (the seeds before the first map); when none of them answers, the seeds
+        # and the replicas. A replica's pool stays unconnected unless reads are routed to it,
+        # and a seed named otherwise than in the map has no pool once the map is known.
+        first = [a for a, p in self._pools.items() if p in self._masters] or self._seeds
+        found = await self._best(first, deadline)
         if found is None:
-            rest = [a for a, p in self._pools.items() if p not in self._down and a not in first]
-            found = await self._best([a for a in rest if a not in self._seeds], deadline)
+            known = [a for a, p in self._pools.items() if p not in self._down]
+            rest = [a for a in dict.fromkeys([*self._seeds, *known]) if a not in first]
+            found = await self._best(rest, deadline)
         if found is None:
             return False
         self._install(found)
@@ -366,7 +394,8 @@ class ClusterTopology:
         except MalformedTopologyReply as exc:
             self._problems[addr] = f"unreadable cluster map: {exc}"
             return None
-        except (ConnectionLost, PoolTimeout, StoreUnavailable) as exc:
+        except (ConnectionLost, PoolTimeout, StoreUnavailable, StoreClosed) as exc:
+            # StoreClosed: the node left the map (its pool closed) while it was being asked.
             self._problems[addr] = str(exc)
             return None
         self._problems.pop(addr, None)
@@ -400,11 +429,12 @@ class ClusterTopology:
         self._readers = readers
         self._masters = {p for p in shard_pools if p is not None}
         self._map = found
-        for addr in [a for a in self._pools if a not in addresses and a not in self._seeds]:
+        for addr in [a for a in self._pools if a not in addresses]:
             pool = self._pools.pop(addr)
             self._down.discard(pool)
             self._latency.pop(pool, None)
-            logger.info("%s: node %s left the cluster map; closing its pool", OPTION, pool.node)
+            if addr not in self._seeds:
+                logger.info("%s: node %s left the cluster map; closing its pool", OPTION, pool.node)
             self._tasks.spawn(
                 _close(pool), name=f"redis_session close {pool.node}", on_close="finish"
             )
@@ -412,6 +442,9 @@ class ClusterTopology:
     def _pool_for(self, addr: Address) -> NodePool:
         pool = self._pools.get(addr)
         if pool is None:
+            if self._closed:
+                # A redirect or survey finishing as the store closes: open nothing new.
+                raise StoreClosed("the Redis Cluster topology is closed")
             pool = self._build(*addr, readonly=self.routes_reads)
             self._pools[addr] = pool
         return pool
@@ -475,6 +508,7 @@ class ClusterTopology:
                 raise other_loop_error(old, self._thread, loop, f"Redis Cluster {seeds}")
             self._tasks.abandon()
             self._survey = None
+            self._rechecks.clear()
         self._loop = loop
         self._thread = repr(threading.current_thread().name)
 

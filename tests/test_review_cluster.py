@@ -1,6 +1,6 @@
-"""Adversarial review of the Redis Cluster support (issue 12): failing reproducers.
+"""Adversarial review of the Redis Cluster support (issue 12): findings, now regression tests.
 
-Each test here is a finding: it runs against the real 3+3 loopback cluster
+Each test here was a finding (or a scenario that held up): it runs against the real 3+3 loopback cluster
 (``tests/cluster_servers.py``) and asserts what the issue, docs/cluster.md or the library's own
 docstrings promise. Every wait is bounded, so a regression fails instead of hanging; no
 assertion is about speed.
@@ -95,7 +95,7 @@ def wait_role(node: RedisProcess, role: str) -> None:
 
 
 @pytest.mark.parametrize("operation", ["delete", "regenerate"])
-async def test_hung_master_acknowledges_a_write_the_failover_throws_away(
+async def test_a_write_to_a_master_hung_past_its_failover_is_not_lost(
     cluster: RedisCluster, operation: str
 ) -> None:
     """SIGSTOP a master, write to it, let its replica be promoted, SIGCONT it.
@@ -103,9 +103,9 @@ async def test_hung_master_acknowledges_a_write_the_failover_throws_away(
     The stopped master still holds the write in its socket. Woken, it runs it and answers
     before it hears it was replaced; then it turns replica and drops its data set. The store
     acknowledged the write (no error, well within redis.timeout) and the write is gone: a
-    deleted session loads again, or the id that regenerate retired loads again. Expected: a
-    write the cluster did not keep is not acknowledged (an error within redis.timeout, as for
-    a SIGKILL), as Sentinel's ``settle`` does for a demoted master.
+    deleted session loads again, or the id that regenerate retired loads again. Fixed: a
+    write answered that slowly is acknowledged only once the other masters confirm the node
+    still serves the slot; here they name its successor, and the write is resent there.
     """
     async with open_session_store(config(cluster, timeout="15s")) as store:
         session = await store.create({"n": 1})
@@ -221,7 +221,7 @@ async def test_a_graceful_failover_under_load_loses_nothing(
 # -- statistics ------------------------------------------------------------------------------------
 
 
-async def test_a_seed_named_differently_from_the_map_is_a_second_node_in_statistics(
+async def test_a_seed_named_differently_from_the_map_gets_no_pool_of_its_own(
     cluster: RedisCluster,
 ) -> None:
     """Seed ``localhost:P``; the cluster announces ``127.0.0.1:P``: one server, two pools.
@@ -229,8 +229,7 @@ async def test_a_seed_named_differently_from_the_map_is_a_second_node_in_statist
     The seed's pool is never closed (seeds are kept for later surveys) and keeps the
     connection of the first survey open; ``statistics().nodes`` lists the server twice
     (documented as "one entry per node in use") and ``open`` counts its connection twice.
-    Expected: a seed that turned out to be a node of the map is not a node of its own, or
-    at least holds no connection once the map is known.
+    Fixed: once the map is known, a seed's pool is closed unless the map names that address.
     """
     node = cluster.masters()[0]
     cfg = {
