@@ -1,9 +1,9 @@
 """Adversarial review of the Redis Cluster support (issue 12): findings, now regression tests.
 
-Each test here was a finding (or a scenario that held up): it runs against the real 3+3 loopback cluster
-(``tests/cluster_servers.py``) and asserts what the issue, docs/cluster.md or the library's own
-docstrings promise. Every wait is bounded, so a regression fails instead of hanging; no
-assertion is about speed.
+Each test here was a finding (or a scenario that held up): it runs against the real 3+3
+loopback cluster (``tests/cluster_servers.py``) and asserts what the issue, docs/cluster.md
+or the library's own docstrings promise. Every wait is bounded, so a regression fails
+instead of hanging; no assertion is about speed.
 """
 
 from __future__ import annotations
