@@ -12,6 +12,11 @@ LABELS = {
     "starsessions": "starsessions RedisStore + JSON",
 }
 COLORS = {"store": "#1b7837", "redis-py": "#2166ac", "starsessions": "#d6604d"}
+#: The cluster section's clients (benchmarks/cluster.py), baselines first.
+CLUSTER_CLIENTS = ("redis-py", "redis-py cluster", "store", "store cluster")
+CLUSTER_STORE = "store cluster"
+#: Issue 12: the store on the cluster within this multiple of its client CPU on one server.
+CLUSTER_CPU_TARGET = 1.2
 HOT_OPS = ("serialize", "encrypt", "decrypt", "deserialize")
 X = "\N{MULTIPLICATION SIGN}"
 
@@ -19,6 +24,10 @@ X = "\N{MULTIPLICATION SIGN}"
 def _kib(size: int | str) -> str:
     size = int(size)
     return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
+
+
+def _tasks(n: int) -> str:
+    return f"{n} task" if n == 1 else f"{n} tasks"
 
 
 def _row(rows: list[dict[str, Any]], **match: int) -> dict[str, Any] | None:
@@ -74,6 +83,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "measured": ratio,
                 "unit": X,
                 "met": ratio <= 1.2,
+            }
+        )
+    for row in results.get("cluster", {}).get("rows", []):
+        ratios = row["ratios"].get(CLUSTER_STORE, {}).get("store")
+        if ratios is None:
+            continue
+        ratio = ratios["cpu_us_per_pair"]
+        checks.append(
+            {
+                "target": f"store on the cluster, {_tasks(row['tasks'])}: client CPU per pair "
+                f"≤ {CLUSTER_CPU_TARGET}{X} the store on one server",
+                "measured": ratio,
+                "unit": X,
+                "met": ratio <= CLUSTER_CPU_TARGET,
             }
         )
     return checks
@@ -194,8 +217,67 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {_kib(size)} | {rb['get_rps']:,.0f} | {rb['set_rps']:,.0f} | "
                 f"{rb['pairs_per_s']:,.0f} | {share} |"
             )
+    if "cluster" in results:
+        out += _cluster_markdown(results)
     out.append("")
     return "\n".join(out)
+
+
+def _cluster_markdown(results: dict[str, Any]) -> list[str]:
+    """The cluster section: the store and raw redis-py, each on one server and on a cluster."""
+    settings, section = results["settings"], results["cluster"]
+    rows = section["rows"]
+    payload = _kib(rows[0]["payload"]) if rows else ""
+    out = [
+        "",
+        f"## Cluster: the cost of routing ({payload} payload)",
+        "",
+        "Raw redis-py `GET` + `SET EX` and the store's load + save, each on one redis-server "
+        "and on a Redis Cluster of 3 masters (each with a replica) on loopback, 8 connections "
+        f"per node, {settings['sessions_per_client']} keys each, "
+        f"{settings['store_warmup_s']} s warm-up + {settings['store_duration_s']} s per run, "
+        f"{settings['store_repeat']} repetitions, clients interleaved. *CPU µs/pair* is this "
+        "process's CPU time per pair: the client's cost, the servers being other processes. "
+        "Ratios are per repetition, then the median; *cluster ÷ one* is a client on the cluster "
+        "against the same client on one server.",
+        "",
+        f"| tasks | client | pairs/s | CPU µs/pair | CPU {X}redis-py | CPU {X}redis-py cluster "
+        f"| pairs/s {X}redis-py cluster | CPU cluster ÷ one | p50 ms | p99 ms |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    single = {"redis-py cluster": "redis-py", "store cluster": "store"}
+    for row in rows:
+        for name in CLUSTER_CLIENTS:
+            c = row["clients"].get(name)
+            if c is None:
+                continue
+            mine = row["ratios"].get(name, {})
+
+            def ratio(other: str, key: str, mine: dict[str, Any] = mine, name: str = name) -> str:
+                if other == name:
+                    return "1"
+                found = mine.get(other)
+                return f"{found[key]:.2f}{X}" if found else ""
+
+            one = ratio(single[name], "cpu_us_per_pair") if name in single else ""
+            out.append(
+                f"| {row['tasks']} | {name} | {c['pairs_per_s']:,.0f} | "
+                f"{c['cpu_us_per_pair']:.0f} | {ratio('redis-py', 'cpu_us_per_pair')} | "
+                f"{ratio('redis-py cluster', 'cpu_us_per_pair')} | "
+                f"{ratio('redis-py cluster', 'pairs_per_s')} | {one} | "
+                f"{c['p50_ms']:.2f} | {c['p99_ms']:.2f} |"
+            )
+    for name, why in section.get("missing", {}).items():
+        out += ["", f"*{name}* not measured: {why}."]
+    spread = section.get("keys_per_master", {})
+    if spread:
+        out += ["", "Keys each cluster client wrote, per master:", ""]
+        for name, counts in spread.items():
+            total = sum(counts.values())
+            largest = max(counts.values()) / total if total else 0.0
+            listed = ", ".join(f"{node} {n}" for node, n in counts.items())
+            out.append(f"- {name}: {listed} (largest share {largest:.0%})")
+    return out
 
 
 def chart(results: dict[str, Any], path: Path) -> None:

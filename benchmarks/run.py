@@ -2,7 +2,8 @@
 
 ``python -m benchmarks`` (full, several minutes) or ``python -m benchmarks --quick`` (under two
 minutes on two cores). Starts its own redis-server on a free loopback port and stops it at the
-end; nothing else is touched. See ``benchmarks/README.md`` for how to read the output.
+end, and for the cluster section a 3-master Redis Cluster (the test harness's) likewise;
+nothing else is touched. See ``benchmarks/README.md`` for how to read the output.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import hotpath, macro, report
+from benchmarks import cluster, hotpath, macro, report
 from benchmarks._server import redis_server, tool_version
 from benchmarks.payloads import DEFAULT_SIZE, SIZES
 
@@ -31,6 +32,8 @@ RESULTS = Path(__file__).parent / "results"
 CONCURRENCIES = (1, 16, 64, 256)
 #: The concurrency of the headline ratio and of the payload-size sweep.
 HEADLINE_TASKS = 64
+#: Concurrencies of the cluster section (1 KiB): one caller, and the headline load.
+CLUSTER_CONCURRENCIES = (1, HEADLINE_TASKS)
 
 #: name: (micro repetitions, micro batch seconds, macro repetitions, warm-up s, duration s,
 #: redis-benchmark requests per test)
@@ -46,7 +49,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds per store run (after warm-up)")
     parser.add_argument("--repeat", type=int, help="repetitions of every store run")
     parser.add_argument(
-        "--only", choices=["hotpath", "store"], help="run one half (the report is partial)"
+        "--only",
+        choices=["hotpath", "store", "cluster"],
+        help="run one part (the report is partial)",
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="output directory")
     return parser.parse_args(argv)
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             "store_warmup_s": warmup,
             "store_duration_s": duration,
             "redis_benchmark_requests": requests,
+            "cluster_concurrencies": CLUSTER_CONCURRENCIES,
         },
     }
     if args.only in (None, "hotpath"):
@@ -157,6 +163,23 @@ def main(argv: list[str] | None = None) -> int:
             for size in SIZES:
                 progress(f"redis-benchmark -t set,get -d {size} -c 50 -n {requests}")
                 results["redis_benchmark"][str(size)] = macro.redis_benchmark(port, size, requests)
+    if args.only in (None, "cluster"):
+        with redis_server() as port, cluster.redis_cluster() as nodes:
+            masters = ", ".join(str(m.port) for m in nodes.masters())
+            progress(f"redis-server on 127.0.0.1:{port}; cluster masters on ports {masters}")
+            results["cluster"] = asyncio.run(
+                cluster.run(
+                    port,
+                    nodes.seeds(),
+                    concurrencies=CLUSTER_CONCURRENCIES,
+                    size=DEFAULT_SIZE,
+                    repeat=repeat,
+                    warmup=warmup,
+                    duration=duration,
+                    progress=progress,
+                    keys_per_master=lambda: cluster.count_keys(nodes),
+                )
+            )
     results["meta"]["seconds"] = round(time.perf_counter() - began, 1)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
