@@ -119,29 +119,44 @@ class Deployment:
 
 
 async def discover(cfg: RedisConfig, spec: ConnectionSpec) -> Deployment:
-    """Find the nodes of ``cfg`` as the store would; the caller closes the result."""
+    """Find the nodes of ``cfg`` as the store would; the caller closes the result.
+
+    Failures to reach a node are findings, not exceptions; if anything else raises (a
+    cancellation), what was opened so far is closed first.
+    """
     if cfg.high_availability is not None:
-        return await _sentinel_deployment(cfg, spec)
-    if cfg.cluster is not None:
-        return await _cluster_deployment(cfg, spec)
-    assert cfg.host is not None  # validate_config guarantees it
-    node = DataNode(cfg, spec, cfg.host, cfg.port, readonly=False)
-    return Deployment("server", data=[DataMember(node, "master")])
+        deployment = Deployment("sentinel")
+        fill = _sentinel_deployment
+    elif cfg.cluster is not None:
+        deployment = Deployment("cluster")
+        fill = _cluster_deployment
+    else:
+        assert cfg.host is not None  # validate_config guarantees it
+        node = DataNode(cfg, spec, cfg.host, cfg.port, readonly=False)
+        return Deployment("server", data=[DataMember(node, "master")])
+    try:
+        await fill(cfg, spec, deployment)
+    except BaseException:
+        await deployment.aclose()
+        raise
+    return deployment
 
 
 # -- Sentinel -------------------------------------------------------------------------------------
 
 
-async def _sentinel_deployment(cfg: RedisConfig, spec: ConnectionSpec) -> Deployment:
+async def _sentinel_deployment(
+    cfg: RedisConfig, spec: ConnectionSpec, deployment: Deployment
+) -> None:
     ha = cfg.high_availability
     assert ha is not None
-    deployment = Deployment("sentinel")
     configured = configured_sentinels(cfg)
     implicit = _implicit(cfg)
     members = [
         SentinelMember(SentinelNode(cfg, spec, *addr), optional=addr in implicit)
         for addr in configured
     ]
+    deployment.sentinels = members  # registered before any await: closed whatever happens
     await gather_all([_ask_sentinel(m, ha.sentinel_name) for m in members])
     # The peers they name, as the store learns them: asked too (one round, no deeper).
     known = {(m.node.host, m.node.port) for m in members}
@@ -150,14 +165,16 @@ async def _sentinel_deployment(cfg: RedisConfig, spec: ConnectionSpec) -> Deploy
         SentinelMember(SentinelNode(cfg, spec, *addr), configured=False)
         for addr in dict.fromkeys(learned)
     ]
-    await gather_all([_ask_sentinel(m, ha.sentinel_name) for m in extra])
     members += extra
-    deployment.sentinels = [m for m in members if m.answered or not m.optional]
+    await gather_all([_ask_sentinel(m, ha.sentinel_name) for m in extra])
+    shown = [m for m in members if m.answered or not m.optional]
+    await close_all([m.node for m in members if m not in shown])
+    deployment.sentinels = shown
 
     named = collections.Counter(m.master for m in members if m.master is not None)
     if not named:
         deployment.findings.append(_no_master(ha.sentinel_name, members))
-        return deployment
+        return
     master = named.most_common(1)[0][0]
     if len(named) > 1:
         seen = ", ".join(f"{node_label(*a)} ({n})" for a, n in named.most_common())
@@ -188,7 +205,6 @@ async def _sentinel_deployment(cfg: RedisConfig, spec: ConnectionSpec) -> Deploy
     for addr, health in replicas.items():
         node = DataNode(cfg, spec, *addr, readonly=False)
         deployment.data.append(DataMember(node, "replica", health=health, reported_by="sentinels"))
-    return deployment
 
 
 def _implicit(cfg: RedisConfig) -> set[Address]:
@@ -289,11 +305,12 @@ def _entries(reply: Any) -> list[dict[str, Any]]:
 # -- Cluster --------------------------------------------------------------------------------------
 
 
-async def _cluster_deployment(cfg: RedisConfig, spec: ConnectionSpec) -> Deployment:
+async def _cluster_deployment(
+    cfg: RedisConfig, spec: ConnectionSpec, deployment: Deployment
+) -> None:
     cluster = cfg.cluster
     assert cluster is not None
     routes = cluster.route_by_latency or cluster.route_randomly
-    deployment = Deployment("cluster")
     seeds: list[Address] = []
     if cfg.host is not None:
         seeds.append((unbracket(cfg.host), cfg.port))
@@ -303,6 +320,7 @@ async def _cluster_deployment(cfg: RedisConfig, spec: ConnectionSpec) -> Deploym
     problems: dict[Address, str] = {}
     for addr in dict.fromkeys(seeds):
         node = opened[addr] = DataNode(cfg, spec, *addr, readonly=routes)
+        deployment._spare.append(node)  # closed whatever happens
         try:
             found = await _slot_map(node)
         except (CommandError, StoreUnavailable, MalformedTopologyReply) as exc:
@@ -323,8 +341,7 @@ async def _cluster_deployment(cfg: RedisConfig, spec: ConnectionSpec) -> Deploym
             )
         )
     if best is None:
-        deployment._spare = list(opened.values())
-        return deployment
+        return
     deployment.slot_map = best
     for shard in best.shards:
         for member in shard.nodes():
@@ -348,7 +365,6 @@ async def _cluster_deployment(cfg: RedisConfig, spec: ConnectionSpec) -> Deploym
             slots = shard.slot_count if member.role == "master" else 0
             deployment.data.append(DataMember(node, member.role, member.health, slots))
     deployment._spare = list(opened.values())
-    return deployment
 
 
 async def _slot_map(node: DataNode) -> SlotMap:

@@ -91,17 +91,21 @@ class SentinelNode:
                 async with asyncio.timeout(SENTINEL_TIMEOUT):
                     if conn is None:
                         conn = self._link.new_connection()
-                        await conn.connect()  # type: ignore[no-untyped-call]
+                        try:
+                            await conn.connect()  # type: ignore[no-untyped-call]
+                        except ResponseError as exc:
+                            # Refused while logging in (CLIENT SETNAME): no usable link.
+                            raise self._unavailable(exc) from exc
                     await conn.send_command(*args, check_health=False)
                     reply = await conn.read_response()
             except ResponseError as exc:
-                # An error reply leaves the connection in step: keep it.
+                # An error reply to the command leaves the connection in step: keep it.
                 self._conn = conn
                 raise self._command_error(exc) from exc
             except BaseException as exc:
                 if conn is not None:
                     await disconnect(conn)
-                if isinstance(exc, FAILURES):
+                if isinstance(exc, FAILURES) and not isinstance(exc, StoreUnavailable):
                     raise self._unavailable(exc) from exc
                 raise
             self._conn = conn

@@ -356,7 +356,9 @@ def test_check_of_a_healthy_cluster_is_all_ok(
     assert sorted(roles) == ["master"] * 3 + ["replica"] * 3
     assert sent <= READ_ONLY | {"replconf"}  # and the replication links' own
 
-    # The server default: every node is warned about, naming the fix.
+    # The server default: every node is warned about, naming the fix. (Without read routing:
+    # replica connections send no READONLY, and the probe still runs there.)
+    config = write_config(tmp_path, {"cluster": {"nodes": redis_cluster.seeds()}})
     status, document = run(capsys, "check", config)
     assert status == 0
     warned = not_ok(document)
