@@ -324,6 +324,26 @@ def test_check_of_a_healthy_sentinel_setup_is_all_ok(
     options = {f["option"] for f in not_ok(document) if f["check"] == "reachable"}
     assert options == {"session.redis.high_availability.sentinel_password"}
 
+    # A configured sentinel that is not there, and a replica that died: warnings, not errors
+    # (the store still works), each naming its node.
+    section = sentinel_cluster.redis_section()
+    ghost = free_port()
+    section["high_availability"]["nodes"].append({"host": "127.0.0.1", "port": ghost})
+    sentinel_cluster.replica.stop()
+    status, document = run(capsys, "check", write_config(tmp_path, section))
+    assert status == 0
+    warned = {(f["check"], f["node"]) for f in not_ok(document)}
+    assert {f["status"] for f in not_ok(document)} == {"warning"}
+    assert ("reachable", f"127.0.0.1:{ghost}") in warned
+    assert ("reachable", f"127.0.0.1:{sentinel_cluster.replica.port}") in warned
+    # The sentinels go on listing the replica; once they see it down (after down-after-
+    # milliseconds) that is a warning about it too.
+    assert warned <= {
+        ("reachable", f"127.0.0.1:{ghost}"),
+        ("reachable", f"127.0.0.1:{sentinel_cluster.replica.port}"),
+        ("role", f"127.0.0.1:{sentinel_cluster.replica.port}"),
+    }
+
 
 @contextmanager
 def full_coverage(cluster: RedisCluster, value: str) -> Iterator[None]:
