@@ -358,7 +358,7 @@ def _check_topology(cfg: SessionConfig, deployment: Deployment, report: CheckRep
             OK,
             "sentinel",
             f"{len(agreeing)} sentinels name {writer} master of {ha.sentinel_name!r}, "
-            f"with {count} replicas",
+            f"with {count} replica{'' if count == 1 else 's'}",
             details={"master": writer, "replicas": count, "sentinels": len(agreeing)},
         )
         if count == 0:

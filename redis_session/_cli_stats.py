@@ -115,7 +115,7 @@ class StatsReport:
             f"regular {self.regular})",
             f"tombstones   {self.tombstones:>9}  (ids regenerated within the last minute)",
             "key rotation:",
-            f"  session.secret{'':<14}{self.by_secret.get('session.secret', 0):>9}",
+            f"  {'session.secret':<28}{self.by_secret.get('session.secret', 0):>9}",
         ]
         out += [f"  {option:<28}{self.by_secret.get(option, 0):>9}" for option in self.secrets[1:]]
         out.append(f"  {'no configured secret':<28}{self.by_secret.get(None, 0):>9}")

@@ -21,7 +21,7 @@ from redis_session._cli_check import data_needs, script_commands
 from redis_session._config import ClusterConfig, ClusterNodeConfig, RedisConfig
 
 from .cluster_servers import RedisCluster
-from .servers import RedisProcess, SentinelCluster, free_port
+from .servers import RedisProcess, SentinelCluster, free_port, wait_until
 
 SECRET = "cli tests: the current secret, long enough to be taken seriously"
 OLD_SECRET = "cli tests: the previous secret, also long enough to be taken seriously"
@@ -175,6 +175,8 @@ def test_check_of_a_healthy_server_is_all_ok_and_writes_nothing(
     assert 0 < latency["details"]["min_ms"] <= latency["details"]["max_ms"]
     assert commands_sent(redis) <= READ_ONLY
     assert redis.admin().dbsize() == 0
+    # Every connection it opened is closed (the server notices within a moment).
+    wait_until(lambda: redis.our_clients() == [], timeout=3.0)
 
 
 #: The least-privilege ACL user that docs/cli.md gives for a single server.
