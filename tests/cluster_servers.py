@@ -249,10 +249,12 @@ class RedisCluster:
         self.wait_ready(max(1.0, deadline - time.monotonic()))
         return self.node_at((node.host, port))
 
-    def keys_by_slot(self, *, skip_prefix: str = "harness:") -> dict[int, list[str]]:
-        """Every key the masters hold, by slot (as each master's ``CLUSTER KEYSLOT`` says)."""
+    def keys_by_slot(
+        self, node: RedisProcess | None = None, *, skip_prefix: str = "harness:"
+    ) -> dict[int, list[str]]:
+        """Every key ``node`` (default: every master) holds, by slot, per ``CLUSTER KEYSLOT``."""
         found: dict[int, list[str]] = {}
-        for master in self.masters():
+        for master in self.masters() if node is None else [node]:
             admin = master.admin()
             keys = [k for k in admin.scan_iter(count=1000) if not k.startswith(skip_prefix)]
             pipe = admin.pipeline(transaction=False)
