@@ -16,6 +16,8 @@ from typing import Any
 
 from ._config import (
     REMEMBER_ME_DISABLED,
+    ClusterConfig,
+    ClusterNodeConfig,
     CookieConfig,
     HighAvailabilityConfig,
     NodeConfig,
@@ -44,6 +46,8 @@ from ._store import Lookup, Session, SessionStore
 
 __all__ = [
     "REMEMBER_ME_DISABLED",
+    "ClusterConfig",
+    "ClusterNodeConfig",
     "CommandError",
     "ConfigError",
     "ConfigProblem",

@@ -14,6 +14,8 @@ from datetime import timedelta
 import attrs
 
 __all__ = [
+    "ClusterConfig",
+    "ClusterNodeConfig",
     "CookieConfig",
     "HighAvailabilityConfig",
     "NodeConfig",
@@ -106,6 +108,38 @@ class HighAvailabilityConfig:
 
 
 @attrs.frozen
+class ClusterNodeConfig:
+    """One entry of ``session.redis.cluster.nodes``: a Redis Cluster node to start from."""
+
+    #: *Extension.* Host name, IPv4 address or bracketed IPv6 literal of the node.
+    host: str
+    #: *Extension.* TCP port of the node.
+    port: int = 6379
+
+
+@attrs.frozen
+class ClusterConfig:
+    """*Extension.* ``session.redis.cluster``: sessions sharded over a Redis Cluster.
+
+    The nodes are seeds: the store asks the first that answers for the slot map and then talks
+    to every master (and, with read routing, every replica) it names. TLS, ``username``,
+    ``password`` and both pool limits of ``session.redis`` apply to each node. Redis Cluster
+    has database 0 only, and is not used together with ``high_availability``.
+    """
+
+    #: *Extension.* Seed nodes; ``redis.host`` and ``redis.port``, when ``host`` is set, first.
+    nodes: tuple[ClusterNodeConfig, ...] = ()
+    #: *Extension.* Send read-only commands to the lowest-latency node among each slot's
+    #: master and replicas.
+    route_by_latency: bool = False
+    #: *Extension.* Send read-only commands to a random node among each slot's master and
+    #: replicas.
+    route_randomly: bool = False
+    #: *Extension.* Most MOVED or ASK redirections one command follows before it fails.
+    max_redirects: int = 5
+
+
+@attrs.frozen
 class RedisConfig:
     """``session.redis``: the Redis provider. Without it, sessions live in process memory."""
 
@@ -136,6 +170,8 @@ class RedisConfig:
     tls: TLSConfig | None = None
     #: Use Redis Sentinel when present.
     high_availability: HighAvailabilityConfig | None = None
+    #: *Extension.* Use Redis Cluster when present.
+    cluster: ClusterConfig | None = None
 
 
 #: ``remember_me: -1`` in Authelia's notation: remember-me is disabled. Any negative duration

@@ -29,6 +29,8 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, override
 
 from ._config import (
+    ClusterConfig,
+    ClusterNodeConfig,
     CookieConfig,
     HighAvailabilityConfig,
     NodeConfig,
@@ -60,6 +62,8 @@ SECTIONS: Mapping[type[Any], str] = {
     TLSConfig: "session.redis.tls",
     HighAvailabilityConfig: "session.redis.high_availability",
     NodeConfig: "session.redis.high_availability.nodes[]",
+    ClusterConfig: "session.redis.cluster",
+    ClusterNodeConfig: "session.redis.cluster.nodes[]",
 }
 for _section in SECTIONS:
     attrs.resolve_types(_section)

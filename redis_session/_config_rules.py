@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives import serialization
 
 from ._config import (
     REMEMBER_ME_DISABLED,
+    ClusterConfig,
+    ClusterNodeConfig,
     CookieConfig,
     HighAvailabilityConfig,
     NodeConfig,
@@ -63,6 +65,7 @@ EMPTY_SECTIONS: Mapping[type[Any], str] = {
     RedisConfig: "is empty; give its options, or remove it to keep sessions in memory",
     TLSConfig: "is empty; write 'tls: {}' for TLS with the defaults, or remove it",
     HighAvailabilityConfig: "is empty; give sentinel_name and nodes, or remove it",
+    ClusterConfig: "is empty; give nodes, or remove it",
 }
 _TLS_VERSIONS = {
     "1.0": ssl.TLSVersion.TLSv1,
@@ -428,6 +431,9 @@ OPTION_RULES: Mapping[tuple[type[Any], str], Callable[[Any], None]] = {
     (HighAvailabilityConfig, "sentinel_username"): _not_empty,
     (NodeConfig, "host"): functools.partial(_host, socket=False),
     (NodeConfig, "port"): _port,
+    (ClusterNodeConfig, "host"): functools.partial(_host, socket=False),
+    (ClusterNodeConfig, "port"): _port,
+    (ClusterConfig, "max_redirects"): _at_least(1),
 }
 
 
@@ -462,14 +468,28 @@ def _check_session(cfg: SessionConfig) -> list[Invalid]:
 
 def _check_redis(redis: RedisConfig) -> list[Invalid]:
     problems = []
-    sentinel = redis.high_availability
+    sentinel, cluster = redis.high_availability, redis.cluster
     socket = redis.host is not None and redis.host.startswith("/")
-    if redis.host is None and sentinel is None:
+    if redis.host is None and sentinel is None and cluster is None:
         problems.append(at("host", "is required"))
     elif redis.host is None and sentinel is not None and not sentinel.nodes:
         problems.append(at("host", "is required unless high_availability.nodes lists a sentinel"))
+    elif redis.host is None and cluster is not None and not cluster.nodes:
+        problems.append(at("host", "is required unless cluster.nodes lists a node"))
     if socket and sentinel is not None:
         problems.append(at("host", "must be a sentinel's host name or address, not a socket"))
+    if cluster is not None:
+        if sentinel is not None:
+            msg = "cannot be used with high_availability: Redis Cluster fails over by itself"
+            problems.append(at("cluster", msg))
+        if socket:
+            problems.append(
+                at("host", "must be a cluster node's host name or address, not a socket")
+            )
+        if redis.database_index != 0:
+            index = redis.database_index
+            msg = f"must be 0 with cluster (Redis Cluster has database 0 only), got {index}"
+            problems.append(at("database_index", msg))
     if socket and redis.tls is not None:
         problems.append(at("tls", "cannot be used with a unix socket host"))
     if redis.minimum_idle_connections > redis.maximum_active_connections:

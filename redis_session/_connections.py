@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import anyio
 
 from ._backoff import Backoff
+from ._cluster import OPTION as CLUSTER_OPTION
+from ._cluster import ClusterTopology
 from ._config import RedisConfig
 from ._errors import (
     CommandError,
@@ -29,6 +31,7 @@ from ._errors import (
 )
 from ._pool import NodePool
 from ._scripts import Script
+from ._slots import key_slot, parse_redirect
 from ._spec import ConnectionSpec, connection_spec
 from ._stalls import StallLedger, ledger
 from ._statistics import PoolStatistics
@@ -52,6 +55,10 @@ _FAILOVER_REPLIES = ("READONLY", "MASTERDOWN", "LOADING", "NOREPLICAS")
 #: Error replies worth retrying within the deadline: the above, and a server busy running a
 #: long script (BUSY), which answers again once the script ends.
 _RETRY_REPLIES = (*_FAILOVER_REPLIES, "BUSY")
+#: Error replies of a Redis Cluster that the manager handles itself: a redirect (MOVED, ASK), a
+#: multi-key command during a migration (TRYAGAIN), a slot without a master (CLUSTERDOWN). None
+#: of them ran the command.
+_CLUSTER_REPLIES = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 #: Error replies that mean the server cannot take writes now (out of memory, failing
 #: snapshots): the store is unavailable, not misused, so callers get StoreUnavailable.
 _UNAVAILABLE_REPLIES = ("MISCONF", "OOM")
@@ -94,6 +101,8 @@ class Topology(Protocol):
     routes_reads: bool
     #: Whether a failed command is worth retrying until its deadline (a new master may appear).
     follows_failover: bool
+    #: Whether commands are routed by the hash slot of their keys (Redis Cluster).
+    sharded: bool
 
     async def start(self) -> None:
         """Discover nodes and open the pools."""
@@ -104,11 +113,11 @@ class Topology(Protocol):
         Raises :class:`UsageError` if the topology's loop is another one still open.
         """
 
-    def writer(self) -> NodePool:
-        """Return the pool of the master."""
+    def writer(self, slot: int = 0) -> NodePool:
+        """Return the pool of the master (of ``slot``, when sharded)."""
 
-    def reader(self) -> NodePool:
-        """Return the pool for a read-only command."""
+    def reader(self, slot: int = 0) -> NodePool:
+        """Return the pool for a read-only command (on ``slot``, when sharded)."""
 
     def pools(self) -> list[NodePool]:
         """Return every pool in use."""
@@ -125,16 +134,18 @@ class Topology(Protocol):
 
 def make_pool_factory(
     cfg: RedisConfig, spec: ConnectionSpec | None = None
-) -> Callable[[str, int], NodePool]:
+) -> Callable[..., NodePool]:
     """Return a function that builds the pool for one data node of ``cfg``.
 
-    ``spec`` is the store's resolved connection spec (built from ``cfg`` if not given).
+    ``spec`` is the store's resolved connection spec (built from ``cfg`` if not given). The
+    function takes ``host``, ``port`` and, for a cluster node that may serve reads as a
+    replica, ``readonly=True``.
     """
     timeout = cfg.timeout.total_seconds()
     if spec is None:
         spec = connection_spec(cfg)
 
-    def build(host: str, port: int) -> NodePool:
+    def build(host: str, port: int, *, readonly: bool = False) -> NodePool:
         label = node_label(unbracket(host), port)
         server_name = spec.server_name(host) if not host.startswith("/") else None
         describe: Callable[[BaseException], str | None] | None = None
@@ -151,7 +162,7 @@ def make_pool_factory(
 
         return NodePool(
             label,
-            spec.opener(host, port),
+            spec.opener(host, port, readonly=readonly),
             max_connections=cfg.maximum_active_connections,
             min_idle=cfg.minimum_idle_connections,
             timeout=timeout,
@@ -167,6 +178,7 @@ class _StaticTopology:
 
     routes_reads = False
     follows_failover = False
+    sharded = False
 
     def __init__(self, pool: NodePool) -> None:
         self._pool = pool
@@ -177,10 +189,10 @@ class _StaticTopology:
     async def adopt(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         pass  # the pool refuses another live loop, or moves to this one, by itself
 
-    def writer(self) -> NodePool:
+    def writer(self, slot: int = 0) -> NodePool:
         return self._pool
 
-    def reader(self) -> NodePool:
+    def reader(self, slot: int = 0) -> NodePool:
         return self._pool
 
     def pools(self) -> list[NodePool]:
@@ -206,6 +218,8 @@ class ConnectionManager:
         self._cfg = cfg
         self._timeout = cfg.timeout.total_seconds()
         self._topology = topology
+        #: The cluster topology, when commands are routed by slot (None otherwise).
+        self._cluster = topology if isinstance(topology, ClusterTopology) else None
         # redis.max_retries (Authelia's) sets the retries of a single server; 0 keeps ours, as
         # go-redis keeps its own for Authelia's 0. Under Sentinel the deadline bounds them.
         static = cfg.max_retries or _STATIC_RETRIES
@@ -235,6 +249,8 @@ class ConnectionManager:
         topology: Topology
         if cfg.high_availability is not None:
             topology = SentinelTopology(cfg, build, spec)
+        elif cfg.cluster is not None:
+            topology = ClusterTopology(cfg, build)
         else:
             assert cfg.host is not None  # validate_config guarantees it
             topology = _StaticTopology(build(cfg.host, cfg.port))
@@ -262,6 +278,15 @@ class ConnectionManager:
         """Whether read-only commands may be served by a replica."""
         return self._topology.routes_reads
 
+    @property
+    def sharded(self) -> bool:
+        """Whether commands are routed by the hash slot of their keys (Redis Cluster)."""
+        return self._cluster is not None
+
+    def slot_of(self, key: bytes) -> int:
+        """Return the routing slot of a command whose first key is ``key`` (0 unless sharded)."""
+        return key_slot(key) if self._cluster is not None else 0
+
     def deadline(self) -> float:
         """Return the loop time by which a call started now must end: ``redis.timeout`` on.
 
@@ -270,26 +295,37 @@ class ConnectionManager:
         return asyncio.get_running_loop().time() + self._timeout
 
     async def execute(
-        self, *args: Arg, read_only: bool = False, deadline: float | None = None
+        self,
+        *args: Arg,
+        read_only: bool = False,
+        deadline: float | None = None,
+        slot: int = 0,
     ) -> Any:
         """Run one command and return its raw RESP2 reply.
 
         ``read_only`` commands may go to a replica when ``route_by_latency`` or
         ``route_randomly`` is set; everything else goes to the master. ``deadline`` (loop
         time, see :meth:`deadline`) bounds the command and its retries; by default
-        ``redis.timeout`` from now.
+        ``redis.timeout`` from now. On a cluster, ``slot`` (:meth:`slot_of` its first key)
+        picks the node.
         """
-        return await self.execute_packed(pack(*args), read_only=read_only, deadline=deadline)
+        return await self.execute_packed(
+            pack(*args), read_only=read_only, deadline=deadline, slot=slot
+        )
 
-    async def execute_packed(  # noqa: PLR0912 - one loop over every outcome of a try
+    async def execute_packed(  # noqa: PLR0912, PLR0915 - one loop over every outcome of a try
         self,
         packed: bytes,
         *,
         read_only: bool = False,
         deadline: float | None = None,
         resent: list[bool] | None = None,
+        slot: int = 0,
     ) -> Any:
         """Run one command already encoded with :func:`~redis_session._pool.pack`.
+
+        On a cluster, ``slot`` picks the node; MOVED and ASK are followed (at most
+        ``cluster.max_redirects`` of them), TRYAGAIN and CLUSTERDOWN retried until the deadline.
 
         When the command is sent again after a try that may have run it (its connection broke
         after sending, or its node stopped being the master), ``True`` is appended to
@@ -302,27 +338,57 @@ class ConnectionManager:
         topology = self._topology
         if loop is not self._loop or self._backoff:
             await self._prepare(loop, deadline)  # rare: only these two checks per command
-        attempt = 0
+        attempt = redirects = 0
+        #: The node an ASK redirect sent this command to, for its next try only.
+        asked: NodePool | None = None
         while True:
             # A stall of our own event loop since the call began (it may have made several
             # commands: EVAL after NOSCRIPT, a resend) is not the node's time: move on by it.
             deadline = given + self._stalls.since(given - self._timeout)
-            pool = topology.reader() if read_only else topology.writer()
+            if asked is not None:
+                pool, asking, asked = asked, True, None
+            else:
+                pool = topology.reader(slot) if read_only else topology.writer(slot)
+                asking = False
             until = deadline
-            if read_only and pool is not topology.writer():
+            if read_only and not asking and pool is not topology.writer(slot):
                 # A replica gets part of what is left: if it hangs, the retry on the master
                 # (the replica is then left out of routing) still fits within the deadline.
                 until = loop.time() + (deadline - loop.time()) * _REPLICA_SHARE
             try:
-                reply = await pool.execute(packed, until)
+                reply = await pool.execute(packed, until, asking=asking)
             except ConnectionLost as exc:
                 failure: StoreUnavailable | CommandError = exc
             except PoolTimeout as exc:
                 if until >= deadline:
+                    if self._cluster is not None:
+                        # A master that stopped answering (hung) may have been replaced by
+                        # now: have the map checked for the next commands.
+                        self._cluster.suspect(pool)
                     raise  # the master's pool is full: no other node can take the command
                 failure = exc  # the replica's pool is stuck: go to the master
             except CommandError as exc:
-                failure = _retryable_reply(pool, exc)
+                cluster = self._cluster
+                if cluster is None or exc.code not in _CLUSTER_REPLIES:
+                    failure = _retryable_reply(pool, exc)
+                elif exc.code in ("MOVED", "ASK"):
+                    redirect = parse_redirect(str(exc))
+                    redirects += 1
+                    if redirect is None or redirects > cluster.max_redirects:
+                        raise _too_many_redirects(pool, exc, cluster.max_redirects) from exc
+                    target = cluster.redirected(redirect, pool)
+                    if redirect.kind == "ASK":
+                        asked = target
+                    continue  # a redirect proves the command did not run: not a resend
+                else:
+                    # TRYAGAIN or CLUSTERDOWN: not run; retried after a pause, in time.
+                    if loop.time() >= deadline:
+                        raise _unavailable(pool, exc) from exc
+                    await cluster.wait_out(exc, deadline)
+                    # The bound is on redirects in a row: a migration may answer ASK, then
+                    # TRYAGAIN, many times over before it ends; the deadline bounds those.
+                    redirects = 0
+                    continue
             else:
                 if (
                     not read_only
@@ -332,7 +398,7 @@ class ConnectionManager:
                     # Just after a stall of our loop, failover news may have arrived with
                     # the reply and still wait unread: hear it before acknowledging.
                     await topology.settle(deadline)
-                if read_only or topology.writer() is pool:
+                if read_only or asking or topology.writer(slot) is pool:
                     self._answered()
                     return reply
                 # The writer changed while this command was in flight: a failover away from
@@ -446,18 +512,24 @@ class ConnectionManager:
         """
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self._timeout
+        # Every key of a store operation shares one slot (see _ids); the first one routes it.
+        slot = 0
+        if self._cluster is not None and keys and isinstance(first := keys[0], bytes):
+            slot = key_slot(first)
         try:
             # Packed here rather than through execute(): this is the store's hot path.
             packed = pack("EVALSHA", script.sha, len(keys), *keys, *args)
             return await self.execute_packed(
-                packed, read_only=read_only, deadline=deadline, resent=resent
+                packed, read_only=read_only, deadline=deadline, resent=resent, slot=slot
             )
         except CommandError as exc:
+            # Each node caches scripts for itself: a promoted replica, a node a slot moved to
+            # or a restarted one answers NOSCRIPT. Sending the source caches it there.
             if exc.code != "NOSCRIPT":
                 raise
         packed = pack("EVAL", script.source, len(keys), *keys, *args)
         return await self.execute_packed(
-            packed, read_only=read_only, deadline=deadline, resent=resent
+            packed, read_only=read_only, deadline=deadline, resent=resent, slot=slot
         )
 
     def statistics(self) -> PoolStatistics:
@@ -493,6 +565,14 @@ def _retryable_reply(pool: NodePool, exc: CommandError) -> CommandError:
     if exc.code not in _RETRY_REPLIES:
         raise exc
     return exc
+
+
+def _too_many_redirects(pool: NodePool, reply: CommandError, limit: int) -> StoreUnavailable:
+    msg = (
+        f"{pool.node} redirected a command once more after {limit} redirects ({reply}); the "
+        f"cluster is resharding, or raise {CLUSTER_OPTION}.max_redirects"
+    )
+    return StoreUnavailable(msg)
 
 
 def _did_not_run(failure: StoreUnavailable | CommandError) -> bool:

@@ -52,6 +52,7 @@ class MemoryProvider:
     """Sessions in a dict of this process. Not shared between processes or event loops."""
 
     name = "memory"
+    sharded = False
 
     def __init__(self, clock: Callable[[], int] = wall_clock_ms) -> None:
         #: The clock every deadline is decided by (unix ms).

@@ -80,18 +80,24 @@ _CONNECT_BACKOFF_MIN = 0.05
 _CONNECT_BACKOFF_MAX = 1.0
 
 _QUEUED, _SENT = 0, 1
+_ASKING = pack("ASKING")
 
 
 class _Pending:
     """One queued command and the future its caller awaits."""
 
-    __slots__ = ("deadline", "excused", "future", "packed", "state")
+    __slots__ = ("asking", "deadline", "excused", "future", "packed", "state")
 
     #: How many event-loop stalls moved the deadline on; only set by ``NodePool._postpone``.
     excused: int
 
-    def __init__(self, packed: bytes, future: asyncio.Future[Any], deadline: float) -> None:
+    def __init__(
+        self, packed: bytes, future: asyncio.Future[Any], deadline: float, *, asking: bool
+    ) -> None:
         self.packed = packed
+        #: ``packed`` starts with ``ASKING``, whose reply is read and dropped before the
+        #: command's own (a Redis Cluster ``ASK`` redirect).
+        self.asking = asking
         self.future = future
         #: Loop time at which the caller gives up (PoolTimeout while queued).
         self.deadline = deadline
@@ -209,7 +215,9 @@ class NodePool:
         address or password surfaces when the store opens, not at the first request.
         """
         self._bind(asyncio.get_running_loop())
-        wanted = min(max(connect, self._min_idle), self._max)
+        # Connections a pool used before its start opened count (a cluster asks a seed for
+        # its map through the seed's pool first): never more than max_connections.
+        wanted = max(0, min(max(connect, self._min_idle), self._max) - len(self._conns))
         fresh = [_Conn(self._factory()) for _ in range(wanted)]
         self._conns.update(fresh)
         tasks = [asyncio.ensure_future(self._connect(c)) for c in fresh]
@@ -247,8 +255,11 @@ class NodePool:
         # wakes one of them instead of opening a connection beyond the floor.
         await asyncio.sleep(0)
 
-    async def execute(self, packed: bytes, deadline: float) -> Any:
+    async def execute(self, packed: bytes, deadline: float, *, asking: bool = False) -> Any:
         """Send one packed command and return its reply; ``deadline`` is in loop time.
+
+        ``asking``: send ``ASKING`` just before it on the same connection (Redis Cluster,
+        after an ``ASK`` redirect); only the command's reply is returned.
 
         Raises :class:`PoolTimeout` when no connection took the command before ``deadline``,
         :class:`ConnectionLost` when its connection broke, :class:`CommandError` for an error
@@ -264,7 +275,9 @@ class NodePool:
             # Deadlines are enforced by the maintenance task: never wait without it, even on a
             # pool used before start() or after the task died.
             self._ensure_maintenance()
-        pending = _Pending(packed, loop.create_future(), deadline)
+        if asking:
+            packed = _ASKING + packed
+        pending = _Pending(packed, loop.create_future(), deadline, asking=asking)
         self._queue.append(pending)
         self._dispatch()
         try:
@@ -572,7 +585,9 @@ class NodePool:
 
     async def _ping(self, c: _Conn) -> bool:
         loop = asyncio.get_running_loop()
-        probe = _Pending(pack("PING"), loop.create_future(), loop.time() + self._timeout)
+        probe = _Pending(
+            pack("PING"), loop.create_future(), loop.time() + self._timeout, asking=False
+        )
         probe.state = _SENT
         # A broken connection ends _run_batch with _WorkerDone; catch it so the failure is
         # logged here (the worker then stops because we return False).
@@ -615,6 +630,9 @@ class NodePool:
                 writer.writelines([p.packed for p in batch])
                 await writer.drain()
                 for p in batch:
+                    if p.asking:
+                        # ASKING's +OK; it cannot fail, and the command's reply tells anyway.
+                        await parser.read_response()
                     reply = await parser.read_response()
                     future = p.future
                     if not future.done():

@@ -125,6 +125,9 @@ class Provider(Protocol):
 
     #: Short name for reprs: ``"memory"`` or ``"redis"``.
     name: str
+    #: Whether keys are spread over the hash slots of a Redis Cluster: then every operation's
+    #: keys must share one slot, and ids carry a slot tag (see ``_ids``).
+    sharded: bool
 
     def now_ms(self) -> int:
         """Return the provider's clock as best known here (unix ms), to stamp a new session."""

@@ -363,6 +363,7 @@ class RedisProvider:
         self, manager: ConnectionManager, clock: Callable[[], int] = wall_clock_ms
     ) -> None:
         self._manager = manager
+        self.sharded = manager.sharded
         #: The app's clock (unix ms); only new sessions' stamps are taken from it.
         self.clock = clock
         #: The server's clock minus the app's, as last learnt from a refused create.
@@ -436,7 +437,15 @@ class RedisProvider:
         reading: Awaitable[Any]
         if len(keys) == 1:
             reading = manager.execute(
-                "HMGET", keys[0], "v", "e", "i", "d", read_only=True, deadline=deadline
+                "HMGET",
+                keys[0],
+                "v",
+                "e",
+                "i",
+                "d",
+                read_only=True,
+                deadline=deadline,
+                slot=manager.slot_of(keys[0]),
             )
         else:
             reading = manager.run_script(READ, keys, (), read_only=True, deadline=deadline)
@@ -529,7 +538,9 @@ class RedisProvider:
 
     async def delete(self, keys: Sequence[bytes], deadline: float | None = None) -> None:
         """Delete ``keys``; missing keys are fine."""
-        await self._manager.execute("DEL", *keys, deadline=deadline)
+        # Every name of one id shares its slot tag: one slot on a cluster.
+        manager = self._manager
+        await manager.execute("DEL", *keys, deadline=deadline, slot=manager.slot_of(keys[0]))
 
     def statistics(self) -> PoolStatistics:
         """Return the connection pool figures."""

@@ -23,11 +23,12 @@ hostname it does not have, and such a node gets ``host=None`` (it cannot be reac
 from __future__ import annotations
 
 import array
-import binascii
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal, NamedTuple, TypeAlias
 
 import attrs
+
+from ._ids import SLOT_COUNT, hash_tag, key_slot
 
 __all__ = [
     "SLOT_COUNT",
@@ -41,9 +42,6 @@ __all__ = [
     "parse_redirect",
 ]
 
-#: Number of hash slots of every Redis Cluster.
-SLOT_COUNT = 16384
-
 Role: TypeAlias = Literal["master", "replica"]
 #: ``online``/``failed``/``loading`` as ``CLUSTER SHARDS`` reports them; ``unknown`` when the
 #: reply does not say (``CLUSTER SLOTS``, which leaves failed replicas out but lists failed
@@ -56,25 +54,6 @@ class MalformedTopologyReply(ValueError):
 
     The message says what was wrong and where; the topology should then ask another node.
     """
-
-
-# -- key -> slot ----------------------------------------------------------------------------
-
-
-def hash_tag(key: bytes) -> bytes:
-    """Return the part of ``key`` that Redis hashes: its non-empty ``{tag}``, else all of it."""
-    start = key.find(b"{")
-    if start == -1:
-        return key
-    end = key.find(b"}", start + 1)
-    if end == -1 or end == start + 1:
-        return key
-    return key[start + 1 : end]
-
-
-def key_slot(key: bytes) -> int:
-    """Return the hash slot (0..16383) of ``key``, exactly as ``CLUSTER KEYSLOT`` does."""
-    return binascii.crc_hqx(hash_tag(key), 0) & (SLOT_COUNT - 1)
 
 
 # -- nodes and shards -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 from redis.asyncio.connection import AbstractConnection, Connection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ._config import RedisConfig
 from ._tls import build_ssl_context
@@ -45,11 +46,18 @@ class ConnectionSpec:
         return unbracket(self.tls_server_name or host)
 
     def opener(
-        self, host: str, port: int, *, sentinel: bool = False
+        self, host: str, port: int, *, sentinel: bool = False, readonly: bool = False
     ) -> Callable[[], AbstractConnection]:
-        """Return a function that makes a new (unconnected) connection to ``host:port``."""
+        """Return a function that makes a new (unconnected) connection to ``host:port``.
+
+        ``readonly``: each connection sends ``READONLY`` once logged in, so that a Redis
+        Cluster replica serves read-only commands for its master's slots instead of
+        redirecting them (a master ignores it).
+        """
         settings = self.sentinel_settings if sentinel else self.data_settings
         assert settings is not None, "a sentinel connection without Sentinel settings"
+        if readonly:
+            settings = {**settings, "redis_connect_func": _readonly_on_connect}
         bare = unbracket(host)
         if bare.startswith("/"):
             return lambda: UnixDomainSocketConnection(path=bare, **settings)
@@ -98,3 +106,13 @@ def connection_spec(cfg: RedisConfig) -> ConnectionSpec:
         ssl_context=context,
         tls_server_name=None if tls is None else tls.server_name,
     )
+
+
+async def _readonly_on_connect(conn: AbstractConnection) -> None:
+    """Log in as redis-py does, then ask for reads on a cluster replica (``READONLY``)."""
+    await conn.on_connect()
+    await conn.send_command("READONLY")
+    reply = await conn.read_response()
+    if reply not in (b"OK", "OK"):
+        msg = f"READONLY was answered {reply!r}"
+        raise RedisConnectionError(msg)

@@ -17,7 +17,6 @@ import datetime as dt
 import inspect
 import logging
 import os
-import re
 import secrets
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -37,6 +36,7 @@ from ._errors import (
     StoreUnavailable,
     UsageError,
 )
+from ._ids import IdLayout
 from ._provider import CLOCK, CREATED, MOVED, Moved, Provider, Record, associated_data
 from ._statistics import PoolStatistics
 
@@ -46,10 +46,6 @@ logger = logging.getLogger("redis_session")
 
 T = TypeVar("T")
 
-#: What ``secrets.token_urlsafe`` produces, with room to spare; anything else cannot be an id
-#: we issued, so it is refused before any work (and any round trip).
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,100}")
-_ID_BYTES = 32
 #: A fresh 256-bit id is never taken, and a refused clock stamp is corrected by the next try;
 #: a third failure means something else is wrong.
 _CREATE_ATTEMPTS = 3
@@ -156,7 +152,10 @@ class Session(Generic[T]):
 
     @property
     def id(self) -> str:
-        """The opaque value to put in the cookie: 43 base64url characters (256 random bits)."""
+        """The opaque value to put in the cookie: 43 base64url characters (256 random bits).
+
+        On Redis Cluster, 46: a public three-character slot tag, then the same 43.
+        """
         return self._id
 
     @property
@@ -234,7 +233,7 @@ class SessionStore(Generic[T]):
         self._provider = provider
         self._codec = codec
         self._keyring = keyring
-        self._prefix = f"{cfg.name}:".encode()
+        self._ids = IdLayout(f"{cfg.name}:".encode(), tagged=provider.sharded)
         self._expiration_ms = _ms(cfg.expiration)
         self._remember_me_ms = _ms(cfg.remember_me)
         self._inactivity_ms = _ms(cfg.inactivity)
@@ -272,8 +271,9 @@ class SessionStore(Generic[T]):
         provider = self._provider
         # One deadline for every try, so a retry cannot stretch the call past redis.timeout.
         deadline = provider.deadline()
-        session_id = secrets.token_urlsafe(_ID_BYTES)
-        key = self._keyring.redis_key(session_id, self._prefix)
+        ids = self._ids
+        session_id = ids.new()
+        key = self._keyring.redis_key(session_id, ids.prefix(session_id))
         outcome = CREATED
         for _ in range(_CREATE_ATTEMPTS):
             # Stamped by the provider's clock as best known; a stamp it disagrees with is
@@ -295,8 +295,8 @@ class SessionStore(Generic[T]):
                     store=self,
                 )
             if outcome != CLOCK:  # pragma: no cover - 2**-256 odds
-                session_id = secrets.token_urlsafe(_ID_BYTES)
-                key = self._keyring.redis_key(session_id, self._prefix)
+                session_id = ids.new()
+                key = self._keyring.redis_key(session_id, ids.prefix(session_id))
         if outcome == CLOCK:
             msg = (
                 f"could not stamp a new session by the {provider.name} server's clock: its "
@@ -342,15 +342,17 @@ class SessionStore(Generic[T]):
             # still refuses None, where silently doing nothing would leave a logout undone.
             return None
         session_id = _plain_id(session_id, method)
-        if _ID_PATTERN.fullmatch(session_id) is None:
+        ids = self._ids
+        if not ids.valid(session_id):
             return None
         keyring = self._keyring
-        keys = [keyring.redis_key(session_id, self._prefix)]
+        prefix = ids.prefix(session_id)
+        keys = [keyring.redis_key(session_id, prefix)]
         if keyring.has_previous:
             # During a secret rotation, sessions written before it live under their old key
             # name until their next save moves them. All names go in one atomic lookup, so a
             # load racing with that move finds the session under one name or the other.
-            keys += keyring.previous_redis_keys(session_id, self._prefix)
+            keys += keyring.previous_redis_keys(session_id, prefix)
         found = await self._provider.load(keys)
         if found is None:
             return None
@@ -404,7 +406,11 @@ class SessionStore(Generic[T]):
         keyring = self._keyring
         # Without previous secrets the key a session was loaded under is the current one; only
         # during a rotation can it differ (and the session then moves). Saves an HMAC.
-        key = keyring.redis_key(session.id, self._prefix) if keyring.has_previous else session._key
+        key = (
+            keyring.redis_key(session.id, self._ids.prefix(session.id))
+            if keyring.has_previous
+            else session._key
+        )
         record = self._seal(key, payload, session._deadline_ms, session._inactivity_ms)
         if key == session._key:
             saved = await self._provider.save(key, session._version, record)
@@ -454,8 +460,9 @@ class SessionStore(Generic[T]):
         # One deadline for every try, so restamping cannot stretch the call.
         deadline = provider.deadline()
         old_clock = (session._deadline_ms, session._inactivity_ms)
-        session_id = secrets.token_urlsafe(_ID_BYTES)
-        key = self._keyring.redis_key(session_id, self._prefix)
+        # Same slot tag as the old id (on a cluster): the move stays within one slot.
+        session_id = self._ids.new(like=session.id)
+        key = self._keyring.redis_key(session_id, self._ids.prefix(session_id))
         for _ in range(_CREATE_ATTEMPTS):
             created_ms, deadline_ms, inactivity_ms = session._created_ms, *old_clock
             stamp = None
@@ -563,10 +570,11 @@ class SessionStore(Generic[T]):
         else:
             session_id = _plain_id(session_or_id, "delete")
             keys = set()
-            if _ID_PATTERN.fullmatch(session_id) is None:
+            if not self._ids.valid(session_id):
                 return
-        keys.add(self._keyring.redis_key(session_id, self._prefix))
-        keys.update(self._keyring.previous_redis_keys(session_id, self._prefix))
+        prefix = self._ids.prefix(session_id)
+        keys.add(self._keyring.redis_key(session_id, prefix))
+        keys.update(self._keyring.previous_redis_keys(session_id, prefix))
         await self._provider.delete(sorted(keys))
 
     def statistics(self) -> PoolStatistics:

@@ -109,6 +109,7 @@ class SentinelTopology:
     """
 
     follows_failover = True
+    sharded = False
 
     def __init__(
         self,
@@ -216,13 +217,13 @@ class SentinelTopology:
         if task.done():
             self._refresh = None
 
-    def writer(self) -> NodePool:
+    def writer(self, slot: int = 0) -> NodePool:
         """Return the pool of the master (or of the replica being promoted, while fenced)."""
         if self._master is None:
             raise StoreClosed("the Sentinel topology is not started")
         return self._master
 
-    def reader(self) -> NodePool:
+    def reader(self, slot: int = 0) -> NodePool:
         """Return a pool for a read-only command: the master unless reads are routed."""
         master = self.writer()
         return self._router.pick(master) if self.routes_reads else master

@@ -197,13 +197,15 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         cluster.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    """A storage shared by the stores a test opens: in memory, or the flushed redis-server.
+    """A storage shared by the stores a test opens: in memory, the flushed redis-server, or
+    the reset 3-master cluster.
 
-    The same store tests run on both, so the providers cannot drift apart.
+    The same store tests run on all three, so the providers and layouts cannot drift apart.
     """
-    proc = None if request.param == "memory" else request.getfixturevalue("redis")
+    fixture = {"memory": None, "redis": "redis", "cluster": "redis_cluster"}[request.param]
+    proc = None if fixture is None else request.getfixturevalue(fixture)
     b = make_backend(request.param, proc)
     try:
         yield b

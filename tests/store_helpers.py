@@ -37,10 +37,27 @@ def raw_client(proc: Any, db: int = 0) -> redis_sync.Redis:
     )
 
 
+def cluster_client(cluster: Any) -> redis_sync.RedisCluster:
+    """A binary admin client of the harness cluster (redis-py routes each command by key)."""
+    first = cluster.nodes[0]
+    return redis_sync.RedisCluster(
+        host=first.host,
+        port=first.port,
+        username=first.admin_username,
+        password=first.admin_password,
+        protocol=2,
+        socket_timeout=5,
+    )
+
+
 def make_backend(kind: str, proc: Any = None) -> Backend:
-    """A ``Backend`` in memory, or on the harness server ``proc``."""
+    """A ``Backend`` in memory, on the harness server ``proc``, or on the harness cluster."""
     if kind == "memory":
         return Backend("memory")
+    if kind == "cluster":
+        proc.reset()
+        section = {"cluster": {"nodes": proc.seeds()}}
+        return Backend("cluster", redis_section=section, raw=cluster_client(proc))
     return Backend("redis", redis_section=proc.redis_section(), raw=raw_client(proc))
 
 
@@ -52,7 +69,7 @@ class Backend:
     #: The ``session.redis`` mapping, or None for memory.
     redis_section: dict[str, Any] | None = None
     #: Binary admin client on the same database (Redis only).
-    raw: redis_sync.Redis | None = None
+    raw: redis_sync.Redis | redis_sync.RedisCluster | None = None
     _memory: MemoryProvider | None = None
     _stores: list[SessionStore[Any]] = attrs.Factory(list)
 
@@ -67,7 +84,7 @@ class Backend:
     async def open(self, data_type: type[Any] = dict, **overrides: Any) -> SessionStore[Any]:
         """Open a store on the shared storage; it is closed by :meth:`aclose`."""
         mapping = self.config(**overrides)
-        if self.kind == "redis":
+        if self.kind != "memory":
             store: SessionStore[Any] = await open_session_store(mapping, data_type=data_type)
         else:
             if self._memory is None:

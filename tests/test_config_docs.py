@@ -16,6 +16,8 @@ import pytest
 
 from redis_session import _config
 from redis_session._config import (
+    ClusterConfig,
+    ClusterNodeConfig,
     CookieConfig,
     HighAvailabilityConfig,
     NodeConfig,
@@ -35,6 +37,8 @@ SECTIONS: dict[type[Any], str] = {
     TLSConfig: "session.redis.tls",
     HighAvailabilityConfig: "session.redis.high_availability",
     NodeConfig: "session.redis.high_availability.nodes[]",
+    ClusterConfig: "session.redis.cluster",
+    ClusterNodeConfig: "session.redis.cluster.nodes[]",
 }
 TLS_NAMES = {
     ssl.TLSVersion.TLSv1: "TLS1.0",
@@ -51,6 +55,7 @@ TYPE_WORDS: dict[Any, str] = {
     ssl.TLSVersion: "TLS version",
     tuple[Secret, ...]: "list of secrets",
     tuple[NodeConfig, ...]: "list of nodes",
+    tuple[ClusterNodeConfig, ...]: "list of nodes",
     tuple[CookieConfig, ...]: "list of cookies",
 }
 

@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ),
     (
         "session core",
-        frozenset({"_statistics", "_provider", "_codec", "_crypto", "_memory", "_store"}),
+        frozenset({"_statistics", "_provider", "_codec", "_crypto", "_ids", "_memory", "_store"}),
     ),
     (
         "redis core",
@@ -58,6 +58,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "_sentinel",
                 "_routing",
                 "_topology",
+                "_cluster",
                 "_connections",
                 "_redis_provider",
             }

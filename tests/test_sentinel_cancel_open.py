@@ -1,8 +1,9 @@
-"""Cancelling ``open_session_store`` on Sentinel at every point leaves nothing behind.
+"""Cancelling ``open_session_store`` on Sentinel or Cluster at every point leaves nothing behind.
 
 The open is cut by ``asyncio.timeout`` and by an anyio cancel scope after 0, 1, 2, ... turns of
 the event loop, up to 1.5 times the turns a whole open takes, so the cancellation lands in
-every await on the way (sentinel surveys, pool connects, ROLE/INFO checks, replica pools). After
+every await on the way (sentinel surveys, cluster map surveys, pool connects, ROLE/INFO checks,
+replica pools, latency PINGs). After
 the attempts this process has the tasks and file descriptors it had before, and the servers
 (data nodes and sentinels) hold none of our connections.
 """
@@ -20,6 +21,7 @@ import pytest
 
 from redis_session import open_session_store
 
+from .cluster_servers import RedisCluster
 from .servers import SentinelCluster
 from .test_hygiene import Baseline
 
@@ -66,10 +68,31 @@ async def open_turns(cfg: dict[str, Any]) -> int:
 async def test_an_open_cancelled_anywhere_leaks_nothing(
     sentinel_cluster: SentinelCluster, capsys: pytest.CaptureFixture[str], how: str
 ) -> None:
-    """Cut after 0..1.5x the loop turns an open takes: no task, fd or connection is left."""
+    """Sentinel: cut after 0..1.5x the loop turns an open takes; nothing is left."""
     cluster = sentinel_cluster
-    cfg = store_config(cluster)
-    baseline = await Baseline([*cluster.data_nodes, *cluster.sentinels]).take()
+    nodes = [*cluster.data_nodes, *cluster.sentinels]
+    await cancel_everywhere(store_config(cluster), nodes, how, capsys)
+
+
+@pytest.mark.parametrize("how", ["asyncio.timeout", "anyio.CancelScope"])
+async def test_a_cluster_open_cancelled_anywhere_leaks_nothing(
+    redis_cluster: RedisCluster, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    """Cluster (reads routed, so replica pools and PINGs too): nothing is left either."""
+    redis_cluster.reset()
+    section = {
+        "cluster": {"nodes": redis_cluster.seeds(), "route_by_latency": True},
+        "minimum_idle_connections": 2,
+    }
+    cfg = {"secret": SECRET, "redis": section}
+    await cancel_everywhere(cfg, redis_cluster.nodes, how, capsys)
+
+
+async def cancel_everywhere(
+    cfg: dict[str, Any], nodes: list[Any], how: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Cut after 0..1.5x the loop turns an open takes: no task, fd or connection is left."""
+    baseline = await Baseline(nodes).take()
     full = await open_turns(cfg)
     await baseline.assert_back()
     cut = opened = 0

@@ -1,0 +1,484 @@
+"""The Redis Cluster topology: the slot map, one pool per node, and the node of each command.
+
+Beside the single server and Sentinel (``_topology``), behind the same protocol. The map comes
+from ``CLUSTER SHARDS`` (``CLUSTER SLOTS`` on servers without it) asked of the known nodes and
+the configured seeds; every node it names gets one auto-pipelining pool with the configured
+limits (opened lazily: a replica's pool connects only when reads are routed to it). Commands
+are routed by the slot of their first key (every key of a store operation shares one slot, see
+``_ids``). What the manager hands back here:
+
+- ``MOVED``: the slot now lives elsewhere. The map is corrected for that slot at once and a
+  survey refreshes the whole map in the background (one at a time, at most every
+  ``_SURVEY_GAP``); the command is retried on the new owner.
+- ``ASK``: the slot is migrating and this key is already on the target: the command goes
+  there once, preceded by ``ASKING`` (see ``NodePool.execute``). The map is not changed.
+- ``TRYAGAIN`` (a multi-key command during a migration) and ``CLUSTERDOWN`` (no owner for the
+  slot, or the cluster failing over): retried after a pause within the command's deadline;
+  ``CLUSTERDOWN`` also starts a survey.
+- A broken connection to a master (killed, hung, partitioned): :meth:`recover` surveys until
+  the map names another master for its slots (the cluster promotes a replica after
+  ``cluster-node-timeout``), pausing between tries so retries do not spin.
+
+Nodes that leave the map have their pools closed; new ones get pools. With
+``route_by_latency`` or ``route_randomly`` every pool's connections send ``READONLY`` (a master
+ignores it) and a read-only command goes to the slot's master or one of its healthy replicas,
+by latency (PINGs every ``_MEASURE_INTERVAL``) or at random.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import threading
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from ._config import RedisConfig
+from ._errors import (
+    CommandError,
+    ConnectionLost,
+    PoolTimeout,
+    RedisSessionError,
+    StoreClosed,
+    StoreUnavailable,
+    other_loop_error,
+)
+from ._pool import NodePool
+from ._slots import SLOT_COUNT, ClusterNode, MalformedTopologyReply, Redirect, SlotMap
+from ._tasks import Supervisor, gather_all
+from ._wire import node_label, pack, unbracket
+
+__all__ = ["OPTION", "ClusterTopology"]
+
+logger = logging.getLogger("redis_session")
+
+Address = tuple[str, int]
+
+#: The option every message about the cluster's configuration names.
+OPTION = "session.redis.cluster"
+#: Least time between two surveys started by failures or redirects (a burst of MOVED replies
+#: for one migrated slot costs one survey).
+_SURVEY_GAP = 0.1
+#: Periodic survey: notices new replicas and a resharding that no command has run into yet.
+_SURVEY_INTERVAL = 5.0
+#: Bound on asking one node for the map (a hung node must not hold the survey).
+_ASK_TIMEOUT = 1.0
+#: Pause before the next try while a failed master is still in the map (not yet replaced),
+#: or while the cluster answers TRYAGAIN or CLUSTERDOWN.
+_RETRY_PAUSE = 0.05
+#: Latency PINGs (with read routing).
+_MEASURE_INTERVAL = 1.0
+_LATENCY_ALPHA = 0.3
+_LATENCY_TIE = 0.001
+#: Bound on closing the pool of a node that left the map.
+_CLOSE_TIMEOUT = 4.0
+
+
+class ClusterTopology:
+    """The nodes of a Redis Cluster, and the pool for each command's slot."""
+
+    follows_failover = True
+    sharded = True
+
+    def __init__(self, cfg: RedisConfig, build: Callable[..., NodePool]) -> None:
+        cluster = cfg.cluster
+        assert cluster is not None  # the manager builds this topology only for a cluster
+        self._build = build
+        seeds: list[Address] = []
+        if cfg.host is not None:
+            seeds.append((unbracket(cfg.host), cfg.port))
+        seeds += [(unbracket(node.host), node.port) for node in cluster.nodes]
+        self._seeds = list(dict.fromkeys(seeds))
+        self.routes_reads = cluster.route_by_latency or cluster.route_randomly
+        self._by_latency = cluster.route_by_latency
+        #: Most MOVED/ASK replies one command follows (``cluster.max_redirects``).
+        self.max_redirects = cluster.max_redirects
+        self._timeout = cfg.timeout.total_seconds()
+        #: One pool per node the map names (and seeds until the first map), by address.
+        self._pools: dict[Address, NodePool] = {}
+        self._map: SlotMap | None = None
+        #: The master's pool of each slot (None: no master known): one list read per command.
+        self._writers: list[NodePool | None] = [None] * SLOT_COUNT
+        #: For each shard of the map, the pools that may serve its reads, master first.
+        self._readers: list[tuple[NodePool, ...]] = []
+        self._shard_of: list[int] = [-1] * SLOT_COUNT
+        #: Pools that serve some slot as master now.
+        self._masters: set[NodePool] = set()
+        #: Replica pools whose last command or PING failed: no reads until a PING succeeds.
+        self._down: set[NodePool] = set()
+        self._latency: dict[NodePool, float] = {}
+        #: Why a node could not be asked for the map, by address (for the open's error).
+        self._problems: dict[Address, str] = {}
+        self._tasks = Supervisor()
+        self._survey: asyncio.Task[bool] | None = None
+        self._surveyed_at = -math.inf
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = ""
+        self._started = False
+        self._closed = False
+
+    # -- the Topology protocol -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Read the slot map from a seed and open the masters' pools.
+
+        Raises :class:`StoreUnavailable` when no seed answers with a map before
+        ``redis.timeout`` (at once when every seed answered that it is not a cluster node).
+        """
+        loop = asyncio.get_running_loop()
+        self._bind(loop)
+        deadline = loop.time() + self._timeout
+        while not await self._surveyed(deadline):
+            definite = self._problems and all(
+                "cluster support disabled" in p for p in self._problems.values()
+            )
+            if definite or loop.time() >= deadline:
+                raise StoreUnavailable(self._explain())
+            await asyncio.sleep(min(_RETRY_PAUSE * 4, max(0.0, deadline - loop.time())))
+        masters = sorted(self._masters, key=lambda p: p.node)
+        results = await gather_all([_started(p) for p in masters])
+        failures = [r for r in results if r is not None]
+        if len(failures) == len(masters):
+            # Not one master to talk to: the store would answer nothing.
+            raise failures[0]
+        for failure in failures:
+            logger.warning("%s: %s (its slots wait for a failover)", OPTION, failure)
+        if self.routes_reads:
+            await self._measure()
+        self._started = True
+        self._tasks.spawn(self._monitor(), name="redis_session cluster")
+
+    async def adopt(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Before a command from ``loop`` when the last came from another (closed) loop.
+
+        Raises :class:`UsageError` if that loop is still open. Otherwise restarts the monitor
+        on ``loop`` and refreshes the map (it may have changed while nothing watched).
+        """
+        if loop is self._loop:
+            return
+        self._bind(loop)
+        if self._closed or not self._started:
+            return
+        self._tasks.spawn(self._monitor(), name="redis_session cluster")
+        task = self._kick(force=True)
+        await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+
+    def writer(self, slot: int = 0) -> NodePool:
+        """Return the pool of the master of ``slot``."""
+        pool = self._writers[slot]
+        if pool is None:
+            return self._orphan(slot)
+        return pool
+
+    def reader(self, slot: int = 0) -> NodePool:
+        """Return a pool for a read-only command on ``slot``: its master unless reads are routed."""
+        if not self.routes_reads:
+            return self.writer(slot)
+        shard = self._shard_of[slot]
+        if shard < 0:
+            return self.writer(slot)
+        nodes = [p for p in self._readers[shard] if p not in self._down]
+        if not nodes:
+            return self.writer(slot)
+        if len(nodes) > 1 and self._by_latency:
+            measured = [(self._latency[p], p) for p in nodes if p in self._latency]
+            if not measured:
+                return self.writer(slot)
+            best = min(rtt for rtt, _ in measured)
+            nodes = [p for rtt, p in measured if rtt - best <= _LATENCY_TIE]
+        return nodes[0] if len(nodes) == 1 else random.choice(nodes)  # noqa: S311 - spreading
+
+    def pools(self) -> list[NodePool]:
+        """Return every node's pool."""
+        return list(self._pools.values())
+
+    async def recover(self, failed: NodePool, deadline: float) -> None:
+        """Before a retry after ``failed`` broke: a replica leaves routing; a master is replaced.
+
+        For a master, survey until the map names another master for its slots (or the
+        deadline), pausing between surveys.
+        """
+        if failed not in self._masters:
+            self._down.add(failed)
+            return
+        loop = asyncio.get_running_loop()
+        task = self._kick()
+        await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+        if failed in self._masters:
+            # Still the master of its slots: the cluster has not promoted a replica yet
+            # (that takes cluster-node-timeout), or the node came back. Pause, then retry.
+            await asyncio.sleep(max(0.0, min(_RETRY_PAUSE, deadline - loop.time())))
+
+    async def settle(self, deadline: float) -> None:
+        """Nothing to settle: a demoted master answers MOVED, which the manager follows."""
+
+    async def aclose(self) -> None:
+        """Stop the background tasks and close every pool (bounded, shielded)."""
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
+        self._closed = True
+
+        def closing() -> list[Awaitable[None]]:
+            return [pool.aclose() for pool in self._pools.values()]
+
+        await self._tasks.aclose(closing)
+
+    # -- redirects and cluster replies (asked by the connection manager) -------------------------
+
+    def redirected(self, redirect: Redirect, origin: NodePool) -> NodePool:
+        """Return the pool a ``MOVED``/``ASK`` points to; a ``MOVED`` also corrects the map."""
+        host = redirect.host if redirect.host is not None else _host_of(origin)
+        pool = self._pool_for((unbracket(host), redirect.port))
+        if redirect.kind == "MOVED" and not self._closed:
+            old = self._writers[redirect.slot]
+            self._writers[redirect.slot] = pool
+            self._masters.add(pool)
+            if old is not None and old is not pool and old not in self._writers:
+                self._masters.discard(old)
+            self._kick()
+        return pool
+
+    def suspect(self, pool: NodePool) -> None:
+        """Note that ``pool`` ran out of time on a command: survey, in case it was replaced."""
+        if pool in self._masters and not self._closed:
+            self._kick()
+
+    async def wait_out(self, reply: CommandError, deadline: float) -> None:
+        """Pause before retrying a command the cluster answered TRYAGAIN or CLUSTERDOWN."""
+        if reply.code == "CLUSTERDOWN":
+            self._kick()
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, min(_RETRY_PAUSE, deadline - loop.time())))
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        shards = len(self._readers)
+        return (
+            f"<ClusterTopology [{shards} shards, {len(self._pools)} nodes | "
+            f"replicas down: {len(self._down)}]>"
+        )
+
+    # -- surveys ---------------------------------------------------------------------------------
+
+    def _kick(self, *, force: bool = False) -> asyncio.Task[bool]:
+        """Return the survey in flight, or start one (concurrent callers share it)."""
+        task = self._survey
+        if task is not None and not task.done():
+            return task
+        task = self._tasks.spawn(self._delayed_survey(force=force), name="redis_session survey")
+        self._survey = task
+        return task
+
+    async def _delayed_survey(self, *, force: bool) -> bool:
+        loop = asyncio.get_running_loop()
+        wait = self._surveyed_at + _SURVEY_GAP - loop.time()
+        if wait > 0 and not force:
+            await asyncio.sleep(wait)
+        return await self._surveyed(loop.time() + self._timeout)
+
+    async def _surveyed(self, deadline: float) -> bool:
+        """Ask the nodes for the map, best answer first; install it. Whether one answered."""
+        loop = asyncio.get_running_loop()
+        self._surveyed_at = loop.time()
+        # Masters first (they know their own slots best), then replicas, then the seeds.
+        known = [a for a, p in self._pools.items() if p in self._masters]
+        known += [
+            a for a, p in self._pools.items() if p not in self._masters and p not in self._down
+        ]
+        candidates = list(dict.fromkeys([*known, *self._seeds]))
+        best: tuple[tuple[int, int], SlotMap, str] | None = None
+        for addr in candidates:
+            if loop.time() >= deadline:
+                break
+            found = await self._ask(addr, min(deadline, loop.time() + _ASK_TIMEOUT))
+            if found is None:
+                continue
+            score = (found.uncovered_slots(), _failed_masters(found))
+            if best is None or score < best[0]:
+                best = (score, found, node_label(*addr))
+            if score == (0, 0):
+                break
+        if best is None:
+            return False
+        self._install(best[1])
+        return True
+
+    async def _ask(self, addr: Address, until: float) -> SlotMap | None:
+        """Return ``addr``'s picture of the cluster, or None (its problem is recorded)."""
+        pool = self._pool_for(addr)
+        try:
+            try:
+                reply = await pool.execute(pack("CLUSTER", "SHARDS"), until)
+                found = SlotMap.from_shards(reply, origin_host=addr[0])
+            except CommandError as exc:
+                if "unknown subcommand" not in str(exc).lower():
+                    raise
+                # Redis before 7.0: the older command has the same facts, less health.
+                reply = await pool.execute(pack("CLUSTER", "SLOTS"), until)
+                found = SlotMap.from_slots(reply, origin_host=addr[0])
+        except CommandError as exc:
+            text = str(exc)
+            if "cluster support disabled" in text:
+                text = "cluster support disabled: this is not a cluster node (remove cluster:)"
+            self._problems[addr] = text
+            return None
+        except MalformedTopologyReply as exc:
+            self._problems[addr] = f"unreadable cluster map: {exc}"
+            return None
+        except (ConnectionLost, PoolTimeout, StoreUnavailable) as exc:
+            self._problems[addr] = str(exc)
+            return None
+        self._problems.pop(addr, None)
+        return found
+
+    def _install(self, found: SlotMap) -> None:
+        """Route by ``found``: pools for its nodes, those of nodes that left it closed."""
+        if self._closed:
+            return
+        addresses: dict[Address, ClusterNode] = {}
+        for node in found.nodes():
+            if node.host is not None:
+                addresses[(unbracket(node.host), node.port)] = node
+        shard_pools: list[NodePool | None] = []
+        readers: list[tuple[NodePool, ...]] = []
+        for shard in found.shards:
+            master = shard.master
+            master_pool = None
+            if master is not None and master.host is not None:
+                master_pool = self._pool_for((unbracket(master.host), master.port))
+            shard_pools.append(master_pool)
+            replicas = [
+                self._pool_for((unbracket(r.host), r.port))
+                for r in shard.replicas
+                if r.host is not None and r.health in ("online", "unknown")
+            ]
+            readers.append(tuple(p for p in (master_pool, *replicas) if p is not None))
+        shard_of = [found.shard_index(slot) for slot in range(SLOT_COUNT)]
+        self._shard_of = [-1 if i is None else i for i in shard_of]
+        self._writers = [None if i is None else shard_pools[i] for i in shard_of]
+        self._readers = readers
+        self._masters = {p for p in shard_pools if p is not None}
+        self._map = found
+        for addr in [a for a in self._pools if a not in addresses and a not in self._seeds]:
+            pool = self._pools.pop(addr)
+            self._down.discard(pool)
+            self._latency.pop(pool, None)
+            logger.info("%s: node %s left the cluster map; closing its pool", OPTION, pool.node)
+            self._tasks.spawn(
+                _close(pool), name=f"redis_session close {pool.node}", on_close="finish"
+            )
+
+    def _pool_for(self, addr: Address) -> NodePool:
+        pool = self._pools.get(addr)
+        if pool is None:
+            pool = self._build(*addr, readonly=self.routes_reads)
+            self._pools[addr] = pool
+        return pool
+
+    def _orphan(self, slot: int) -> NodePool:
+        """Return a pool for a slot no master serves: any master answers MOVED or CLUSTERDOWN."""
+        if self._closed:
+            raise StoreClosed("the Redis Cluster topology is closed")
+        if self._masters:
+            return next(iter(self._masters))
+        if self._pools:
+            return next(iter(self._pools.values()))
+        msg = f"{OPTION}: no node serves hash slot {slot}"
+        raise StoreUnavailable(msg)
+
+    def _explain(self) -> str:
+        tried = "; ".join(
+            f"{node_label(*addr)}: {self._problems.get(addr, 'no answer in time')}"
+            for addr in self._seeds
+        )
+        return f"no node of {OPTION} answered with the cluster's slot map ({tried})"
+
+    # -- background ------------------------------------------------------------------------------
+
+    async def _monitor(self) -> None:
+        """Survey every ``_SURVEY_INTERVAL``; with read routing, PING every pool each second."""
+        loop = asyncio.get_running_loop()
+        next_survey = loop.time() + _SURVEY_INTERVAL
+        while True:
+            await asyncio.sleep(_MEASURE_INTERVAL if self.routes_reads else _SURVEY_INTERVAL)
+            if self.routes_reads:
+                await self._measure()
+            if loop.time() >= next_survey:
+                next_survey = loop.time() + _SURVEY_INTERVAL
+                task = self._kick()
+                await asyncio.wait({task})
+
+    async def _measure(self) -> None:
+        pools = [p for shard in self._readers for p in shard]
+        rtts = await gather_all([_ping(p) for p in pools])
+        for pool, rtt in zip(pools, rtts, strict=True):
+            if rtt is None:
+                self._latency.pop(pool, None)
+                if pool not in self._masters:
+                    self._down.add(pool)
+                continue
+            self._down.discard(pool)
+            prev = self._latency.get(pool)
+            self._latency[pool] = rtt if prev is None else prev + _LATENCY_ALPHA * (rtt - prev)
+
+    # -- the event loop --------------------------------------------------------------------------
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind to ``loop``; refuse another loop that is still open, forget a closed one's tasks."""
+        old = self._loop
+        if old is loop:
+            return
+        if old is not None:
+            if not old.is_closed():
+                seeds = ", ".join(node_label(*a) for a in self._seeds)
+                raise other_loop_error(old, self._thread, loop, f"Redis Cluster {seeds}")
+            self._tasks.abandon()
+            self._survey = None
+        self._loop = loop
+        self._thread = repr(threading.current_thread().name)
+
+
+def _failed_masters(found: SlotMap) -> int:
+    return sum(
+        1 for shard in found.shards if shard.master is None or shard.master.health == "failed"
+    )
+
+
+def _host_of(pool: NodePool) -> str:
+    # The pool's label is host:port (IPv6 bracketed): an empty MOVED endpoint means its host.
+    host, _, _ = pool.node.rpartition(":")
+    return unbracket(host)
+
+
+async def _started(pool: NodePool) -> StoreUnavailable | None:
+    try:
+        await pool.start(connect=1)
+    except StoreUnavailable as exc:
+        return exc
+    return None
+
+
+async def _ping(pool: NodePool) -> float | None:
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        await pool.execute(pack("PING"), began + _ASK_TIMEOUT)
+    except RedisSessionError:
+        return None
+    return loop.time() - began
+
+
+async def _close(pool: NodePool) -> None:
+    """Close ``pool``: shielded (anyio scopes too), bounded, logging a failure."""
+    with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+        try:
+            await pool.aclose()
+        except Exception:  # a failure while closing is logged, not raised
+            logger.warning("closing the pool for %s failed", pool.node, exc_info=True)
