@@ -271,6 +271,7 @@ class RedisCluster:
         *,
         batch: int = 1,
         between: Callable[[RedisProcess], None] | None = None,
+        first: Sequence[str] = (),
         migrate_timeout_ms: int = 5000,
     ) -> SlotMigration:
         """Move ``slot`` to the master ``target`` the way ``redis-cli --cluster reshard`` does.
@@ -280,6 +281,7 @@ class RedisCluster:
         the source is empty (meanwhile the source answers ASK for the keys it no longer has);
         then ``SETSLOT NODE`` on the target, the source and every other master (MOVED from then
         on). Keys created during the move land on the target (by ASK); none is left behind.
+        The keys in ``first`` (if still there) move before the others.
         """
         source = self.master_of_slot(slot)
         if source is target:
@@ -291,7 +293,16 @@ class RedisCluster:
         if target.admin_password is not None:
             auth = ["AUTH2", target.admin_username or "default", target.admin_password]
         moved = batches = 0
-        while keys := source.admin().execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+        chosen = list(first)
+
+        def next_batch() -> list[str]:
+            if chosen:
+                keys = chosen[:batch]
+                del chosen[:batch]
+                return keys
+            return list(source.admin().execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch))
+
+        while keys := next_batch():
             reply = source.admin().execute_command(
                 "MIGRATE", target.host, target.port, "", 0, migrate_timeout_ms, *auth, "KEYS", *keys
             )

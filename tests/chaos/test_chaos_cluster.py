@@ -28,7 +28,7 @@ import functools
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import anyio
@@ -61,10 +61,24 @@ MAX_REDIRECTS = 5
 RECOVERY = TIMEOUT + 2.0
 #: The same after a failover, measured from the moment the replica had promoted itself.
 PROMOTION_RECOVERY = 3.0
+#: Share of the load's would-be saves that regenerate the session instead: regenerate writes
+#: two keys of one slot, the only multi-key operation, which a migration answers with TRYAGAIN.
+REGENERATE = 0.02
+#: The load's share of deletes during a migration: low, so that a session lives a few seconds
+#: (at the default, a tenth of a second), long enough to be used while its slot moves.
+MIGRATION_DELETE_RATE = 0.003
 #: Slots moved from each master to the next in one migration cycle.
-SLOTS_PER_MASTER = 4 if FULL else 2
+SLOTS_PER_MASTER = 8 if FULL else 4
+#: Keys per MIGRATE.
+BATCH = 2
 #: After each MIGRATE batch, wait until a caller was sent on by ASK, but no longer than this.
-ASK_WAIT = 1.0 if FULL else 0.5
+#: Short, and bounded per slot: a regenerate in a slot being moved gets TRYAGAIN until the
+#: move ends (it creates a key; docs/cluster.md section 5), so a slot's move must end well
+#: within ``redis.timeout`` for it not to fail by its deadline. (``redis-cli --cluster
+#: reshard`` moves a slot of a few keys in milliseconds.)
+ASK_WAIT = 0.3
+#: All the pauses of one slot's move together: half of ``redis.timeout``.
+SLOT_PAUSES = TIMEOUT / 2
 #: ... and at least this long, so a batch is never followed at once by the next.
 MIN_PAUSE = 0.05
 #: CLIENT KILL rounds on the chosen master per cycle, and the pause between two.
@@ -134,7 +148,9 @@ async def fail_over(
     """
     cycles = 2 if FULL else 1
     rnd = random.Random(SEED)
-    async with under_load(name, cluster_section(cluster), cluster.nodes, client=client) as sc:
+    async with under_load(
+        name, cluster_section(cluster), cluster.nodes, client=client, regenerate=REGENERATE
+    ) as sc:
         for cycle in range(cycles):
             await anyio.sleep(WARM)
             victim, replica = await anyio.to_thread.run_sync(pick_master, cluster, rnd)
@@ -192,45 +208,75 @@ async def test_cluster_master_sigstop(cluster: RedisCluster, client: frozenset[s
 # -- resharding ------------------------------------------------------------------------------------
 
 
-def plan_moves(
-    cluster: RedisCluster, rnd: random.Random, per_master: int
-) -> list[tuple[int, RedisProcess]]:
-    """Slots to move: on each master, ``per_master`` slots holding keys, to the next master.
+def busiest_slot(
+    master: RedisProcess, cluster: RedisCluster, rnd: random.Random, skip: Collection[int] = ()
+) -> tuple[int, list[str]] | None:
+    """The slot on ``master`` whose keys the load uses most now, and those keys.
 
-    The slots with the most keys come first (ties broken at random): every master both gives
-    and receives slots.
+    "Used" is ``OBJECT IDLETIME`` 0 (touched within the last second): the load reads and
+    writes each live session many times a second, while what it leaves behind (a regenerated
+    session's marker) stays idle. Ties go to the slot with fewer keys, then at random. Slots
+    in ``skip`` are not chosen.
     """
-    masters = cluster.masters()
-    plan = []
-    for i, master in enumerate(masters):
-        target = masters[(i + 1) % len(masters)]
-        by_slot = cluster.keys_by_slot(master)
-        slots = sorted(by_slot, key=lambda s: (-len(by_slot[s]), rnd.random()))
-        plan += [(slot, target) for slot in slots[:per_master]]
-    return plan
+    by_slot = {s: k for s, k in cluster.keys_by_slot(master).items() if s not in skip}
+    keys = [key for slot_keys in by_slot.values() for key in slot_keys]
+    pipe = master.admin().pipeline(transaction=False)
+    for key in keys:
+        pipe.object("idletime", key)
+    idle = dict(zip(keys, pipe.execute(raise_on_error=False), strict=True))
+    busy = {slot: [k for k in slot_keys if idle[k] == 0] for slot, slot_keys in by_slot.items()}
+    ranked = sorted(by_slot, key=lambda s: (-len(busy[s]), len(by_slot[s]), rnd.random()))
+    return (ranked[0], busy[ranked[0]]) if ranked else None
+
+
+def move_busy_slot(
+    cluster: RedisCluster,
+    source: RedisProcess,
+    target: RedisProcess,
+    rnd: random.Random,
+    pauses: Counter[str],
+    skip: Collection[int],
+) -> SlotMigration | None:
+    """Move the busiest slot of ``source`` to ``target``, the keys in use first.
+
+    Chosen just before it moves (a session lives a few seconds under this load), among the
+    slots not in ``skip``.
+    """
+    found = busiest_slot(source, cluster, rnd, skip)
+    if found is None:
+        return None
+    slot, busy = found
+    return cluster.migrate_slot(slot, target, batch=BATCH, between=ask_pause(pauses), first=busy)
 
 
 def ask_pause(stats: Counter[str]) -> Callable[[RedisProcess], None]:
-    """A ``between`` for ``migrate_slot``: wait until the source sent someone on by ASK.
+    """A ``between`` for one ``migrate_slot``: wait until the source sent someone on by ASK.
 
-    Bounded by ``ASK_WAIT`` (a session may not be used in that time), at least ``MIN_PAUSE``;
-    counts in ``stats`` the pauses that saw an ASK and those that did not.
+    Each pause lasts at least ``MIN_PAUSE`` and at most ``ASK_WAIT`` (a session may not be
+    used meanwhile), and all of them together at most ``SLOT_PAUSES``; ``stats`` counts the
+    pauses that saw an ASK and those that did not.
     """
+    spent = 0.0
 
     def asks(node: RedisProcess) -> int:
         info = node.admin().info("errorstats")
         return int(info.get("errorstat_ASK", {}).get("count", 0))
 
     def pause(source: RedisProcess) -> None:
+        nonlocal spent
         before = asks(source)
         began = time.monotonic()
-        time.sleep(MIN_PAUSE)
-        while asks(source) == before:
-            if time.monotonic() - began > ASK_WAIT:
-                stats["pauses without ASK"] += 1
-                return
-            time.sleep(0.02)
-        stats["pauses with ASK"] += 1
+        limit = min(ASK_WAIT, SLOT_PAUSES - spent)
+        try:
+            time.sleep(max(0.0, min(MIN_PAUSE, limit)))
+            while asks(source) == before:
+                if time.monotonic() - began > limit:
+                    stats["pauses without ASK"] += 1
+                    return
+                time.sleep(0.02)
+            stats["pauses with ASK"] += 1
+        finally:
+            spent += time.monotonic() - began
 
     return pause
 
@@ -245,19 +291,34 @@ async def test_cluster_slot_migration(cluster: RedisCluster, client: frozenset[s
     pauses: Counter[str] = Counter()
     moves: list[SlotMigration] = []
     name = "cluster: slots migrated (ASK, MOVED)"
-    async with under_load(name, cluster_section(cluster), cluster.nodes, client=client) as sc:
+    section = cluster_section(cluster)
+    async with under_load(
+        name,
+        section,
+        cluster.nodes,
+        client=client,
+        regenerate=REGENERATE,
+        delete_rate=MIGRATION_DELETE_RATE,
+    ) as sc:
         for cycle in range(CYCLES):
             await anyio.sleep(WARM)
-            plan = await anyio.to_thread.run_sync(plan_moves, cluster, rnd, SLOTS_PER_MASTER)
+            masters = await anyio.to_thread.run_sync(cluster.masters)
             began = sc.load.mark("fault")
-            for slot, target in plan:
-                move = functools.partial(
-                    cluster.migrate_slot, slot, target, batch=1, between=ask_pause(pauses)
-                )
-                moves.append(await anyio.to_thread.run_sync(move))
+            done: list[SlotMigration] = []
+            moved_slots: set[int] = set()
+            # Round the ring of masters: each gives a slot to the next, and receives one.
+            for _ in range(SLOTS_PER_MASTER):
+                for i, source in enumerate(masters):
+                    target = masters[(i + 1) % len(masters)]
+                    move = functools.partial(
+                        move_busy_slot, cluster, source, target, rnd, pauses, moved_slots
+                    )
+                    if (moved := await anyio.to_thread.run_sync(move)) is not None:
+                        done.append(moved)
+                        moved_slots.add(moved.slot)
             sc.load.mark("heal")
             await sc.load.wait_recovered(RECOVERY)
-            done = moves[-len(plan) :]
+            moves += done
             sc.tally.notes.append(
                 f"cycle {cycle}: {len(done)} slots, {sum(m.keys for m in done)} keys moved in "
                 f"{time.monotonic() - began:.1f}s: "
@@ -291,7 +352,9 @@ async def test_cluster_client_kill_on_one_master(
     rnd = random.Random(SEED)
     name = "cluster: CLIENT KILL TYPE normal on a master"
     killed = 0
-    async with under_load(name, cluster_section(cluster), cluster.nodes, client=client) as sc:
+    async with under_load(
+        name, cluster_section(cluster), cluster.nodes, client=client, regenerate=REGENERATE
+    ) as sc:
         for cycle in range(CYCLES):
             await anyio.sleep(WARM)
             victim, _ = await anyio.to_thread.run_sync(pick_master, cluster, rnd)
