@@ -278,6 +278,8 @@ class LoadDriver:
         self._stop = anyio.Event()
         self._sessions: list[list[Tracked]] = [[] for _ in range(tasks)]
         self._last_ok_start = [0.0] * tasks
+        #: When each task's call in flight began (None between calls).
+        self._calling_since: list[float | None] = [None] * tasks
         self._group: Any = None
         self._began = 0.0
         self._fault: float | None = None
@@ -330,10 +332,23 @@ class LoadDriver:
         while min(self._last_ok_start) <= heal:
             now = time.monotonic()
             if now > deadline + self.allowance(heal, now):
-                behind = sum(1 for s in self._last_ok_start if s <= heal)
+                behind = [t for t, s in enumerate(self._last_ok_start) if s <= heal]
+                # A call in flight for longer than the timeout is a hang; otherwise the task's
+                # calls keep failing.
+                doing = [
+                    f"task {t}: "
+                    + (
+                        "between calls"
+                        if (since := self._calling_since[t]) is None
+                        else f"in a call for {now - since:.2f}s"
+                    )
+                    for t in behind[:5]
+                ]
                 msg = (
-                    f"{self.tally.scenario}: {behind} of {self.tasks} tasks had no successful "
-                    f"operation within {within:g}s of the heal"
+                    f"{self.tally.scenario}: {len(behind)} of {self.tasks} tasks had no "
+                    f"successful operation within {within:g}s of the heal ({'; '.join(doing)}); "
+                    f"failures so far {dict(self.tally.failure_kinds)}, e.g. "
+                    f"{self.tally.failure_examples}"
                 )
                 raise AssertionError(msg)
             await anyio.sleep(0.01)
@@ -377,10 +392,12 @@ class LoadDriver:
             limit = rnd.random() * 0.003 if rnd.random() < self.cancel_rate else None
             with anyio.move_on_after(limit) as scope:
                 self._scopes[t] = scope
+                self._calling_since[t] = time.monotonic()
                 try:
                     await self._step(t, rnd, roll, sessions, step)
                 finally:
                     self._scopes[t] = None
+                    self._calling_since[t] = None
             if scope.cancelled_caught:
                 self.tally.cancelled += 1
             if self.think:
