@@ -2,14 +2,17 @@
 
 The same load, history check and hygiene as ``test_chaos.py`` (see its docstring), on the
 session's real cluster of three masters and three replicas (``tests/cluster_servers.py``), with
-one store opened on its seed nodes. Each scenario injects one kind of fault:
+one store opened on its seed nodes; the load also regenerates sessions now and then (the one
+operation on two keys, so the one a migration answers with TRYAGAIN). Each scenario injects
+one kind of fault:
 
 - a master SIGKILLed: its replica is promoted by the cluster itself and the store finds it with
   no help from the application. Asynchronous replication may lose the writes the master
   acknowledged last: they are counted and reported, as for Sentinel, not failed. The killed node
   is then restarted under the load and rejoins as a replica of its successor;
 - a master hung by SIGSTOP for longer than ``cluster-node-timeout``: the cluster fails it over;
-  after SIGCONT it must rejoin as a replica (lost writes reported, as above);
+  after SIGCONT it must rejoin as a replica (lost writes reported, as above). One library bug
+  found here (``HUNG_MASTER_BUG``) turns into an xfail, and only after every other check passed;
 - slots migrated while their sessions are read and written: ``SETSLOT IMPORTING/MIGRATING``,
   ``MIGRATE`` one key at a time with pauses long enough for callers to be sent on by ASK, then
   ``SETSLOT NODE`` on every master (MOVED). Nothing may be lost or wrong, and a calm client
@@ -179,13 +182,13 @@ async def fail_over(
                 except AssertionError as exc:
                     if fault == "kill":
                         raise
-                    stuck.append(str(exc))
+                    stuck.append(f"cycle {cycle}: {exc}")
                     served = f"NOT RECOVERED while the old master stayed hung: {exc}"
             finally:
                 if fault != "kill":
                     victim.resume()
             back = time.monotonic()
-            if stuck:
+            if stuck and stuck[-1].startswith(f"cycle {cycle}:"):
                 # Known library bug (HUNG_MASTER_BUG): the SIGCONT must still heal everything.
                 sc.load.mark("heal (SIGCONT)", at=back)
                 took = await sc.load.wait_recovered(RECOVERY)
