@@ -514,8 +514,11 @@ class ClusterTopology:
 
 
 def _failed_masters(found: SlotMap) -> int:
+    # A shard serving no slot (a failed-over master listed on its own) does not count.
     return sum(
-        1 for shard in found.shards if shard.master is None or shard.master.health == "failed"
+        1
+        for shard in found.shards
+        if shard.ranges and (shard.master is None or shard.master.health == "failed")
     )
 
 
