@@ -1,7 +1,8 @@
-"""Command line: ``python -m redis_session demo [--config FILE]``.
+"""Command line: ``python -m redis_session {demo,check,stats}`` (also ``redis-session-store``).
 
-The demo walks one session through its life (create, load, save, regenerate, delete) and prints
-each step, on the in-memory provider by default or on the Redis a config file names.
+``demo [--config FILE]`` walks one session through its life (create, load, save, regenerate,
+delete) and prints each step, on the in-memory provider by default or on the Redis a config
+file names. The operator commands, ``check CONFIG`` and ``stats CONFIG``, live in ``_cli``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ._cli import add_commands
 from ._errors import RedisSessionError
 
 __all__ = ["main"]
@@ -58,6 +60,15 @@ async def _demo(config: str | None) -> None:
         print(f"statistics -> {store.statistics()}")
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(_demo(args.config))
+    except RedisSessionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m redis_session")
@@ -71,17 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="YAML file with a session: section (default: the in-memory provider)",
     )
     demo.add_argument("-v", "--verbose", action="store_true", help="log what the store does")
+    demo.set_defaults(run=_run_demo, log_level=logging.WARNING)
+    add_commands(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else args.log_level,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    try:
-        asyncio.run(_demo(args.config))
-    except RedisSessionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    status: int = args.run(args)
+    return status
 
 
 if __name__ == "__main__":

@@ -114,6 +114,8 @@ class ClusterTopology:
         self._problems: dict[Address, str] = {}
         self._tasks = Supervisor()
         self._survey: asyncio.Task[bool] | None = None
+        #: Checks of the map after a slow write reply, one per pool in question.
+        self._rechecks: dict[NodePool, asyncio.Task[None]] = {}
         self._surveyed_at = -math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = ""
@@ -244,6 +246,30 @@ class ClusterTopology:
             self._kick()
         return pool
 
+    async def recheck(self, pool: NodePool, deadline: float) -> None:
+        """Refresh the map from the masters other than ``pool`` (after a slow reply from it).
+
+        Callers with slow replies from the same pool share one check. Without another master
+        to ask, the map stays as it is.
+        """
+        task = self._rechecks.get(pool)
+        if task is None or task.done():
+            task = self._tasks.spawn(self._recheck(pool), name=f"redis_session recheck {pool.node}")
+            self._rechecks[pool] = task
+        loop = asyncio.get_running_loop()
+        await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+
+    async def _recheck(self, pool: NodePool) -> None:
+        loop = asyncio.get_running_loop()
+        others = [a for a, p in self._pools.items() if p in self._masters and p is not pool]
+        try:
+            found = await self._best(others, loop.time() + self._timeout)
+            if found is not None:
+                self._install(found)
+        finally:
+            if self._rechecks.get(pool) is asyncio.current_task():
+                del self._rechecks[pool]
+
     def suspect(self, pool: NodePool) -> None:
         """Note that ``pool`` ran out of time on a command: survey, in case it was replaced."""
         if pool in self._masters and not self._closed:
@@ -284,31 +310,67 @@ class ClusterTopology:
         return await self._surveyed(loop.time() + self._timeout)
 
     async def _surveyed(self, deadline: float) -> bool:
-        """Ask the nodes for the map, best answer first; install it. Whether one answered."""
+        """Ask the nodes for the map; install the best answer. Whether one came.
+
+        Nodes are asked together, so a hung node (its answer would take the whole
+        ``_ASK_TIMEOUT``) does not hold the survey. The first complete answer (every slot
+        covered, no master failed) from a node that is itself a master in it ends the survey:
+        a master knows its own slots best, where a replica or a seed may still hold an older
+        picture.
+        """
         loop = asyncio.get_running_loop()
         self._surveyed_at = loop.time()
-        # Masters first (they know their own slots best), then replicas, then the seeds.
-        known = [a for a, p in self._pools.items() if p in self._masters]
-        known += [
-            a for a, p in self._pools.items() if p not in self._masters and p not in self._down
-        ]
-        candidates = list(dict.fromkeys([*known, *self._seeds]))
-        best: tuple[tuple[int, int], SlotMap, str] | None = None
-        for addr in candidates:
-            if loop.time() >= deadline:
-                break
-            found = await self._ask(addr, min(deadline, loop.time() + _ASK_TIMEOUT))
-            if found is None:
-                continue
-            score = (found.uncovered_slots(), _failed_masters(found))
-            if best is None or score < best[0]:
-                best = (score, found, node_label(*addr))
-            if score == (0, 0):
-                break
-        if best is None:
+        # The masters (the seeds before the first map); when none of them answers, the seeds
+        # and the replicas. A replica's pool stays unconnected unless reads are routed to it,
+        # and a seed named otherwise than in the map has no pool once the map is known.
+        first = [a for a, p in self._pools.items() if p in self._masters] or self._seeds
+        found = await self._best(first, deadline)
+        if found is None:
+            known = [a for a, p in self._pools.items() if p not in self._down]
+            rest = [a for a in dict.fromkeys([*self._seeds, *known]) if a not in first]
+            found = await self._best(rest, deadline)
+        if found is None:
             return False
-        self._install(best[1])
+        self._install(found)
         return True
+
+    async def _best(self, candidates: list[Address], deadline: float) -> SlotMap | None:
+        """Ask ``candidates`` together; return the best picture of the cluster, if any."""
+        if not candidates:
+            return None
+        loop = asyncio.get_running_loop()
+        until = min(deadline, loop.time() + _ASK_TIMEOUT)
+        asks = {asyncio.ensure_future(self._ask(addr, until)): addr for addr in candidates}
+        pending = set(asks)
+        best: tuple[tuple[int, int, int], SlotMap] | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    found = task.result()
+                    if found is None:
+                        continue
+                    addr = asks[task]
+                    own = any(
+                        m is not None and m.host is not None and (unbracket(m.host), m.port) == addr
+                        for m in (shard.master for shard in found.shards)
+                    )
+                    score = (found.uncovered_slots(), _failed_masters(found), 0 if own else 1)
+                    if best is None or score < best[0]:
+                        best = (score, found)
+                if best is not None and best[0] == (0, 0, 0):
+                    break
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                # The asks are commands queued in pools: cancelled, they end at once.
+                with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                    await asyncio.wait(pending)
+            for task in asks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # seen: an error here is raised once, below or above
+        return None if best is None else best[1]
 
     async def _ask(self, addr: Address, until: float) -> SlotMap | None:
         """Return ``addr``'s picture of the cluster, or None (its problem is recorded)."""
@@ -332,7 +394,8 @@ class ClusterTopology:
         except MalformedTopologyReply as exc:
             self._problems[addr] = f"unreadable cluster map: {exc}"
             return None
-        except (ConnectionLost, PoolTimeout, StoreUnavailable) as exc:
+        except (ConnectionLost, PoolTimeout, StoreUnavailable, StoreClosed) as exc:
+            # StoreClosed: the node left the map (its pool closed) while it was being asked.
             self._problems[addr] = str(exc)
             return None
         self._problems.pop(addr, None)
@@ -366,11 +429,12 @@ class ClusterTopology:
         self._readers = readers
         self._masters = {p for p in shard_pools if p is not None}
         self._map = found
-        for addr in [a for a in self._pools if a not in addresses and a not in self._seeds]:
+        for addr in [a for a in self._pools if a not in addresses]:
             pool = self._pools.pop(addr)
             self._down.discard(pool)
             self._latency.pop(pool, None)
-            logger.info("%s: node %s left the cluster map; closing its pool", OPTION, pool.node)
+            if addr not in self._seeds:
+                logger.info("%s: node %s left the cluster map; closing its pool", OPTION, pool.node)
             self._tasks.spawn(
                 _close(pool), name=f"redis_session close {pool.node}", on_close="finish"
             )
@@ -378,6 +442,9 @@ class ClusterTopology:
     def _pool_for(self, addr: Address) -> NodePool:
         pool = self._pools.get(addr)
         if pool is None:
+            if self._closed:
+                # A redirect or survey finishing as the store closes: open nothing new.
+                raise StoreClosed("the Redis Cluster topology is closed")
             pool = self._build(*addr, readonly=self.routes_reads)
             self._pools[addr] = pool
         return pool
@@ -441,13 +508,17 @@ class ClusterTopology:
                 raise other_loop_error(old, self._thread, loop, f"Redis Cluster {seeds}")
             self._tasks.abandon()
             self._survey = None
+            self._rechecks.clear()
         self._loop = loop
         self._thread = repr(threading.current_thread().name)
 
 
 def _failed_masters(found: SlotMap) -> int:
+    # A shard serving no slot (a failed-over master listed on its own) does not count.
     return sum(
-        1 for shard in found.shards if shard.master is None or shard.master.health == "failed"
+        1
+        for shard in found.shards
+        if shard.ranges and (shard.master is None or shard.master.health == "failed")
     )
 
 

@@ -87,6 +87,10 @@ _SENTINEL_RETRIES = 1000
 #: Share of the time left that a read-only command may spend on a replica before the retry
 #: on the master.
 _REPLICA_SHARE = 0.5
+#: A write acknowledged by a cluster master this long after it was sent may come from a
+#: master that hung past a failover (``cluster-node-timeout`` is a second or more in practice):
+#: it is acknowledged only once the other masters confirm that node still serves the slot.
+_SLOW_REPLY = 0.2
 #: Bound on closing what a failed or cancelled open had opened (each pool bounds its own
 #: steps too; this bounds them all together).
 _OPEN_CLEANUP_TIMEOUT = 5.0
@@ -355,6 +359,7 @@ class ConnectionManager:
                 # A replica gets part of what is left: if it hangs, the retry on the master
                 # (the replica is then left out of routing) still fits within the deadline.
                 until = loop.time() + (deadline - loop.time()) * _REPLICA_SHARE
+            sent_at = loop.time()
             try:
                 reply = await pool.execute(packed, until, asking=asking)
             except ConnectionLost as exc:
@@ -398,6 +403,18 @@ class ConnectionManager:
                     # Just after a stall of our loop, failover news may have arrived with
                     # the reply and still wait unread: hear it before acknowledging.
                     await topology.settle(deadline)
+                cluster = self._cluster
+                if (
+                    cluster is not None
+                    and not read_only
+                    and not asking
+                    and loop.time() - sent_at > _SLOW_REPLY
+                ):
+                    # A master that hung past the cluster's failover runs what waited in its
+                    # socket, and answers, before it hears it was replaced; its data set is
+                    # then thrown away. Before acknowledging a write that slow, ask the other
+                    # masters who serves the slot now (the check below then resends).
+                    await cluster.recheck(pool, deadline)
                 if read_only or asking or topology.writer(slot) is pool:
                     self._answered()
                     return reply
@@ -594,6 +611,10 @@ def _unavailable(pool: NodePool, failure: StoreUnavailable | CommandError) -> St
             state = "is still loading its data set"
         elif failure.code == "BUSY":
             state = "is busy running a script"
+        elif failure.code == "CLUSTERDOWN":
+            state = "reports the cluster down for this slot"
+        elif failure.code == "TRYAGAIN":
+            state = "kept answering TRYAGAIN (its slot is being migrated)"
         else:
             state = "is not a writable master"
         unavailable = StoreUnavailable(f"{pool.node} {state}: {failure}")

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["FORMAT", "KeyRing"]
+__all__ = ["FORMAT", "KeyRing", "key_id_of"]
 
 #: First byte of every blob; a reader returns ``None`` for formats it does not know.
 FORMAT = b"\x01"
@@ -107,6 +107,15 @@ class KeyRing:
         return cls(_Key.derive(current), older)
 
     @property
+    def key_id(self) -> bytes:
+        """The current secret's key id: what every blob it encrypts carries after the format byte.
+
+        Not secret (every blob shows it); derived from the secret, so it tells which secret
+        wrote a record without trying to decrypt it.
+        """
+        return self._current.kid
+
+    @property
     def has_previous(self) -> bool:
         """Whether former secrets are configured, so lookups must also try their key names."""
         return bool(self._previous)
@@ -147,6 +156,13 @@ class KeyRing:
 
     def __repr__(self) -> str:
         return f"<KeyRing current=kid:{self._current.kid.hex()} previous={len(self._previous)}>"
+
+
+def key_id_of(blob: bytes) -> bytes | None:
+    """Return the key id ``blob`` carries (see :attr:`KeyRing.key_id`); None if it is no blob."""
+    if len(blob) < _MIN_BLOB or blob[:1] != FORMAT:
+        return None
+    return blob[1:_HEADER_SIZE]
 
 
 def _name(name_mac: hmac.HMAC, session_id: str, prefix: bytes) -> bytes:

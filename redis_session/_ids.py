@@ -55,7 +55,13 @@ def hash_tag(key: bytes) -> bytes:
 
 def key_slot(key: bytes) -> int:
     """Return the hash slot (0..16383) of ``key``, exactly as ``CLUSTER KEYSLOT`` does."""
-    return binascii.crc_hqx(hash_tag(key), 0) & (SLOT_COUNT - 1)
+    # hash_tag inlined: this runs for every command on a cluster.
+    start = key.find(b"{")
+    if start != -1:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return binascii.crc_hqx(key[start + 1 : end], 0) & 16383
+    return binascii.crc_hqx(key, 0) & 16383
 
 
 @functools.cache

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,30 +170,6 @@ class RedisCluster:
                     return self.node_at((master[0], int(master[1])))
         raise LookupError(f"no node serves slot {slot}")
 
-    def move_slot(self, slot: int) -> RedisProcess:
-        """Move ``slot`` and its keys to another master, as ``redis-cli --cluster reshard`` does
-        (IMPORTING/MIGRATING, ``MIGRATE`` with the admin's credentials, ``SETSLOT NODE`` on
-        every master); return the new owner. On a TLS cluster ``MIGRATE`` goes over TLS too.
-        """
-        source = self.master_of_slot(slot)
-        target = next(m for m in self.masters() if m is not source)
-        source_id, target_id = (
-            n.admin().execute_command("CLUSTER", "MYID") for n in (source, target)
-        )
-        target.admin().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-        source.admin().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        while keys := source.admin().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-            auth: list[str] = []
-            if source.admin_username is not None and source.admin_password is not None:
-                auth = ["AUTH2", source.admin_username, source.admin_password]
-            elif source.admin_password is not None:
-                auth = ["AUTH", source.admin_password]
-            host, port = target.address
-            source.admin().execute_command("MIGRATE", host, port, "", 0, 5000, *auth, "KEYS", *keys)
-        for node in [target, *(m for m in self.masters() if m is not target)]:
-            node.admin().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-        return target
-
     def seeds(self) -> list[dict[str, Any]]:
         """Every node as a ``nodes`` entry of a session config."""
         return [{"host": n.host, "port": n.address[1]} for n in self.nodes]
@@ -243,6 +221,7 @@ class RedisCluster:
                     found.append(f"{port}: {repl.get('connected_slaves')} replicas")
             elif repl.get("master_link_status") != "up":
                 found.append(f"{port}: master link {repl.get('master_link_status')}")
+            found += [f"{port}: open slot {text}" for text in _open_slots(node)]
         if masters != MASTERS:
             found.append(f"{masters} masters")
         return found
@@ -281,6 +260,152 @@ class RedisCluster:
                     msg = f"replica of {master.address[1]} never acknowledged a write"
                     raise TimeoutError(msg)
 
+    # -- faults (the chaos scenarios) --
+
+    def node_id(self, node: RedisProcess) -> str:
+        """The node's cluster id (``CLUSTER MYID``)."""
+        return str(node.admin().execute_command("CLUSTER", "MYID"))
+
+    def wait_promoted(self, replica: RedisProcess, timeout: float = 15.0) -> float:
+        """Wait until ``replica`` has promoted itself to master of some slots; return when.
+
+        The time (``time.monotonic()``) is that of the first poll that saw it, 10 ms apart.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(redis.RedisError):
+                if self.role(replica) == "master" and _owned_slots(replica) > 0:
+                    return time.monotonic()
+            if time.monotonic() > deadline:
+                msg = f"replica {replica.address[1]} was not promoted within {timeout}s"
+                raise TimeoutError(msg)
+            time.sleep(0.01)
+
+    def rejoin(self, node: RedisProcess, timeout: float = READY_TIMEOUT) -> RedisProcess:
+        """Bring back a node that was killed (restart) or hung (SIGCONT); return its master.
+
+        The cluster, not the harness, makes a returning old master a replica of its successor;
+        this waits until it replicates some master and the whole cluster is ready again.
+        """
+        if node.paused:
+            node.resume()
+        if not node.alive():
+            node.restart()
+        deadline = time.monotonic() + timeout
+
+        def replicating() -> int | None:
+            with contextlib.suppress(redis.RedisError):
+                info = node.admin().info("replication")
+                if info.get("role") == "slave" and info.get("master_link_status") == "up":
+                    return int(info["master_port"])
+            return None
+
+        while (port := replicating()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"node {node.address[1]} did not rejoin as a replica in {timeout}s"
+                )
+            time.sleep(0.05)
+        self.wait_ready(max(1.0, deadline - time.monotonic()))
+        return self.node_at((node.host, port))
+
+    def keys_by_slot(
+        self, node: RedisProcess | None = None, *, skip_prefix: str = "harness:"
+    ) -> dict[int, list[str]]:
+        """Every key ``node`` (default: every master) holds, by slot, per ``CLUSTER KEYSLOT``."""
+        found: dict[int, list[str]] = {}
+        for master in self.masters() if node is None else [node]:
+            admin = master.admin()
+            keys = [k for k in admin.scan_iter(count=1000) if not k.startswith(skip_prefix)]
+            pipe = admin.pipeline(transaction=False)
+            for key in keys:
+                pipe.execute_command("CLUSTER", "KEYSLOT", key)
+            for key, slot in zip(keys, pipe.execute(), strict=True):
+                found.setdefault(int(slot), []).append(key)
+        return found
+
+    def migrate_slot(
+        self,
+        slot: int,
+        target: RedisProcess,
+        *,
+        batch: int = 1,
+        between: Callable[[RedisProcess], None] | None = None,
+        first: Sequence[str] = (),
+        migrate_timeout_ms: int = 5000,
+    ) -> SlotMigration:
+        """Move ``slot`` to the master ``target`` the way ``redis-cli --cluster reshard`` does.
+
+        ``SETSLOT IMPORTING`` on the target, ``MIGRATING`` on the source, then ``MIGRATE`` of
+        ``batch`` keys at a time, calling ``between(source)`` after each batch and once more when
+        the source is empty (meanwhile the source answers ASK for the keys it no longer has);
+        then ``SETSLOT NODE`` on the target, the source and every other master (MOVED from then
+        on). Keys created during the move land on the target (by ASK); none is left behind.
+        The keys in ``first`` (if still there) move before the others.
+        """
+        source = self.master_of_slot(slot)
+        if source is target:
+            raise ValueError(f"slot {slot} is already served by {target.address[1]}")
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        target.admin().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.admin().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        auth: list[str] = []
+        if target.admin_password is not None:
+            auth = ["AUTH2", target.admin_username or "default", target.admin_password]
+        moved = batches = 0
+        chosen = list(first)
+
+        def next_batch() -> list[str]:
+            if chosen:
+                keys = chosen[:batch]
+                del chosen[:batch]
+                return keys
+            return list(source.admin().execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch))
+
+        while keys := next_batch():
+            reply = source.admin().execute_command(
+                "MIGRATE", *target.address, "", 0, migrate_timeout_ms, *auth, "KEYS", *keys
+            )
+            batches += 1
+            moved += len(keys) if reply == "OK" else 0  # NOKEY: deleted meanwhile
+            if between is not None:
+                between(source)
+        if between is not None and batches:
+            between(source)
+        others = [m for m in self.masters() if m is not source and m is not target]
+        for node in (target, source, *others):
+            node.admin().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return SlotMigration(slot, source.address[1], target.address[1], moved, batches)
+
+    def close_migrations(self) -> list[str]:
+        """``SETSLOT STABLE`` every slot a running node has importing or migrating."""
+        closed = []
+        for node in self.nodes:
+            if not node.alive() or node.paused:
+                continue
+            for text in _open_slots(node):
+                slot = int(text.split("-", 1)[0])
+                node.admin().execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+                closed.append(f"{node.address[1]}: {text}")
+        return closed
+
+    def kill_clients(self, node: RedisProcess, kind: str = "normal") -> int:
+        """``CLIENT KILL TYPE kind`` on ``node`` (the harness's own link spared); how many."""
+        return int(node.admin().client_kill_filter(_type=kind, skipme=True))
+
+    def errorstats(self) -> Counter[str]:
+        """Error replies by prefix (``MOVED``, ``ASK``, ``TRYAGAIN``...) summed over running nodes.
+
+        ``INFO errorstats``, which ``reset()`` zeroes (``CONFIG RESETSTAT``).
+        """
+        total: Counter[str] = Counter()
+        for node in self.nodes:
+            if not node.alive() or node.paused:
+                continue
+            for name, fields in node.admin().info("errorstats").items():
+                total[name.removeprefix("errorstat_")] += int(fields["count"])
+        return total
+
     # -- between tests --
 
     def reset(self, timeout: float = READY_TIMEOUT) -> None:
@@ -296,6 +421,7 @@ class RedisCluster:
                 node.resume()
             if not node.alive():
                 node.restart()
+        self.close_migrations()
         self.wait_ready(timeout)
         for node in self.masters():
             node.admin().flushall()  # replicated to the replica
@@ -317,6 +443,33 @@ class RedisCluster:
         with contextlib.suppress(redis.RedisError):
             return self.role(node) == "master"
         return False
+
+
+@attrs.frozen
+class SlotMigration:
+    """What :meth:`RedisCluster.migrate_slot` did."""
+
+    slot: int
+    source: int
+    target: int
+    #: Keys moved by ``MIGRATE`` (keys deleted before their turn are not counted).
+    keys: int
+    batches: int
+
+
+#: ``[slot->-id]`` (migrating) or ``[slot-<-id]`` (importing) in a ``CLUSTER NODES`` line.
+_OPEN_SLOT = re.compile(r"\[(\d+-[<>]-[0-9a-f]+)\]")
+
+
+def _open_slots(node: RedisProcess) -> list[str]:
+    """Slots ``node`` itself has importing or migrating, as ``CLUSTER NODES`` shows them."""
+    text = str(node.admin().execute_command("CLUSTER", "NODES"))
+    found = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        if len(fields) > 2 and "myself" in fields[2].split(","):
+            found += [m.group(1) for m in _OPEN_SLOT.finditer(line)]
+    return found
 
 
 def _cluster_info(node: RedisProcess) -> dict[str, str]:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from redis_session import (
@@ -27,6 +28,7 @@ from redis_session import (
     open_session_store,
 )
 from redis_session._ids import key_slot
+from redis_session._slots import SlotMap
 from redis_session._wire import CLIENT_NAME
 
 from .cluster_servers import RedisCluster
@@ -335,6 +337,68 @@ async def test_a_killed_master_is_replaced_without_reopening(cluster: RedisClust
         assert promoted is not victim
         stats = store.statistics()
         assert any(n.node == f"{promoted.host}:{promoted.port}" for n in stats.nodes)
+
+
+async def test_a_hung_master_is_replaced_without_reopening(cluster: RedisCluster) -> None:
+    """SIGSTOP a master past cluster-node-timeout: calls fail in time, then go to its successor."""
+    cfg = config(cluster)
+    cfg["redis"]["timeout"] = "1s"
+    async with open_session_store(cfg) as store:
+        session = await store.create({"n": 1})
+        key = key_of(store, session.id)
+        victim = cluster.master_of_slot(key_slot(key))
+        cluster.wait_streaming()
+        victim.pause()
+        try:
+            give_up = time.monotonic() + 60
+            failures = 0
+            while True:
+                try:
+                    loaded = await store.load(session.id)
+                    break
+                except StoreUnavailable:
+                    failures += 1
+                    assert time.monotonic() < give_up, "the hung master was never replaced"
+            assert loaded is not None
+            loaded.data["n"] = 2
+            await store.save(loaded)
+            assert (await store.load(session.id)).data == {"n": 2}
+            assert failures >= 1  # it was hung for over a second: some calls failed, in time
+        finally:
+            victim.resume()
+
+
+async def test_a_node_that_leaves_the_map_loses_its_pool_and_one_that_joins_gets_one(
+    cluster: RedisCluster,
+) -> None:
+    """The map a survey installs decides the pools: a node it no longer names is closed.
+
+    A node cannot leave the test cluster and come back within a test (``CLUSTER FORGET`` bans
+    it for a minute), so the first map is the servers' own reply with one replica taken out.
+    """
+    async with open_session_store(config(cluster, route_randomly=True)) as store:
+        topology = store._provider.manager._topology
+        sessions = [await store.create({"n": n}) for n in range(30)]
+        for s in sessions:
+            await store.load(s.id)  # reads routed: replica pools are open
+        first = cluster.masters()[0]
+        reply = first.admin().execute_command("CLUSTER", "SHARDS")
+        real = SlotMap.from_shards(reply, origin_host=first.host)
+        shard = next(sh for sh in real.shards if sh.replicas)
+        gone = shard.replicas[0]
+        pool = topology._pools[(gone.host, gone.port)]
+        fewer = [attrs.evolve(sh, replicas=()) if sh is shard else sh for sh in real.shards]
+        topology._install(SlotMap.from_parts(fewer))
+        assert (gone.host, gone.port) not in topology._pools
+        with anyio.fail_after(10):
+            while pool.statistics().open:  # noqa: ASYNC110 - polled, no event to wait on
+                await anyio.sleep(0.01)  # closed in the background
+        for s in sessions:
+            assert (await store.load(s.id)) is not None
+        # The next survey reads the real map again: the replica gets a new pool.
+        assert await topology._surveyed(asyncio.get_running_loop().time() + 5)
+        assert (gone.host, gone.port) in topology._pools
+        assert topology._pools[(gone.host, gone.port)] is not pool
 
 
 # -- routing and resources ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from .cluster_servers import RedisCluster, start_cluster
-from .servers import RESERVED_PORTS, wait_until
+from .servers import RESERVED_PORTS, RedisProcess, wait_until
 
 
 @pytest.fixture
@@ -108,3 +108,92 @@ def test_failover_and_teardown(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, f"process group {pid} still alive"
             time.sleep(0.05)
+
+
+def keys_in(slot: int, cluster: RedisCluster, count: int) -> list[str]:
+    """``count`` keys that hash to ``slot`` (the tag found by asking the server)."""
+    admin = cluster.nodes[0].admin()
+    for i in range(200_000):
+        tag = f"t{i}"
+        if admin.execute_command("CLUSTER", "KEYSLOT", tag) == slot:
+            return [f"harness-check:{{{tag}}}:{n}" for n in range(count)]
+    raise LookupError(slot)
+
+
+def test_migrate_slot_moves_every_key_with_ask_then_moved(cluster: RedisCluster) -> None:
+    """migrate_slot: ASK while the slot moves, MOVED after; every key on the target, none open."""
+    slot = 4242
+    source = cluster.master_of_slot(slot)
+    target = next(m for m in cluster.masters() if m is not source)
+    keys = keys_in(slot, cluster, 5)
+    for key in keys:
+        source.admin().set(key, key)
+    asks: list[redis.exceptions.AskError] = []
+
+    def between(node: RedisProcess) -> None:
+        # The first key has left: its owner still serves the slot, but sends a reader on.
+        try:
+            node.admin().get(keys[0])
+        except redis.exceptions.AskError as exc:
+            asks.append(exc)
+
+    moves = cluster.migrate_slot(slot, target, batch=2, between=between)
+    assert (moves.keys, moves.batches) == (5, 3)
+    assert asks
+    assert {(a.slot_id, a.node_addr) for a in asks} == {(slot, target.address)}
+    assert cluster.master_of_slot(slot) is target
+    assert [target.admin().get(k) for k in keys] == keys
+    with pytest.raises(redis.exceptions.MovedError) as moved:
+        source.admin().get(keys[0])
+    assert (moved.value.slot_id, moved.value.node_addr) == (slot, target.address)
+    stats = cluster.errorstats()
+    assert stats["ASK"] >= len(asks)
+    assert stats["MOVED"] >= 1
+    cluster.wait_ready()  # no slot left open, replicas follow
+    cluster.migrate_slot(slot, source)  # and back, for the next test
+
+
+def test_an_unfinished_migration_is_closed_by_reset(cluster: RedisCluster) -> None:
+    """A slot left MIGRATING/IMPORTING is a problem; reset() makes it stable again."""
+    slot = 777
+    source = cluster.master_of_slot(slot)
+    target = next(m for m in cluster.masters() if m is not source)
+    target.admin().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(source))
+    assert any("open slot" in p for p in cluster.problems())
+    cluster.reset()
+    assert cluster.problems() == []
+    assert cluster.master_of_slot(slot) is source
+
+
+@pytest.mark.parametrize("fault", ["kill", "pause"])
+def test_a_master_fails_over_and_rejoins_as_replica(cluster: RedisCluster, fault: str) -> None:
+    """A master killed (or hung): its replica promotes itself; rejoin() makes it its replica."""
+    victim = cluster.masters()[0]
+    (replica,) = cluster.replicas_of(victim)
+    began = time.monotonic()
+    if fault == "kill":
+        victim.kill()
+    else:
+        victim.pause()
+    try:
+        assert cluster.wait_promoted(replica) > began
+    finally:
+        new_master = cluster.rejoin(victim)
+    assert new_master is replica
+    assert cluster.role(victim) == "slave"
+    assert cluster.problems() == []
+
+
+def test_kill_clients_leaves_the_harness_link(cluster: RedisCluster) -> None:
+    """kill_clients: every normal connection goes but the harness's own admin link."""
+    node = cluster.masters()[0]
+    other = redis.Redis(host=node.host, port=node.port, protocol=2)
+    try:
+        other_id = other.client_id()
+        admin_id = node.admin().client_id()
+        assert cluster.kill_clients(node) >= 1
+        ids = {int(c["id"]) for c in node.admin().client_list()}
+        assert admin_id in ids
+        assert other_id not in ids
+    finally:
+        other.close()

@@ -5,8 +5,9 @@ protocol, the memory provider, statistics), which knows nothing of Redis; the Re
 only code that imports redis-py or hiredis, and within it only ``_wire`` touches redis-py's
 internals); the opener, which turns a config into a store on the right provider; the web core
 (cookies, merge, the request lifecycle: no web framework imported); the web framework
-adapters; the public package. A module may import its own layer or lower ones, never higher;
-no import cycle at all; no import inside a function that would hide one.
+adapters; the operator commands (check, stats); the public package. A module may import its
+own layer or lower ones, never higher; no import cycle at all; no import inside a function
+that would hide one.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "_cluster",
                 "_connections",
                 "_redis_provider",
+                # Per-node access for the operator commands (check, stats).
+                "_probe",
             }
         ),
     ),
@@ -69,6 +72,11 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("web", frozenset({"_cookies", "_merge", "_web_session", "_web"})),
     # One adapter per framework family, each on the neutral core.
     ("web frameworks", frozenset({"asgi", "aiohttp"})),
+    # The operator commands (check, stats): beside the entry point, above everything they use.
+    (
+        "command line",
+        frozenset({"_cli", "_cli_report", "_cli_nodes", "_cli_check", "_cli_stats"}),
+    ),
     ("package", frozenset({"__init__", "__main__"})),
 )
 #: Third-party packages only the Redis core may import.
@@ -78,8 +86,9 @@ WEB_FRAMEWORKS = frozenset({"aiohttp", "starlette", "fastapi", "litestar", "djan
 #: Attributes that are redis-py's (or asyncio's) private state: ``_wire`` alone reads them.
 PRIVATE_STATE = frozenset({"_reader", "_writer", "_parser", "_connection_arguments", "_buffer"})
 #: Imports inside a function that are fine: optional or deliberately lazy, never ours hiding
-#: a cycle (``__main__`` imports the opener late so that ``--help`` stays instant).
-LAZY_OK = frozenset({("__main__", "_opener")})
+#: a cycle (``__main__`` imports the opener late, and ``_cli`` each command's module, so that
+#: ``--help`` stays instant).
+LAZY_OK = frozenset({("__main__", "_opener"), ("_cli", "_cli_check"), ("_cli", "_cli_stats")})
 
 
 @attrs.frozen

@@ -1,7 +1,9 @@
 """The mixed-load driver: many tasks using one store on their own sessions, checking every reply.
 
 Each task owns a handful of sessions and loops over create, load, save and delete on them (plus
-an ``ECHO`` through the store's connection manager, whose reply must be its own token). Every
+an ``ECHO`` through the store's connection manager, whose reply must be its own token, and, when
+``regenerate_rate`` asks for it, regenerate: in the history, a delete of the old id and a create
+of the new one with the same data). Every
 value a task writes is unique (``owner``, ``sid``, ``n`` and a random ``tok``), so a reply meant
 for another caller, another session's data, or an old value coming back is recognised.
 
@@ -248,6 +250,8 @@ class LoadDriver:
         seed: int = 0,
         think: float = 0.002,
         cancel_rate: float = 0.03,
+        regenerate_rate: float = 0.0,
+        delete_rate: float = 0.07,
         allowance: Callable[[float, float], float] | None = None,
     ) -> None:
         self.store = store
@@ -257,6 +261,11 @@ class LoadDriver:
         self.slack = slack
         self.think = think
         self.cancel_rate = cancel_rate
+        #: Share of the would-be saves that regenerate the session instead (0: none).
+        self.regenerate_rate = regenerate_rate
+        #: Share of the calls on a task's full set of sessions that delete one (so a session
+        #: lives about ``SESSIONS_PER_TASK / delete_rate`` calls of its task).
+        self.delete_rate = delete_rate
         #: Extra time a call from ``start`` to ``end`` may take: the client's own faults
         #: (event-loop stalls, GC pauses, CPU starvation) during it. None: no allowance.
         self.allowance = allowance or (lambda start, end: 0.0)
@@ -269,6 +278,8 @@ class LoadDriver:
         self._stop = anyio.Event()
         self._sessions: list[list[Tracked]] = [[] for _ in range(tasks)]
         self._last_ok_start = [0.0] * tasks
+        #: When each task's call in flight began (None between calls).
+        self._calling_since: list[float | None] = [None] * tasks
         self._group: Any = None
         self._began = 0.0
         self._fault: float | None = None
@@ -321,10 +332,23 @@ class LoadDriver:
         while min(self._last_ok_start) <= heal:
             now = time.monotonic()
             if now > deadline + self.allowance(heal, now):
-                behind = sum(1 for s in self._last_ok_start if s <= heal)
+                behind = [t for t, s in enumerate(self._last_ok_start) if s <= heal]
+                # A call in flight for longer than the timeout is a hang; otherwise the task's
+                # calls keep failing.
+                doing = [
+                    f"task {t}: "
+                    + (
+                        "between calls"
+                        if (since := self._calling_since[t]) is None
+                        else f"in a call for {now - since:.2f}s"
+                    )
+                    for t in behind[:5]
+                ]
                 msg = (
-                    f"{self.tally.scenario}: {behind} of {self.tasks} tasks had no successful "
-                    f"operation within {within:g}s of the heal"
+                    f"{self.tally.scenario}: {len(behind)} of {self.tasks} tasks had no "
+                    f"successful operation within {within:g}s of the heal ({'; '.join(doing)}); "
+                    f"failures so far {dict(self.tally.failure_kinds)}, e.g. "
+                    f"{self.tally.failure_examples}"
                 )
                 raise AssertionError(msg)
             await anyio.sleep(0.01)
@@ -368,10 +392,12 @@ class LoadDriver:
             limit = rnd.random() * 0.003 if rnd.random() < self.cancel_rate else None
             with anyio.move_on_after(limit) as scope:
                 self._scopes[t] = scope
+                self._calling_since[t] = time.monotonic()
                 try:
                     await self._step(t, rnd, roll, sessions, step)
                 finally:
                     self._scopes[t] = None
+                    self._calling_since[t] = None
             if scope.cancelled_caught:
                 self.tally.cancelled += 1
             if self.think:
@@ -394,12 +420,14 @@ class LoadDriver:
             await self._create(t, self._data(t, step, rnd))
         elif roll < 0.08:
             await self._echo(t, rnd)
-        elif roll < 0.15:
+        elif roll < 0.08 + self.delete_rate:
             await self._delete(t, rnd.choice(live))
         else:
             tr = rnd.choice(live)
             if tr.stale or tr.handle is None or roll < 0.55:
                 await self._load(t, tr)
+            elif self.regenerate_rate and rnd.random() < self.regenerate_rate:
+                await self._regenerate(t, tr)
             else:
                 await self._save(t, tr, self._data(t, step, rnd))
 
@@ -580,6 +608,50 @@ class LoadDriver:
         self._ok(t, began)
         tr.acked, tr.maybe, tr.acked_at = data, [], time.monotonic()
         tr.history.append(data)
+
+    async def _regenerate(self, t: int, tr: Tracked) -> None:
+        """Move ``tr`` to a new id: in the history, a delete of the old id and a create.
+
+        The new session holds the data as last acknowledged. If the call fails, the move may
+        or may not have happened: the old id is deleted (retried until acknowledged), and the
+        new id, which nobody learns, is left alone, as after a failed create.
+        """
+        assert tr.handle is not None
+        handle = tr.handle
+        data, version = handle.data, handle._version
+        old = self._record(t, "delete", tr.id, None)
+        new = self._record(t, "create", None, token(data))
+        began = self._begin()
+        try:
+            session = await self.store.regenerate(handle)
+        except BaseException as exc:
+            self._done(new, "info")
+            if not isinstance(exc, Exception):  # cancelled: moved or not
+                self._done(old, "info")
+                tr.deleting = True
+                raise
+            if self._failed(began, exc) == "conflict":
+                # Refused by the compare-and-set: nothing moved.
+                self._done(old, "fail")
+                tr.stale = True
+                if not tr.maybe:
+                    tr.conflicted_version = version
+            else:
+                self._done(old, "info")
+                tr.deleting = True
+            return
+        self._done(old, "ok")
+        self._done(new, "ok", key=session.id)
+        self._ok(t, began)
+        if session.data != data or session.id == tr.id:
+            self._wrong(
+                f"task {t}: regenerate of {tr.id[:6]} gave {session.id[:6]} {session.data!r:.80}"
+            )
+        # The old id must now load as nothing, once; then it is forgotten.
+        tr.deleted, tr.acked, tr.maybe = True, None, []
+        self._sessions[t].append(
+            Tracked(session.id, session, dict(data), time.monotonic(), history=[dict(data)])
+        )
 
     async def _delete(self, t: int, tr: Tracked) -> None:
         op = self._record(t, "delete", tr.id, None)

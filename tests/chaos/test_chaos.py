@@ -148,9 +148,13 @@ async def under_load(
     *,
     via: RedisProcess | None = None,
     client: frozenset[str] = frozenset(),
+    regenerate: float = 0.0,
+    delete_rate: float = 0.07,
     **overrides: Any,
 ) -> AsyncIterator[Scenario]:
     """Open a store (through a fault proxy to ``via`` if given), run the load in the block.
+
+    ``regenerate`` and ``delete_rate``: the load's mix (see :class:`LoadDriver`).
 
     The ``client`` faults run from the start of the block until ``Scenario.calm()`` (or its
     end). Afterwards the store is closed, the history checked, and hygiene checked against
@@ -171,7 +175,14 @@ async def under_load(
             faults = ClientFaults(client, seed=SEED)
             try:
                 driver = LoadDriver(
-                    store, tally, tasks=TASKS, slack=SLACK, seed=SEED, allowance=faults.allowance
+                    store,
+                    tally,
+                    tasks=TASKS,
+                    slack=SLACK,
+                    seed=SEED,
+                    regenerate_rate=regenerate,
+                    delete_rate=delete_rate,
+                    allowance=faults.allowance,
                 )
                 faults.cancel_some = driver.cancel_some
                 driver.on_fault = faults.on_fault

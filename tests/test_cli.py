@@ -1,0 +1,481 @@
+"""The operator commands ``check`` and ``stats``, against real servers (single, ACL, TLS,
+Sentinel, Cluster): what they report, their exit status, and that they write nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from redis_session import open_session_store
+from redis_session.__main__ import main
+from redis_session._cli_check import data_needs, script_commands
+from redis_session._config import ClusterConfig, ClusterNodeConfig, RedisConfig
+
+from .cluster_servers import RedisCluster
+from .servers import RedisProcess, SentinelCluster, free_port, wait_until
+
+SECRET = "cli tests: the current secret, long enough to be taken seriously"
+OLD_SECRET = "cli tests: the previous secret, also long enough to be taken seriously"
+NAME = "sess"
+PASSWORD = "app-pw-never-printed"
+#: What a check may send to a data node: nothing that writes.
+READ_ONLY = {
+    "ping",
+    "hello",
+    "info",
+    "eval",
+    "evalsha",
+    "client|setname",
+    "config|get",
+    "cluster|shards",
+    "readonly",
+    "role",
+    "select",
+    "auth",
+    "scan",
+    "hmget",
+    "type",
+}
+
+
+def write_config(tmp_path: Path, redis: dict[str, Any] | None, **session: Any) -> str:
+    section: dict[str, Any] = {"name": NAME, "secret": SECRET, **session}
+    if redis is not None:
+        section["redis"] = redis
+    path = tmp_path / f"session-{free_port()}.yml"
+    path.write_text(yaml.safe_dump({"session": section}))
+    return str(path)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    """Run a command with --json; return its exit status and its one JSON document."""
+    status = main([*argv, "--json"])
+    out = capsys.readouterr().out
+    assert SECRET not in out
+    assert OLD_SECRET not in out
+    assert PASSWORD not in out
+    return status, json.loads(out)
+
+
+def not_ok(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in document["findings"] if f["status"] != "ok"]
+
+
+def commands_sent(*procs: RedisProcess) -> set[str]:
+    found: set[str] = set()
+    for proc in procs:
+        stats = proc.admin().info("commandstats")
+        found.update(name.removeprefix("cmdstat_") for name in stats)
+    return found - {"config|resetstat", "debug"}  # the harness's and the tests' own
+
+
+# -- the command line itself ----------------------------------------------------------------------
+
+
+def test_help_does_not_load_the_commands() -> None:
+    """``--help`` answers without importing what the commands need (the checks, the scan)."""
+    code = (
+        "import sys\n"
+        "from redis_session.__main__ import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('redis_session._cli_')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "check" in result.stdout
+    assert "stats" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "['redis_session._cli_report']"
+
+
+def test_the_permission_list_covers_every_command_the_scripts_call() -> None:
+    """The scripts' commands come from their source, so the list cannot drift from them."""
+    inside = set(script_commands())
+    assert inside >= {"TIME", "HMGET", "HGET", "HSET", "PEXPIRE", "DEL", "EXISTS", "TYPE", "PTTL"}
+    names = {need.name for need in data_needs(RedisConfig(host="h"))}
+    assert inside <= names
+    assert {"EVALSHA", "EVAL", "DEL", "PING", "CLIENT SETNAME"} <= names
+    cluster = {need.name for need in data_needs(RedisConfig(cluster=_routed_cluster()))}
+    assert {"CLUSTER SHARDS", "ASKING", "READONLY", "HMGET"} <= cluster
+
+
+def _routed_cluster() -> ClusterConfig:
+    return ClusterConfig(nodes=(ClusterNodeConfig(host="h"),), route_randomly=True)
+
+
+# -- check: the configuration ---------------------------------------------------------------------
+
+
+def test_check_lists_every_config_problem_with_its_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, {"host": "127.0.0.1", "port": 70000}, same_site="sideways")
+    status, document = run(capsys, "check", config)
+    assert status == 1
+    options = {f["option"] for f in document["findings"] if f["status"] == "error"}
+    assert {"session.redis.port", "session.same_site"} <= options
+    assert document["status"] == "error"
+
+
+def test_check_of_the_memory_provider_warns_and_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, document = run(capsys, "check", write_config(tmp_path, None))
+    assert status == 0
+    assert document["provider"] == "memory"
+    assert [(f["check"], f["option"]) for f in not_ok(document)] == [("provider", "session.redis")]
+
+
+def test_check_reports_an_unreachable_server_as_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, {"host": "127.0.0.1", "port": free_port(), "timeout": "1s"})
+    status, document = run(capsys, "check", config)
+    assert status == 1
+    checks = {(f["check"], f["status"]) for f in document["findings"]}
+    assert {("open", "error"), ("reachable", "error")} <= checks
+
+
+def test_check_human_output(
+    redis: RedisProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --json: one line per finding, then the tally; exit 0 when nothing is an error."""
+    assert main(["check", write_config(tmp_path, redis.redis_section())]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith("(server)")
+    assert f"OK      acl           127.0.0.1:{redis.port}: the ACL user 'default' may run" in out
+    assert out.rstrip().splitlines()[-1].startswith("0 error(s), 0 warning(s), ")
+    assert out.rstrip().endswith(" ok: OK")
+
+
+# -- check: a single server -----------------------------------------------------------------------
+
+
+def test_check_of_a_healthy_server_is_all_ok_and_writes_nothing(
+    redis: RedisProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, document = run(capsys, "check", write_config(tmp_path, redis.redis_section()))
+    assert not_ok(document) == []
+    assert status == 0
+    checks = {f["check"] for f in document["findings"]}
+    assert {"config", "open", "reachable", "latency", "version", "role", "acl"} <= checks
+    latency = next(f for f in document["findings"] if f["check"] == "latency")
+    assert 0 < latency["details"]["min_ms"] <= latency["details"]["max_ms"]
+    assert commands_sent(redis) <= READ_ONLY
+    assert redis.admin().dbsize() == 0
+    # Every connection it opened is closed (the server notices within a moment).
+    wait_until(lambda: redis.our_clients() == [], timeout=3.0)
+
+
+#: The least-privilege ACL user that docs/cli.md gives for a single server.
+LEAST = (
+    f"app on >{PASSWORD} ~{NAME}:* resetchannels -@all +evalsha +eval +del +ping "
+    "+client|setname +time +hmget +hget +hset +pexpire +exists +type +pttl"
+)
+
+
+def test_the_least_privilege_user_of_the_docs_passes(
+    redis_factory: Callable[..., RedisProcess], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ACL rule docs/cli.md recommends is enough, and the store works under it."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    assert (
+        LEAST.replace(f">{PASSWORD}", ">password").replace(f"~{NAME}:", "~authelia_session:") in doc
+    )
+    proc = redis_factory(acl_users=["default off", LEAST])
+    status, document = run(capsys, "check", write_config(tmp_path, proc.redis_section()))
+    assert not_ok(document) == []
+    assert status == 0
+
+    async def walk() -> None:
+        cfg = {"name": NAME, "secret": SECRET, "redis": proc.redis_section()}
+        async with open_session_store(cfg) as store:
+            session = await store.create({"n": 1})
+            session = await store.regenerate(session)
+            session.data["n"] = 2
+            await store.save(session)
+            assert (await store.load(session.id)).data == {"n": 2}  # type: ignore[union-attr]
+            await store.delete(session)
+
+    asyncio.run(walk())
+
+
+def test_check_names_the_missing_evalsha_permission(
+    redis_factory: Callable[..., RedisProcess], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proc = redis_factory(
+        acl_users=["default off", f"app on >{PASSWORD} ~{NAME}:* &* +@all -evalsha"]
+    )
+    status, document = run(capsys, "check", write_config(tmp_path, proc.redis_section()))
+    assert status == 1
+    errors = [f for f in not_ok(document) if f["status"] == "error"]
+    assert [(f["check"], f["node"]) for f in errors] == [("acl", f"127.0.0.1:{proc.port}")]
+    assert "the ACL user 'app' may not run EVALSHA" in errors[0]["message"]
+    assert "add +evalsha" in errors[0]["message"]
+    assert errors[0]["fix"] == "ACL SETUSER app +evalsha"
+    assert errors[0]["option"] == "session.redis.username"
+
+
+def test_check_names_a_key_pattern_the_user_may_not_touch(
+    redis_factory: Callable[..., RedisProcess], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Commands allowed but not on ``<name>:*``: every keyed one is named, with the key rule."""
+    proc = redis_factory(acl_users=["default off", f"app on >{PASSWORD} ~other:* &* +@all"])
+    status, document = run(capsys, "check", write_config(tmp_path, proc.redis_section()))
+    assert status == 1
+    errors = not_ok(document)
+    named = {f["message"].split(" may run ")[1].split(" ")[0] for f in errors}
+    assert {"EVALSHA", "EVAL", "DEL", "HSET", "HMGET", "PEXPIRE"} <= named
+    assert "TIME" not in named
+    assert "PING" not in named
+    assert {f["fix"] for f in errors} == {f"ACL SETUSER app ~{NAME}:*"}
+
+
+def test_check_without_eval_names_both_script_commands(
+    redis_factory: Callable[..., RedisProcess], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proc = redis_factory(
+        acl_users=["default off", f"app on >{PASSWORD} ~* &* +@all -eval -evalsha"]
+    )
+    status, document = run(capsys, "check", write_config(tmp_path, proc.redis_section()))
+    assert status == 1
+    fixes = {f["fix"] for f in not_ok(document) if f["status"] == "error"}
+    assert fixes == {"ACL SETUSER app +eval", "ACL SETUSER app +evalsha"}
+    assert any("could not be checked" in f["message"] for f in not_ok(document))
+
+
+def test_check_over_tls_and_the_skip_verify_warning(
+    tls_redis: RedisProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section = tls_redis.redis_section()
+    status, document = run(capsys, "check", write_config(tmp_path, section))
+    assert not_ok(document) == []
+    assert status == 0
+    reachable = next(f for f in document["findings"] if f["check"] == "reachable")
+    assert reachable["details"]["tls"] is True
+    assert "over TLS" in reachable["message"]
+
+    section["tls"] = {**section["tls"], "skip_verify": True}
+    status, document = run(capsys, "check", write_config(tmp_path, section))
+    assert status == 0
+    assert [(f["status"], f["option"]) for f in not_ok(document)] == [
+        ("warning", "session.redis.tls.skip_verify")
+    ]
+
+
+# -- check: Sentinel and Cluster ------------------------------------------------------------------
+
+
+def test_check_of_a_healthy_sentinel_setup_is_all_ok(
+    sentinel_cluster: SentinelCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for node in sentinel_cluster.data_nodes:
+        node.admin().config_resetstat()
+    status, document = run(
+        capsys, "check", write_config(tmp_path, sentinel_cluster.redis_section())
+    )
+    assert not_ok(document) == []
+    assert status == 0
+    assert document["provider"] == "sentinel"
+    nodes = {f["node"] for f in document["findings"] if f["check"] == "reachable"}
+    expected = {f"127.0.0.1:{p.address[1]}" for p in sentinel_cluster.data_nodes}
+    expected |= {f"127.0.0.1:{s.address[1]}" for s in sentinel_cluster.sentinels}
+    assert nodes == expected
+    acl = [f for f in document["findings"] if f["check"] == "acl"]
+    assert len(acl) == 5  # master, replica and three sentinels
+    # Beside ours: the sentinels' hello messages (PUBLISH) and the replication link (REPLCONF).
+    assert commands_sent(*sentinel_cluster.data_nodes) <= READ_ONLY | {"publish", "replconf"}
+
+    # A sentinel ACL user that may not subscribe: each sentinel names the rule to add.
+    for sentinel in sentinel_cluster.sentinels:
+        sentinel.admin().execute_command(
+            "ACL", "SETUSER", "watcher", "on", f">{PASSWORD}", "+@all", "-subscribe", "&*"
+        )
+    section = sentinel_cluster.redis_section()
+    section["high_availability"]["sentinel_username"] = "watcher"
+    section["high_availability"]["sentinel_password"] = PASSWORD
+    status, document = run(capsys, "check", write_config(tmp_path, section))
+    assert status == 1
+    denied = not_ok(document)
+    assert {f["node"] for f in denied} == {
+        f"127.0.0.1:{s.address[1]}" for s in sentinel_cluster.sentinels
+    }
+    assert all(f["check"] == "acl" and "may not run SUBSCRIBE" in f["message"] for f in denied)
+    assert all(f["option"] == "session.redis.high_availability.sentinel_username" for f in denied)
+    assert all(
+        f["fix"].startswith("ACL SETUSER watcher +subscribe &+selected-slave") for f in denied
+    )
+
+    # A wrong sentinel password: every sentinel refuses, each naming the option to fix.
+    section = sentinel_cluster.redis_section()
+    section["high_availability"]["sentinel_password"] = "wrong-" + PASSWORD
+    status, document = run(capsys, "check", write_config(tmp_path, section))
+    assert status == 1
+    options = {f["option"] for f in not_ok(document) if f["check"] == "reachable"}
+    assert options == {"session.redis.high_availability.sentinel_password"}
+
+    # A configured sentinel that is not there, and a replica that died: warnings, not errors
+    # (the store still works), each naming its node.
+    section = sentinel_cluster.redis_section()
+    ghost = free_port()
+    section["high_availability"]["nodes"].append({"host": "127.0.0.1", "port": ghost})
+    sentinel_cluster.replica.stop()
+    status, document = run(capsys, "check", write_config(tmp_path, section))
+    assert status == 0
+    warned = {(f["check"], f["node"]) for f in not_ok(document)}
+    assert {f["status"] for f in not_ok(document)} == {"warning"}
+    assert ("reachable", f"127.0.0.1:{ghost}") in warned
+    assert ("reachable", f"127.0.0.1:{sentinel_cluster.replica.port}") in warned
+    # The sentinels go on listing the replica; once they see it down (after down-after-
+    # milliseconds) that is a warning about it too.
+    assert warned <= {
+        ("reachable", f"127.0.0.1:{ghost}"),
+        ("reachable", f"127.0.0.1:{sentinel_cluster.replica.port}"),
+        ("role", f"127.0.0.1:{sentinel_cluster.replica.port}"),
+    }
+
+
+@contextmanager
+def full_coverage(cluster: RedisCluster, value: str) -> Iterator[None]:
+    for node in cluster.nodes:
+        node.admin().config_set("cluster-require-full-coverage", value)
+    try:
+        yield
+    finally:
+        for node in cluster.nodes:
+            node.admin().config_set("cluster-require-full-coverage", "yes")
+
+
+def test_check_of_a_healthy_cluster_is_all_ok(
+    redis_cluster: RedisCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    redis_cluster.reset()
+    section = {"cluster": {"nodes": redis_cluster.seeds()[:1], "route_randomly": True}}
+    config = write_config(tmp_path, section)
+    with full_coverage(redis_cluster, "no"):
+        for node in redis_cluster.nodes:
+            node.admin().config_resetstat()
+        status, document = run(capsys, "check", config)
+        sent = commands_sent(*redis_cluster.nodes)
+    assert not_ok(document) == []
+    assert status == 0
+    assert document["provider"] == "cluster"
+    nodes = {f["node"] for f in document["findings"] if f["check"] == "acl"}
+    assert nodes == {f"127.0.0.1:{n.port}" for n in redis_cluster.nodes}
+    roles = [f["details"]["role"] for f in document["findings"] if f["check"] == "role"]
+    assert sorted(roles) == ["master"] * 3 + ["replica"] * 3
+    assert sent <= READ_ONLY | {"replconf"}  # and the replication links' own
+
+    # The server default: every node is warned about, naming the fix. (Without read routing:
+    # replica connections send no READONLY, and the probe still runs there.)
+    config = write_config(tmp_path, {"cluster": {"nodes": redis_cluster.seeds()}})
+    status, document = run(capsys, "check", config)
+    assert status == 0
+    warned = not_ok(document)
+    assert {f["node"] for f in warned} == nodes
+    assert all(f["status"] == "warning" and f["check"] == "server-config" for f in warned)
+    assert all("cluster-require-full-coverage is yes" in f["message"] for f in warned)
+
+
+# -- stats ----------------------------------------------------------------------------------------
+
+
+async def _fill(section: dict[str, Any]) -> None:
+    """Old secret: 3 regular and 2 remember-me sessions, one regenerated (a tombstone).
+    New secret: 1 session, and one old session saved again (which moves it to the new secret).
+    """
+    old = {"name": NAME, "secret": OLD_SECRET, "redis": section}
+    async with open_session_store(old) as store:
+        regular = [await store.create({"n": n}) for n in range(3)]
+        for n in range(2):
+            await store.create({"m": n}, remember_me=True)
+        await store.regenerate(regular[0])
+    new = {"name": NAME, "secret": SECRET, "previous_secrets": [OLD_SECRET], "redis": section}
+    async with open_session_store(new) as store:
+        await store.create({"new": True})
+        moved = await store.load(regular[1].id)
+        assert moved is not None
+        moved.data["saved"] = True
+        await store.save(moved)
+
+
+def _stats(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, section: dict[str, Any]
+) -> dict[str, Any]:
+    config = write_config(tmp_path, section, previous_secrets=[OLD_SECRET])
+    status, document = run(capsys, "stats", config, "--batch", "2")
+    assert status == 0
+    return document
+
+
+def _assert_counts(document: dict[str, Any]) -> None:
+    assert document["sessions"] == {"total": 6, "remember_me": 2, "regular": 4}
+    assert document["tombstones"] == 1
+    assert document["rotation"] == {
+        "current_secret": 2,
+        "previous_secrets": [{"option": "session.previous_secrets[0]", "sessions": 4}],
+        "under_previous_secrets": 4,
+        "no_configured_secret": 0,
+    }
+
+
+def test_stats_counts_sessions_by_kind_and_by_secret(
+    redis: RedisProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section = redis.redis_section()
+    asyncio.run(_fill(section))
+    admin = redis.admin()
+    admin.set(f"{NAME}:not-a-session", "x")
+    admin.set("elsewhere:1", "x")  # outside the prefix: not counted
+    before = admin.execute_command("DEBUG", "DIGEST")
+    redis.admin().config_resetstat()
+    document = _stats(capsys, tmp_path, section)
+    _assert_counts(document)
+    assert document["other_keys"] == {"string": 1}
+    assert document["nodes"] == [{"node": f"127.0.0.1:{redis.port}", "keys": 8, "sessions": 6}]
+    assert document["pool"]["max_connections"] == 8
+    assert admin.execute_command("DEBUG", "DIGEST") == before
+    assert commands_sent(redis) <= READ_ONLY
+    assert "keys" not in commands_sent(redis)
+
+    # A secret since removed: its sessions are counted apart (they no longer load).
+    config = write_config(tmp_path, section)
+    status, document = run(capsys, "stats", config)
+    assert status == 0
+    assert document["rotation"]["no_configured_secret"] == 4
+    assert document["rotation"]["previous_secrets"] == []
+
+
+def test_stats_scans_every_cluster_master(
+    redis_cluster: RedisCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    redis_cluster.reset()
+    section = {"cluster": {"nodes": redis_cluster.seeds()}}
+    asyncio.run(_fill(section))
+    document = _stats(capsys, tmp_path, section)
+    _assert_counts(document)
+    masters = {f"127.0.0.1:{n.port}" for n in redis_cluster.masters()}
+    assert {n["node"] for n in document["nodes"]} == masters
+    assert sum(n["sessions"] for n in document["nodes"]) == 6
+
+
+def test_stats_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No Redis, or Redis unreachable: exit 1 and the reason, as text or in the JSON document."""
+    status, document = run(capsys, "stats", write_config(tmp_path, None))
+    assert status == 1
+    assert "stats needs session.redis" in document["error"]
+    config = write_config(tmp_path, {"host": "127.0.0.1", "port": free_port(), "timeout": "1s"})
+    assert main(["stats", config]) == 1
+    assert capsys.readouterr().err.startswith("error: cannot connect to 127.0.0.1:")
