@@ -135,7 +135,8 @@ class ClusterTopology:
         deadline = loop.time() + self._timeout
         while not await self._surveyed(deadline):
             definite = self._problems and all(
-                "cluster support disabled" in p for p in self._problems.values()
+                "cluster support disabled" in p or _refused_login(p)
+                for p in self._problems.values()
             )
             if definite or loop.time() >= deadline:
                 raise StoreUnavailable(self._explain())
@@ -417,11 +418,13 @@ class ClusterTopology:
             if master is not None and master.host is not None:
                 master_pool = self._pool_for((unbracket(master.host), master.port))
             shard_pools.append(master_pool)
-            replicas = [
-                self._pool_for((unbracket(r.host), r.port))
-                for r in shard.replicas
-                if r.host is not None and r.health in ("online", "unknown")
-            ]
+            replicas = []
+            if self.routes_reads:
+                replicas = [
+                    self._pool_for((unbracket(r.host), r.port))
+                    for r in shard.replicas
+                    if r.host is not None and r.health in ("online", "unknown")
+                ]
             readers.append(tuple(p for p in (master_pool, *replicas) if p is not None))
         shard_of = [found.shard_index(slot) for slot in range(SLOT_COUNT)]
         self._shard_of = [-1 if i is None else i for i in shard_of]
@@ -429,11 +432,16 @@ class ClusterTopology:
         self._readers = readers
         self._masters = {p for p in shard_pools if p is not None}
         self._map = found
-        for addr in [a for a in self._pools if a not in addresses]:
+        # Only the pools routing needs stay open: the masters', and the replicas' when reads
+        # are routed. Others (a seed asked for the first map, a replica asked while no master
+        # answered, a node that left the map) are closed; a pool is opened again on demand.
+        wanted = {addr for addr, pool in self._pools.items() if pool in self._masters}
+        wanted.update(addr for addr, pool in self._pools.items() if any(pool in r for r in readers))
+        for addr in [a for a in self._pools if a not in wanted]:
             pool = self._pools.pop(addr)
             self._down.discard(pool)
             self._latency.pop(pool, None)
-            if addr not in self._seeds:
+            if addr not in addresses and addr not in self._seeds:
                 logger.info("%s: node %s left the cluster map; closing its pool", OPTION, pool.node)
             self._tasks.spawn(
                 _close(pool), name=f"redis_session close {pool.node}", on_close="finish"
@@ -465,7 +473,10 @@ class ClusterTopology:
             f"{node_label(*addr)}: {self._problems.get(addr, 'no answer in time')}"
             for addr in self._seeds
         )
-        return f"no node of {OPTION} answered with the cluster's slot map ({tried})"
+        msg = f"no node of {OPTION} answered with the cluster's slot map ({tried})"
+        if any(_refused_login(p) for p in self._problems.values()):
+            msg += "; check session.redis.username, session.redis.password and that user's ACL"
+        return msg
 
     # -- background ------------------------------------------------------------------------------
 
@@ -511,6 +522,13 @@ class ClusterTopology:
             self._rechecks.clear()
         self._loop = loop
         self._thread = repr(threading.current_thread().name)
+
+
+def _refused_login(problem: str) -> bool:
+    """Whether a node's answer says our credentials are wrong (retrying will not help)."""
+    return any(
+        word in problem for word in ("WRONGPASS", "invalid username-password", "NOAUTH", "NOPERM")
+    )
 
 
 def _failed_masters(found: SlotMap) -> int:
