@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -67,7 +68,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 #: A public id: the user's keyed hash (22 characters) then 96 random bits (16 characters).
 _USER_HASH_LENGTH = 22
 _PUBLIC_RANDOM_BYTES = 12
-_PUBLIC_ID_LENGTH = _USER_HASH_LENGTH + 16
+_PUBLIC_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{38}")
 #: How many times :meth:`SessionStore.update` tries by default, and the longest pause between
 #: tries: with full jitter, a hundred concurrent updates of one session all get through.
 _UPDATE_ATTEMPTS = 64
@@ -885,7 +886,7 @@ class SessionStore(Generic[T]):
 
     def _base_of(self, public_id: str) -> bytes | None:
         """Return the base key a public id names, or None if it is not one of ours."""
-        if len(public_id) != _PUBLIC_ID_LENGTH or not self._ids.valid(public_id):
+        if _PUBLIC_ID_PATTERN.fullmatch(public_id) is None:
             return None
         try:
             digest = base64.urlsafe_b64decode(public_id[:_USER_HASH_LENGTH] + "==")
