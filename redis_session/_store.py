@@ -1085,7 +1085,9 @@ class SessionStore(Generic[T]):
         provider = self._provider
         clock = (session._deadline_ms, session._inactivity_ms)
         try:
-            fenced = await provider.fence(session._key, session._version, record.version, clock)
+            fenced = await provider.fence(
+                session._key, session._version, record.version, clock, deadline
+            )
         except Exception:
             # The caller will not get the new id: the placed session is of no use to anyone.
             with anyio.CancelScope(shield=True):

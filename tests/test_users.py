@@ -20,6 +20,7 @@ from redis_session import (
     SessionLimitReached,
     UsageError,
 )
+from redis_session._ids import key_slot
 from redis_session._store import SessionStore
 
 from .store_helpers import Backend
@@ -374,3 +375,36 @@ async def test_limit_concurrent_logins(backend: Backend) -> None:
             group.start_soon(login, n)
     assert len(won) == 3
     assert _ids(await stores[0].list_sessions("alice")) == set(won)
+
+
+async def test_login_loses_to_a_concurrent_save(store: SessionStore[Any]) -> None:
+    """A login from a stale handle writes nothing (on a cluster: the PLACE is undone)."""
+    anonymous = await store.create({"n": 0})
+    stale = await store.load(anonymous.id)
+    assert stale is not None
+    anonymous.data["n"] = 1
+    await store.save(anonymous)
+    with pytest.raises(SessionConflict):
+        await store.regenerate(stale, user="alice")
+    assert await store.list_sessions("alice") == []
+    loaded = await store.load(anonymous.id)
+    assert loaded is not None
+    assert loaded.data == {"n": 1}
+
+
+async def test_users_sessions_share_the_users_slot(backend: Backend) -> None:
+    """On a cluster every session of a user, and its index, live in the user's slot."""
+    store = await backend.open()
+    logins = [await store.regenerate(await store.create({}), user="alice") for _ in range(4)]
+    logins.append(await store.create({}, user="alice"))
+    if backend.kind != "cluster":
+        assert all(len(s.id) == 43 for s in logins)
+        return
+    assert len({s.id[:3] for s in logins}) == 1
+    stored = backend.keys()
+    slots = {key_slot(k) for k in stored}
+    # The anonymous sessions' tombstones are elsewhere; the user's keys all in one slot.
+    user_keys = [k for k in stored if b":u:" in k]
+    assert len(user_keys) == 2
+    assert {key_slot(k) for k in user_keys} == {key_slot(b"{%s}" % logins[0].id[:3].encode())}
+    assert len(slots) > 1
