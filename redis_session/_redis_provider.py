@@ -155,9 +155,10 @@ return 1
 )
 
 #: The lookup LOAD and SLIDE share: the first key holding a live record (deleting those whose
-#: deadline passed on the way), sliding its TTL. Returns the HMGET reply and the key's index;
-#: or nil, whether a key holds a tombstone (a hash with m but no v), and the first key holding
-#: another type, if any. The last of ``fields`` must be 'm'.
+#: deadline passed on the way, and sessions of users that were revoked), sliding its TTL.
+#: Returns the HMGET reply, the key's index and, for a session of a user (``fields[ui]`` is
+#: 'u'), its public id; or nil, whether a key holds a tombstone (a hash with m but no v), and
+#: the first key holding another type, if any. The last of ``fields`` must be 'm'.
 _FIND = """
 local function find(fields, ui)
   local now, other, moved = clock(), nil, false
@@ -173,16 +174,17 @@ local function find(fields, ui)
       if not ttl then return r, n end
       local u = r[ui]
       if ttl > 0 then
-        -- A session of a user is dead once its login number is at or below the user's
-        -- not-before mark (revoke_user): deleted here, read as no session.
         if not u then
           expire(key, ttl)
           return r, n
         end
-        if not revoked(u, r[ui + 1]) then
+        -- A session of a user (only these read l and p): dead once its login number is at
+        -- or below the user's not-before mark (revoke_user); deleted here, read as no session.
+        local lp = redis.call('HMGET', key, 'l', 'p')
+        if not revoked(u, lp[1]) then
           redis.call('HSET', key, 'a', now)
           expire(key, ttl)
-          return r, n
+          return r, n, lp[2]
         end
       end
       redis.call('DEL', key)
@@ -202,12 +204,15 @@ LOAD = Script(
     _COMMON
     + _FIND
     + """
-local r, n, other = find({'v', 'e', 'i', 'd', 'u', 'l', 'p', 'm'}, 5)
+local r, n, other = find({'v', 'e', 'i', 'd', 'u', 'm'}, 5)
 if not r then
   if n then return 0 end
   return other and type_of(other)
 end
-return {r[1], r[2], r[3], r[4], n, r[5], r[7]}
+-- {v, e, i, d, index} and, for a session of a user, u and p (r[6], m, is nil in a record).
+local u = r[5]
+r[5], r[6], r[7] = n, u, other
+return r
 """
 )
 
@@ -218,12 +223,12 @@ SLIDE = Script(
     _COMMON
     + _FIND
     + """
-local r, n, other = find({'v', 'e', 'i', 'u', 'l', 'p', 'm'}, 4)
+local r, n, other = find({'v', 'e', 'i', 'u', 'm'}, 4)
 if not r then
   if n then return 0 end
   return other and type_of(other)
 end
-return {n, r[1], r[4], r[6]}
+return {n, r[1], r[4], other}
 """
 )
 
@@ -253,14 +258,14 @@ SAVE = Script(
     _COMMON
     + """
 local key = KEYS[1]
-local r = redis.pcall('HMGET', key, 'v', 'e', 'i', 'u', 'l')
+local r = redis.pcall('HMGET', key, 'v', 'e', 'i', 'u')
 if r.err then return type_of(key) end
 if r[1] == ARGV[2] then return 1 end
 if r[1] ~= ARGV[1] or r[2] ~= ARGV[4] or r[3] ~= ARGV[5] then return 0 end
 local now = clock()
 local ttl = ttl_of(r[2], r[3], now)
 if not ttl then return 0 end
-if ttl <= 0 or (r[4] and revoked(r[4], r[5])) then
+if ttl <= 0 or (r[4] and revoked(r[4], redis.call('HGET', key, 'l'))) then
   redis.call('DEL', key)
   return 0
 end
