@@ -23,7 +23,7 @@ from redis_session import (
 from redis_session._ids import key_slot
 from redis_session._store import SessionStore
 
-from .store_helpers import Backend
+from .store_helpers import Backend, make_backend
 
 pytestmark = pytest.mark.anyio
 
@@ -408,3 +408,25 @@ async def test_users_sessions_share_the_users_slot(backend: Backend) -> None:
     assert len(user_keys) == 2
     assert {key_slot(k) for k in user_keys} == {key_slot(b"{%s}" % logins[0].id[:3].encode())}
     assert len(slots) > 1
+
+
+async def test_routed_reads_keep_the_user_and_see_revocation(redis_cluster: Any) -> None:
+    """With reads from replicas (route_randomly) the master's half decides: owner and mark."""
+    backend = make_backend("cluster", redis_cluster)
+    try:
+        assert backend.redis_section is not None
+        cluster = dict(backend.redis_section["cluster"], route_randomly=True)
+        store = await backend.open(redis={"cluster": cluster})
+        assert store._provider.manager.routes_reads  # type: ignore[attr-defined]
+        session = await store.regenerate(await store.create({"n": 1}), user="alice")
+        for _ in range(5):
+            loaded = await store.load(session.id)
+            assert loaded is not None
+            assert loaded.public_id == session.public_id
+            await store.save(loaded)
+        await store.revoke_user("alice")
+        for _ in range(5):
+            assert await store.load(session.id) is None
+    finally:
+        await backend.aclose()
+        backend.close_raw()
