@@ -19,6 +19,7 @@ from redis_session import (
     SessionInfo,
     SessionLimitReached,
     UsageError,
+    open_session_store,
 )
 from redis_session._ids import key_slot
 from redis_session._store import SessionStore
@@ -430,3 +431,30 @@ async def test_routed_reads_keep_the_user_and_see_revocation(redis_cluster: Any)
     finally:
         await backend.aclose()
         backend.close_raw()
+
+
+@pytest.mark.parametrize("routing", [False, True])
+async def test_sentinel(sentinel_cluster: Any, routing: bool) -> None:
+    """Under Sentinel (the single-server scripts; reads from replicas with route_randomly)."""
+    section = sentinel_cluster.redis_section()
+    if routing:
+        section["high_availability"] = {**section["high_availability"], "route_randomly": True}
+    async with open_session_store(
+        {"secret": "s" * 32, "redis": section, "max_sessions_per_user": 2}
+    ) as store:
+        first = await store.regenerate(await store.create({}), user="alice", metadata={"a": 1})
+        second = await store.create({}, user="alice")
+        with pytest.raises(SessionLimitReached):
+            await store.create({}, user="alice")
+        loaded = await store.load(first.id)
+        assert loaded is not None
+        assert loaded.public_id == first.public_id
+        infos = await store.list_sessions("alice")
+        assert _ids(infos) == {first.public_id, second.public_id}
+        assert second.public_id is not None
+        await store.revoke_user("alice", keep=second.public_id)
+        assert await store.load(first.id) is None
+        assert await store.load(second.id) is not None
+        assert await store.revoke(second.public_id)
+        assert await store.load(second.id) is None
+        assert await store.list_sessions("alice") == []
