@@ -8,6 +8,7 @@ memory provider and the Lua scripts must agree. Command counts come from the ser
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,7 +22,9 @@ from redis_session import (
     UsageError,
     open_session_store,
 )
+from redis_session import _redis_provider as redis_provider
 from redis_session._ids import key_slot
+from redis_session._scripts import Script
 from redis_session._store import SessionStore
 
 from .store_helpers import Backend, make_backend
@@ -458,3 +461,47 @@ async def test_sentinel(sentinel_cluster: Any, routing: bool) -> None:
         assert await store.revoke(second.public_id)
         assert await store.load(second.id) is None
         assert await store.list_sessions("alice") == []
+
+
+@pytest.fixture(params=["redis", "cluster"])
+async def server_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """The Redis backends only: round trips are counted on the servers."""
+    fixture = {"redis": "redis", "cluster": "redis_cluster"}[request.param]
+    b = make_backend(request.param, request.getfixturevalue(fixture))
+    try:
+        yield b
+    finally:
+        await b.aclose()
+        b.close_raw()
+
+
+async def test_round_trips(server_backend: Backend) -> None:
+    """User-less sessions: one script per operation, as before; a login: one (two across slots)."""
+    backend = server_backend
+    assert backend.raw is not None
+    store = await backend.open()
+    # Every script cached on every master, so none is counted twice (EVALSHA, NOSCRIPT, EVAL).
+    scripts = [v for v in vars(redis_provider).values() if isinstance(v, Script)]
+    clients = (
+        [backend.raw.get_redis_connection(n) for n in backend.raw.get_primaries()]  # type: ignore[union-attr]
+        if backend.kind == "cluster"
+        else [backend.raw]
+    )
+    for client in clients:
+        for script in scripts:
+            client.script_load(script.source)
+    _reset_stats(backend)
+    session = await store.create({"n": 1})
+    session = await store.regenerate(session)
+    await store.save(session)
+    assert await store.load(session.id) is not None
+    assert _script_calls(backend) == 4
+    _reset_stats(backend)
+    owned = await store.regenerate(session, user="alice")
+    across = 2 if backend.kind == "cluster" else 1  # PLACE, then FENCE in the old slot
+    assert _script_calls(backend) == across
+    _reset_stats(backend)
+    await store.save(owned)
+    assert await store.load(owned.id) is not None
+    await store.list_sessions("alice")
+    assert _script_calls(backend) == 3
