@@ -36,13 +36,14 @@ from ._errors import (
     RedisSessionError,
     SessionConflict,
     SessionDataError,
+    SessionLimitReached,
     StoreClosed,
     StoreUnavailable,
     UsageError,
 )
 from ._opener import StoreOpener, open_session_store
 from ._statistics import NodeStatistics, PoolStatistics
-from ._store import Lookup, Session, SessionStore
+from ._store import Lookup, Session, SessionInfo, SessionStore
 
 __all__ = [
     "REMEMBER_ME_DISABLED",
@@ -66,6 +67,8 @@ __all__ = [
     "SessionConfig",
     "SessionConflict",
     "SessionDataError",
+    "SessionInfo",
+    "SessionLimitReached",
     "SessionStore",
     "StoreClosed",
     "StoreOpener",

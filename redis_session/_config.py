@@ -237,5 +237,14 @@ class SessionConfig:
     remember_me_duration: timedelta | None = None
     #: *Extension.* Largest serialized session data accepted by ``save``, in bytes.
     maximum_data_size: int = 64 * 1024
+    #: *Extension.* Key material for the keyed hash of user names in key names and public ids;
+    #: ``None``: derived from ``secret``. Set it to the old secret's value when ``secret``
+    #: rotates, so users keep their indexes (see docs/users.md).
+    index_secret: Secret | None = None
+    #: *Extension.* Most sessions one user may hold at once; 0 for no limit.
+    max_sessions_per_user: int = 0
+    #: *Extension.* What a login beyond ``max_sessions_per_user`` does: ``deny`` (raises
+    #: ``SessionLimitReached``) or ``evict_oldest`` (ends the user's oldest session).
+    session_limit_action: str = "deny"
     #: The Redis provider; ``None`` selects the in-memory provider.
     redis: RedisConfig | None = None

@@ -301,6 +301,21 @@ def _same_site(value: str) -> None:
     raise Invalid(msg)
 
 
+_LIMIT_ACTIONS = ("deny", "evict_oldest")
+
+
+def _limit_action(value: str) -> None:
+    if value not in _LIMIT_ACTIONS:
+        msg = f"must be deny or evict_oldest, got {show(value)}"
+        raise Invalid(msg)
+
+
+def _not_empty_secret(value: Secret) -> None:
+    if not value.get_secret_value():
+        msg = "must not be empty (leave it out to derive the index key from secret)"
+        raise Invalid(msg)
+
+
 def _cookie_domain(value: str) -> None:
     problem = cookie_domain_problem(value)
     if problem is not None:
@@ -412,6 +427,9 @@ OPTION_RULES: Mapping[tuple[type[Any], str], Callable[[Any], None]] = {
     (CookieConfig, "inactivity"): _session_clock,
     (CookieConfig, "remember_me"): _remember_me,
     (SessionConfig, "maximum_data_size"): _at_least(1),
+    (SessionConfig, "max_sessions_per_user"): _at_least(0),
+    (SessionConfig, "session_limit_action"): _limit_action,
+    (SessionConfig, "index_secret"): _not_empty_secret,
     (RedisConfig, "host"): functools.partial(_host, socket=True),
     (RedisConfig, "port"): _port,
     (RedisConfig, "username"): _not_empty,

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["FORMAT", "KeyRing", "key_id_of"]
+__all__ = ["FORMAT", "KeyRing", "UserIndex", "key_id_of"]
 
 #: First byte of every blob; a reader returns ``None`` for formats it does not know.
 FORMAT = b"\x01"
@@ -48,6 +48,9 @@ _SALT = b"redis_session HKDF salt v1"
 _INFO_AEAD = b"redis_session/v1/aead"
 _INFO_KEY_NAME = b"redis_session/v1/key-name"
 _INFO_KEY_ID = b"redis_session/v1/key-id"
+_INFO_USER_INDEX = b"redis_session/v1/user-index"
+#: Bytes of a user's keyed hash H: 128 bits, 22 base64url characters.
+USER_HASH_BYTES = 16
 
 
 def _hkdf(secret: bytes, info: bytes) -> bytes:
@@ -156,6 +159,29 @@ class KeyRing:
 
     def __repr__(self) -> str:
         return f"<KeyRing current=kid:{self._current.kid.hex()} previous={len(self._previous)}>"
+
+
+class UserIndex:
+    """The keyed hash of user names (``index_secret``, or derived from ``secret``).
+
+    A user appears in Redis only as this hash: in key names and in public session ids. Its
+    key comes from its own HKDF label, so it is independent of the encryption and key-name
+    keys even when derived from the same secret.
+    """
+
+    __slots__ = ("_mac",)
+
+    def __init__(self, secret: str) -> None:
+        self._mac = hmac.new(_hkdf(secret.encode(), _INFO_USER_INDEX), digestmod=hashlib.sha256)
+
+    def digest(self, user: str) -> bytes:
+        """Return the user's keyed hash (16 bytes)."""
+        mac = self._mac.copy()
+        mac.update(user.encode())
+        return mac.digest()[:USER_HASH_BYTES]
+
+    def __repr__(self) -> str:
+        return "<UserIndex>"
 
 
 def key_id_of(blob: bytes) -> bytes | None:

@@ -21,6 +21,7 @@ __all__ = [
     "RedisSessionError",
     "SessionConflict",
     "SessionDataError",
+    "SessionLimitReached",
     "StoreClosed",
     "StoreUnavailable",
     "UsageError",
@@ -93,6 +94,14 @@ class SessionConflict(RedisSessionError):
 
 class SessionDataError(RedisSessionError, ValueError):
     """The session data cannot be stored: the serializer cannot take it, or it is too large."""
+
+
+class SessionLimitReached(RedisSessionError):
+    """A login was refused: the user already holds ``session.max_sessions_per_user`` sessions.
+
+    Raised by ``create`` or ``regenerate`` with ``user=`` when ``session.session_limit_action``
+    is ``deny``. Nothing was written: the session being logged in (if any) is unchanged.
+    """
 
 
 class StoreUnavailable(RedisSessionError, ConnectionError):

@@ -21,6 +21,7 @@ needs it; the cluster topology (``_slots``) uses the same function to route.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import functools
 import itertools
@@ -96,11 +97,16 @@ class IdLayout:
         # Built once per process (about 40 ms), only for a cluster.
         self._tags = _tags() if tagged else ()
 
-    def new(self, like: str | None = None) -> str:
-        """Return a fresh id; tagged, in the slot of ``like`` when given (a regenerate)."""
+    def new(self, like: str | None = None, *, tag: str | None = None) -> str:
+        """Return a fresh id; tagged, in the slot of ``like`` when given (a regenerate).
+
+        ``tag``: in that slot tag's slot (a session of a user, in its user's slot).
+        """
         token = secrets.token_urlsafe(_ID_BYTES)
         if not self.tagged:
             return token
+        if tag is not None:
+            return tag + token
         if like is not None:
             return like[:_TAG_LENGTH] + token
         # The slot only spreads load; it protects nothing, so a plain PRNG is enough.
@@ -116,6 +122,22 @@ class IdLayout:
             return False
         tag = session_id[:_TAG_LENGTH]
         return self._tags[binascii.crc_hqx(tag.encode(), 0) & (SLOT_COUNT - 1)] == tag
+
+    def tag_of(self, session_id: str) -> str | None:
+        """Return the slot tag of ``session_id`` (None when ids are not tagged)."""
+        return session_id[:_TAG_LENGTH] if self.tagged else None
+
+    def user_base(self, digest: bytes) -> tuple[bytes, str | None]:
+        """Return a user's base key B and slot tag U (None untagged) from its keyed hash.
+
+        ``<name>:u:<H>``, or on a cluster ``<name>:{U}:u:<H>`` with U the canonical tag of
+        the hash (as a number) mod 16384: the user's sessions, base and index share a slot.
+        """
+        text = base64.urlsafe_b64encode(digest).rstrip(b"=")
+        if not self.tagged:
+            return b"%su:%s" % (self._prefix, text), None
+        tag = self._tags[int.from_bytes(digest, "big") % SLOT_COUNT]
+        return b"%s{%s}:u:%s" % (self._prefix, tag.encode(), text), tag
 
     def prefix(self, session_id: str) -> bytes:
         """Return what the key names of ``session_id`` start with (before the HMAC)."""

@@ -40,10 +40,13 @@ __all__ = [
     "CLOCK_AHEAD_MS",
     "CLOCK_BEHIND_MS",
     "CREATED",
+    "LIMIT",
     "MOVED",
     "TAKEN",
     "TOMBSTONE_MS",
     "Found",
+    "Listed",
+    "Login",
     "Moved",
     "Provider",
     "Record",
@@ -55,6 +58,9 @@ __all__ = [
 #: What :meth:`Provider.create` returns: stored; the key is taken; the creation time does not
 #: match the provider's clock (nothing stored; the provider has learnt its clock, stamp again).
 CREATED, TAKEN, CLOCK = 1, 0, -1
+#: What :meth:`Provider.login` returns when the user already holds ``Login.limit`` sessions and
+#: the action is ``deny``: nothing written.
+LIMIT = -2
 #: How far a new session's creation time may run ahead of the provider's clock. Beyond this
 #: the app's clock is fast, and the session would outlive its configured lifetime.
 CLOCK_AHEAD_MS = 1_000
@@ -97,6 +103,53 @@ class Record:
     inactivity_ms: int
     #: The AEAD blob (see ``_crypto``); its associated data is :func:`associated_data`.
     blob: bytes = attrs.field(repr=lambda blob: f"<{len(blob)} bytes>")
+    #: The user's base key (field ``u``) of a session that belongs to a user, else ``None``.
+    user: bytes | None = None
+    #: Its public id (field ``p``), with ``user``.
+    public_id: bytes | None = None
+
+
+@attrs.frozen
+class Login:
+    """What a session of a user carries beside its record: its entry in the user's index.
+
+    ``base`` is the user's base key B (``<name>:[{U}:]u:<H>``); the index is ``B:e``. The
+    session hash gets ``u`` (= B), ``l`` (the login number) and ``p`` (the public id).
+    """
+
+    #: The user's base key.
+    base: bytes
+    #: The session's public id.
+    public_id: bytes
+    #: The session's creation time (unix ms), for the entry (lists show it without decrypting).
+    created_ms: int
+    #: Whether it is a remember-me session, for the entry.
+    remember_me: bool
+    #: The encrypted metadata; ``None`` keeps what the index holds (none for a new login).
+    metadata: bytes | None = None
+    #: Most sessions the user may hold (0: no limit), enforced by a new login.
+    limit: int = 0
+    #: At the limit: end the oldest session (``True``) or refuse the login (:data:`LIMIT`).
+    evict: bool = False
+
+    @property
+    def entries(self) -> bytes:
+        """The index key, ``B:e``."""
+        return self.base + b":e"
+
+
+@attrs.frozen
+class Listed:
+    """One live session in a user's index, as :meth:`Provider.list_sessions` returns it."""
+
+    public_id: bytes
+    created_ms: int
+    deadline_ms: int
+    inactivity_ms: int
+    remember_me: bool
+    last_active_ms: int
+    #: The encrypted metadata, or ``None``.
+    metadata: bytes | None
 
 
 def associated_data(key: bytes, version: bytes, deadline_ms: int, inactivity_ms: int) -> bytes:
@@ -184,6 +237,7 @@ class Provider(Protocol):
         created_ms: int | None = None,
         operation: str = "regenerate",
         tombstone: bool = True,
+        login: Login | None = None,
     ) -> int:
         """Move the session to ``new_key`` (writing ``record``); leave a tombstone at ``old_key``.
 
@@ -196,12 +250,72 @@ class Provider(Protocol):
         restart from that stamp) :data:`CLOCK`, as for :meth:`create`, when the stamp
         disagrees with the provider's clock or the new record would be born expired: nothing
         changes, stamp again. Every check precedes the first write, so a refused move leaves
-        the old session intact. Like :meth:`save` for another type.
+        the old session intact. Like :meth:`save` for another type. With ``login`` (the
+        session belongs to a user: ``record.user`` and ``record.public_id`` set) the move keeps
+        its user, login number and public id, updates its index entry (and the metadata, if
+        given), and is refused when the session was revoked.
         """
         ...
 
     async def delete(self, keys: Sequence[bytes], deadline: float | None = None) -> None:
         """Delete ``keys``; missing keys are fine."""
+        ...
+
+    async def login(
+        self,
+        new_key: bytes,
+        record: Record,
+        login: Login,
+        deadline: float | None = None,
+        *,
+        old_key: bytes | None = None,
+        expected: bytes = b"",
+        clock: tuple[int, int] | None = None,
+        created_ms: int | None = None,
+    ) -> int:
+        """Write a session of a user at ``new_key`` and its index entry, in one atomic step.
+
+        Takes a login number above the user's not-before mark, prunes the index of sessions
+        that ended, and enforces ``login.limit``. Without ``old_key`` a new session (``create``,
+        or the PLACE half of a login across slots: ``created_ms`` None keeps the record's
+        clocks); with it, a regenerate of the user-less session at ``old_key`` (checked as
+        :meth:`regenerate` checks it; tombstoned). :data:`CREATED`, :data:`TAKEN`,
+        :data:`CLOCK` (with ``created_ms``) or :data:`LIMIT` (nothing written).
+        """
+        ...
+
+    async def fence(
+        self,
+        old_key: bytes,
+        expected: bytes,
+        new_version: bytes,
+        clock: tuple[int, int],
+        deadline: float | None = None,
+    ) -> bool:
+        """Tombstone the session at ``old_key`` if still at ``expected``; ``False`` otherwise.
+
+        The FENCE half of a login across slots; a resend that finds its own tombstone is done.
+        """
+        ...
+
+    async def unplace(
+        self, new_key: bytes, version: bytes, login: Login, deadline: float | None = None
+    ) -> None:
+        """Undo a PLACE whose FENCE failed: delete ``new_key`` if still at ``version``."""
+        ...
+
+    async def list_sessions(self, base: bytes, deadline: float | None = None) -> list[Listed]:
+        """Return the live sessions of the user at ``base``, pruning the index of the rest."""
+        ...
+
+    async def revoke(self, base: bytes, public_id: bytes, deadline: float | None = None) -> bool:
+        """End the session with ``public_id``; whether a live one was ended."""
+        ...
+
+    async def revoke_all(
+        self, base: bytes, keep: bytes | None = None, deadline: float | None = None
+    ) -> bool:
+        """End every session of the user at ``base`` (one step), but ``keep``; whether kept."""
         ...
 
     def statistics(self) -> PoolStatistics:

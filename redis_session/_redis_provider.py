@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+import attrs
 
 from ._connections import ConnectionManager
 from ._errors import CommandError, ConnectionLost, SessionConflict
@@ -52,17 +53,35 @@ from ._provider import (
     CLOCK_AHEAD_MS,
     CLOCK_BEHIND_MS,
     CREATED,
+    LIMIT,
     MOVED,
     TAKEN,
     TOMBSTONE_MS,
     Found,
+    Listed,
+    Login,
     Record,
     wall_clock_ms,
 )
 from ._scripts import Script
 from ._statistics import PoolStatistics
 
-__all__ = ["CREATE", "LOAD", "READ", "REGENERATE", "SAVE", "SLIDE", "RedisProvider"]
+__all__ = [
+    "CREATE",
+    "FENCE",
+    "LIST",
+    "LOAD",
+    "LOGIN",
+    "READ",
+    "REGENERATE",
+    "REGENERATE_OWNED",
+    "REVOKE",
+    "REVOKE_ALL",
+    "SAVE",
+    "SLIDE",
+    "UNPLACE",
+    "RedisProvider",
+]
 
 logger = logging.getLogger("redis_session")
 
@@ -99,6 +118,12 @@ end
 local function type_of(key)
   return redis.call('TYPE', key)['ok']
 end
+local function revoked(u, l)
+  local nb = tonumber(redis.pcall('HGET', u, 'nb'))
+  if not nb then return false end
+  local n = tonumber(l)
+  return (not n) or n <= nb
+end
 """
 
 #: KEYS: key. ARGV: v, e, i, d, created (the app's stamp, unix ms), how far created may be
@@ -130,11 +155,12 @@ return 1
 )
 
 #: The lookup LOAD and SLIDE share: the first key holding a live record (deleting those whose
-#: deadline passed on the way), sliding its TTL. Returns the HMGET reply and the key's index;
-#: or nil, whether a key holds a tombstone (a hash with m but no v), and the first key holding
-#: another type, if any. The last of ``fields`` must be 'm'.
+#: deadline passed on the way, and sessions of users that were revoked), sliding its TTL.
+#: Returns the HMGET reply, the key's index and, for a session of a user (``fields[ui]`` is
+#: 'u'), its public id; or nil, whether a key holds a tombstone (a hash with m but no v), and
+#: the first key holding another type, if any. The last of ``fields`` must be 'm'.
 _FIND = """
-local function find(fields)
+local function find(fields, ui)
   local now, other, moved = clock(), nil, false
   for n, key in ipairs(KEYS) do
     local r = redis.pcall('HMGET', key, unpack(fields))
@@ -146,9 +172,20 @@ local function find(fields)
       local ttl = ttl_of(r[2], r[3], now)
       -- Unreadable clock fields: returned as they are (they will not decrypt), not touched.
       if not ttl then return r, n end
+      local u = r[ui]
       if ttl > 0 then
-        expire(key, ttl)
-        return r, n
+        if not u then
+          expire(key, ttl)
+          return r, n
+        end
+        -- A session of a user (only these read l and p): dead once its login number is at
+        -- or below the user's not-before mark (revoke_user); deleted here, read as no session.
+        local lp = redis.call('HMGET', key, 'l', 'p')
+        if not revoked(u, lp[1]) then
+          redis.call('HSET', key, 'a', now)
+          expire(key, ttl)
+          return r, n, lp[2]
+        end
       end
       redis.call('DEL', key)
     end
@@ -167,12 +204,14 @@ LOAD = Script(
     _COMMON
     + _FIND
     + """
-local r, n, other = find({'v', 'e', 'i', 'd', 'm'})
+local r, n, other = find({'v', 'e', 'i', 'd', 'u', 'm'}, 5)
 if not r then
   if n then return 0 end
   return other and type_of(other)
 end
-r[5] = n
+-- {v, e, i, d, index} and, for a session of a user, u and p (r[6], m, is nil in a record).
+local u = r[5]
+r[5], r[6], r[7] = n, u, other
 return r
 """
 )
@@ -184,12 +223,12 @@ SLIDE = Script(
     _COMMON
     + _FIND
     + """
-local r, n, other = find({'v', 'e', 'i', 'm'})
+local r, n, other = find({'v', 'e', 'i', 'u', 'm'}, 4)
 if not r then
   if n then return 0 end
   return other and type_of(other)
 end
-return {n, r[1]}
+return {n, r[1], r[4], other}
 """
 )
 
@@ -219,17 +258,22 @@ SAVE = Script(
     _COMMON
     + """
 local key = KEYS[1]
-local r = redis.pcall('HMGET', key, 'v', 'e', 'i')
+local r = redis.pcall('HMGET', key, 'v', 'e', 'i', 'u')
 if r.err then return type_of(key) end
 if r[1] == ARGV[2] then return 1 end
 if r[1] ~= ARGV[1] or r[2] ~= ARGV[4] or r[3] ~= ARGV[5] then return 0 end
-local ttl = ttl_of(r[2], r[3], clock())
+local now = clock()
+local ttl = ttl_of(r[2], r[3], now)
 if not ttl then return 0 end
-if ttl <= 0 then
+if ttl <= 0 or (r[4] and revoked(r[4], redis.call('HGET', key, 'l'))) then
   redis.call('DEL', key)
   return 0
 end
-redis.call('HSET', key, 'v', ARGV[2], 'd', ARGV[3])
+if r[4] then
+  redis.call('HSET', key, 'v', ARGV[2], 'd', ARGV[3], 'a', now)
+else
+  redis.call('HSET', key, 'v', ARGV[2], 'd', ARGV[3])
+end
 expire(key, ttl)
 return 1
 """
@@ -253,13 +297,14 @@ REGENERATE = Script(
     _COMMON
     + """
 local old, new = KEYS[1], KEYS[2]
-local r = redis.pcall('HMGET', old, 'v', 'e', 'i')
+local r = redis.pcall('HMGET', old, 'v', 'e', 'i', 'u')
 if r.err then return type_of(old) end
 if not r[1] then
   if redis.pcall('HGET', new, 'v') == ARGV[2] then return 1 end
   return 0
 end
-if r[1] ~= ARGV[1] or r[2] ~= ARGV[6] or r[3] ~= ARGV[7] then return 0 end
+-- A session of a user moves only with REGENERATE_OWNED, which keeps its index right.
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[6] or r[3] ~= ARGV[7] or r[4] then return 0 end
 if redis.call('EXISTS', new) == 1 then return 0 end
 local now = clock()
 local old_ttl = ttl_of(r[2], r[3], now)
@@ -293,6 +338,290 @@ return 1
 """
 )
 
+# Shared by the scripts on a user's keys (KEYS: ..., B, B:e). An index entry is
+# "<created ms>|<remember 0/1>|<session key>" under the public id, the metadata blob under
+# "m:<public id>". entries() walks the index, drops what is no longer a live session of this
+# user (gone, expired, revoked, or its key reused: p differs), deleting revoked sessions, and
+# returns the rest as {public id, key, created, remember, e, i, a, l}. The session keys it reads
+# are not in KEYS: the index names them, and they share B's slot (tag U). keep_index() gives B
+# and B:e at least ``life`` ms, so they outlive every session they mark. tomb() replaces a
+# regenerated session's key by a tombstone, as REGENERATE does (``most`` 0: deleted).
+_USERS = """
+local function entries(base, idx, now)
+  local all = redis.call('HGETALL', idx)
+  local nb = tonumber(redis.call('HGET', base, 'nb'))
+  local live = {}
+  for k = 1, #all, 2 do
+    local pid, val = all[k], all[k + 1]
+    if string.sub(pid, 1, 2) ~= 'm:' then
+      local ok = false
+      local c, rm, sk = string.match(val, '^(%d+)|(%d)|(.+)$')
+      if sk then
+        local s = redis.pcall('HMGET', sk, 'v', 'e', 'i', 'l', 'p', 'a')
+        if not s.err and s[1] and s[5] == pid then
+          local ttl = ttl_of(s[2], s[3], now)
+          local l = tonumber(s[4])
+          if nb and (not l or l <= nb) then
+            redis.call('DEL', sk)
+          elseif ttl and ttl > 0 then
+            ok = true
+            live[#live + 1] = {pid, sk, c, rm, s[2], s[3], s[6] or c, l or 0}
+          end
+        end
+      end
+      if not ok then redis.call('HDEL', idx, pid, 'm:' .. pid) end
+    end
+  end
+  return live
+end
+local function keep_index(base, idx, life)
+  for _, k in ipairs({base, idx}) do
+    local left = redis.call('PTTL', k)
+    if left ~= -2 and left < life then redis.call('PEXPIRE', k, string.format('%d', life)) end
+  end
+end
+local function tomb(old, most, n)
+  local left = redis.call('PTTL', old)
+  if left < 0 or left > most then left = most end
+  redis.call('DEL', old)
+  if left > 0 then
+    redis.call('HSET', old, 'm', '1', 'n', n)
+    expire(old, left)
+  end
+end
+"""
+
+#: KEYS: new key, B, B:e[, old key]. ARGV: v, e, i, d, created stamp ('' keeps the record's
+#: clocks), how far ahead, how far behind, public id, metadata ('' none), limit (0 none),
+#: evict ('1') or deny, entry's created ms, remember ('1'/'0'), old expected v, old e, old i,
+#: tombstone's longest life. A login: the new session of the user (with u, l, p, a) and its
+#: index entry, after pruning the index and enforcing the limit; with an old key (a user-less
+#: session, checked as REGENERATE checks it) that key becomes a tombstone. 1 = done (or this
+#: very login already applied), 0 = conflict, -2 = the limit denies it, {TIME} = the stamp
+#: disagrees with the server's clock; a type name when the old key is not a hash. Every check
+#: precedes the first write.
+LOGIN = Script(
+    _COMMON
+    + _USERS
+    + """
+local new, base, idx, old = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local r
+if old then
+  r = redis.pcall('HMGET', old, 'v', 'e', 'i', 'u')
+  if r.err then return type_of(old) end
+  if not r[1] then
+    if redis.pcall('HGET', new, 'v') == ARGV[1] then return 1 end
+    return 0
+  end
+  if r[1] ~= ARGV[14] or r[2] ~= ARGV[15] or r[3] ~= ARGV[16] or r[4] then return 0 end
+end
+if redis.call('EXISTS', new) == 1 then
+  if redis.pcall('HGET', new, 'v') == ARGV[1] then return 1 end
+  return 0
+end
+local now = clock()
+if old then
+  local old_ttl = ttl_of(r[2], r[3], now)
+  if not old_ttl then return 0 end
+  if old_ttl <= 0 then
+    redis.call('DEL', old)
+    return 0
+  end
+end
+if ARGV[5] ~= '' then
+  local created = tonumber(ARGV[5])
+  if not created or created > now + tonumber(ARGV[6]) or created < now - tonumber(ARGV[7]) then
+    return {now}
+  end
+end
+local ttl = ttl_of(ARGV[2], ARGV[3], now)
+if not ttl then return 0 end
+if ttl <= 0 then
+  if ARGV[5] == '' and not old then return 0 end
+  return {now}
+end
+local max = tonumber(ARGV[10])
+local live = entries(base, idx, now)
+if max > 0 and #live >= max then
+  if ARGV[11] ~= '1' then return -2 end
+  table.sort(live, function(x, y)
+    local cx, cy = tonumber(x[3]), tonumber(y[3])
+    if cx ~= cy then return cx < cy end
+    return x[8] < y[8]
+  end)
+  for k = 1, #live - max + 1 do
+    redis.call('DEL', live[k][2])
+    redis.call('HDEL', idx, live[k][1], 'm:' .. live[k][1])
+  end
+end
+local l = redis.call('HINCRBY', base, 'seq', 1)
+redis.call('HSET', new, 'v', ARGV[1], 'e', ARGV[2], 'i', ARGV[3], 'd', ARGV[4],
+  'u', base, 'l', l, 'p', ARGV[8], 'a', now)
+expire(new, ttl)
+redis.call('HSET', idx, ARGV[8], ARGV[12] .. '|' .. ARGV[13] .. '|' .. new)
+if ARGV[9] ~= '' then redis.call('HSET', idx, 'm:' .. ARGV[8], ARGV[9]) end
+keep_index(base, idx, tonumber(ARGV[2]) - now)
+if old then tomb(old, tonumber(ARGV[17]), ARGV[1]) end
+return 1
+"""
+)
+
+#: KEYS: old key, new key, B, B:e. ARGV: as REGENERATE's eleven, then the public id, metadata
+#: ('' keeps it), the entry's created ms, remember ('1'/'0'). REGENERATE for a session of a
+#: user: the new key keeps u, l and p; the index entry follows it. 0 (and the old key deleted)
+#: when the session was revoked.
+REGENERATE_OWNED = Script(
+    _COMMON
+    + _USERS
+    + """
+local old, new, base, idx = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local r = redis.pcall('HMGET', old, 'v', 'e', 'i', 'u', 'l', 'p')
+if r.err then return type_of(old) end
+if not r[1] then
+  if redis.pcall('HGET', new, 'v') == ARGV[2] then return 1 end
+  return 0
+end
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[6] or r[3] ~= ARGV[7] then return 0 end
+if r[4] ~= base or r[6] ~= ARGV[12] then return 0 end
+if revoked(base, r[5]) then
+  redis.call('DEL', old)
+  return 0
+end
+if redis.call('EXISTS', new) == 1 then return 0 end
+local now = clock()
+local old_ttl = ttl_of(r[2], r[3], now)
+if not old_ttl then return 0 end
+if old_ttl <= 0 then
+  redis.call('DEL', old)
+  return 0
+end
+if ARGV[8] ~= '' then
+  local created = tonumber(ARGV[8])
+  if not created or created > now + tonumber(ARGV[9]) or created < now - tonumber(ARGV[10]) then
+    return {now}
+  end
+end
+local ttl = ttl_of(ARGV[3], ARGV[4], now)
+if not ttl then return 0 end
+if ttl <= 0 then return {now} end
+tomb(old, tonumber(ARGV[11]), ARGV[2])
+redis.call('HSET', new, 'v', ARGV[2], 'e', ARGV[3], 'i', ARGV[4], 'd', ARGV[5],
+  'u', base, 'l', r[5], 'p', r[6], 'a', now)
+expire(new, ttl)
+redis.call('HSET', idx, r[6], ARGV[14] .. '|' .. ARGV[15] .. '|' .. new)
+if ARGV[13] ~= '' then redis.call('HSET', idx, 'm:' .. r[6], ARGV[13]) end
+keep_index(base, idx, tonumber(ARGV[3]) - now)
+return 1
+"""
+)
+
+#: KEYS: old key. ARGV: expected v, the placed session's v, old e, old i, tombstone's longest
+#: life. The second half of a login across slots: the old (user-less) session, if still at
+#: the expected version and clocks, becomes a tombstone naming the new version (a resend
+#: finds it: 1). 0 otherwise; a type name when the key is not a hash.
+FENCE = Script(
+    _COMMON
+    + _USERS
+    + """
+local old = KEYS[1]
+local r = redis.pcall('HMGET', old, 'v', 'e', 'i', 'u', 'n')
+if r.err then return type_of(old) end
+if not r[1] then
+  if r[5] == ARGV[2] then return 1 end
+  return 0
+end
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[3] or r[3] ~= ARGV[4] or r[4] then return 0 end
+local ttl = ttl_of(r[2], r[3], clock())
+if not ttl then return 0 end
+if ttl <= 0 then
+  redis.call('DEL', old)
+  return 0
+end
+tomb(old, tonumber(ARGV[5]), ARGV[2])
+return 1
+"""
+)
+
+#: KEYS: new key, B, B:e. ARGV: v, public id. Undoes a PLACE whose FENCE failed: deletes the
+#: placed session if still at v (compare-and-set), and its index entry.
+UNPLACE = Script(
+    """
+local new, idx = KEYS[1], KEYS[3]
+if redis.pcall('HGET', new, 'v') == ARGV[1] then redis.call('DEL', new) end
+redis.call('HDEL', idx, ARGV[2], 'm:' .. ARGV[2])
+return 1
+"""
+)
+
+#: KEYS: B, B:e. The live sessions of the user (the index pruned of the rest): a list of
+#: {public id, created, remember, e, i, a, metadata or ''}.
+LIST = Script(
+    _COMMON
+    + _USERS
+    + """
+local base, idx = KEYS[1], KEYS[2]
+local out = {}
+for _, s in ipairs(entries(base, idx, clock())) do
+  local m = redis.call('HGET', idx, 'm:' .. s[1]) or ''
+  out[#out + 1] = {s[1], s[3], s[4], s[5], s[6], s[7], m}
+end
+return out
+"""
+)
+
+#: KEYS: B, B:e. ARGV: public id. Ends that session: its entry and its key. 1 when a live
+#: session was ended, else 0.
+REVOKE = Script(
+    _COMMON
+    + """
+local base, idx, pid = KEYS[1], KEYS[2], ARGV[1]
+local val = redis.call('HGET', idx, pid)
+redis.call('HDEL', idx, pid, 'm:' .. pid)
+if not val then return 0 end
+local sk = string.match(val, '^%d+|%d|(.+)$')
+if not sk then return 0 end
+local s = redis.pcall('HMGET', sk, 'v', 'p', 'l')
+if s.err or not s[1] or s[2] ~= pid then return 0 end
+redis.call('DEL', sk)
+if revoked(base, s[3]) then return 0 end
+return 1
+"""
+)
+
+#: KEYS: B, B:e. ARGV: the public id to keep ('' none). Every session of the user logged in so
+#: far is dead from now on (nb = seq: constant cost, however many); the index goes. The kept
+#: session, if live, gets a new login number above the mark and keeps its entry. 1 if kept.
+REVOKE_ALL = Script(
+    _COMMON
+    + _USERS
+    + """
+local base, idx, pid = KEYS[1], KEYS[2], ARGV[1]
+local seq = redis.call('HGET', base, 'seq')
+if not seq then
+  redis.call('DEL', idx)
+  return 0
+end
+local nb = tonumber(redis.call('HGET', base, 'nb'))
+redis.call('HSET', base, 'nb', seq)
+local val, meta, sk, s = false, false, nil, nil
+if pid ~= '' then
+  val = redis.call('HGET', idx, pid)
+  meta = redis.call('HGET', idx, 'm:' .. pid)
+  if val then sk = string.match(val, '^%d+|%d|(.+)$') end
+  if sk then s = redis.pcall('HMGET', sk, 'v', 'p', 'l') end
+end
+redis.call('DEL', idx)
+if not (s and not s.err and s[1] and s[2] == pid and tonumber(s[3])) then return 0 end
+if nb and tonumber(s[3]) <= nb then return 0 end
+local l = redis.call('HINCRBY', base, 'seq', 1)
+redis.call('HSET', sk, 'l', l)
+redis.call('HSET', idx, pid, val)
+if meta then redis.call('HSET', idx, 'm:' .. pid, meta) end
+keep_index(base, idx, redis.call('PTTL', base))
+return 1
+"""
+)
+
 _UNREADABLE = Record(version=b"", deadline_ms=0, inactivity_ms=0, blob=b"")
 
 
@@ -303,6 +632,15 @@ def _record(reply: Any) -> Record:
         return Record(version, int(deadline), int(inactivity), bytes(blob))
     except (TypeError, ValueError):
         return _UNREADABLE
+
+
+def _entry_args(login: Login) -> tuple[bytes, bytes, int, bytes]:
+    return (
+        login.public_id,
+        login.metadata or b"",
+        login.created_ms,
+        b"1" if login.remember_me else b"0",
+    )
 
 
 def _outcome_unknown(operation: str) -> ConnectionLost:
@@ -333,9 +671,17 @@ def _found(reply: Any) -> Found:
         _warn_other_type(reply)
         return None
     try:
-        return int(reply[4]) - 1, _record(reply[:4])
+        index = int(reply[4]) - 1
     except (TypeError, ValueError, IndexError):
         return 0, _UNREADABLE
+    return index, _owned(_record(reply[:4]), reply[5:7])
+
+
+def _owned(record: Record, owner: Any) -> Record:
+    """Add the user and public id (``u``, ``p``) a reply carries for a session of a user."""
+    if not record.version or [type(x) for x in owner] != [bytes, bytes]:
+        return record
+    return attrs.evolve(record, user=owner[0], public_id=owner[1])
 
 
 def _warn_other_type(reply: bytes) -> None:
@@ -463,6 +809,7 @@ class RedisProvider:
             index, version = int(slid[0]) - 1, slid[1]
         except (TypeError, ValueError, IndexError):
             return 0, _UNREADABLE
+        owner = slid[2:4]
         current = (
             isinstance(read, list)
             and len(read) >= 4
@@ -471,7 +818,7 @@ class RedisProvider:
         )
         if not current:
             return _found(await manager.run_script(LOAD, keys, (), deadline=deadline))
-        return index, _record(read[:4])
+        return index, _owned(_record(read[:4]), owner)
 
     async def save(
         self, key: bytes, expected: bytes, record: Record, deadline: float | None = None
@@ -498,6 +845,7 @@ class RedisProvider:
         created_ms: int | None = None,
         operation: str = "regenerate",
         tombstone: bool = True,
+        login: Login | None = None,
     ) -> int:
         """Move the session to ``new_key`` (writing ``record``); leave a tombstone at ``old_key``.
 
@@ -513,7 +861,7 @@ class RedisProvider:
         if created_ms is not None:
             in_flight = max(0, int((deadline - asyncio.get_running_loop().time()) * 1000))
             stamp = (created_ms, CLOCK_AHEAD_MS, in_flight + CLOCK_BEHIND_MS)
-        args = (
+        args: tuple[Any, ...] = (
             expected,
             record.version,
             record.deadline_ms,
@@ -524,9 +872,14 @@ class RedisProvider:
             *stamp,
             TOMBSTONE_MS if tombstone else 0,
         )
-        keys = (old_key, new_key)
+        keys: tuple[bytes, ...] = (old_key, new_key)
+        script = REGENERATE
+        if login is not None:
+            script = REGENERATE_OWNED
+            keys = (old_key, new_key, login.base, login.entries)
+            args = (*args, *_entry_args(login))
         resent: list[bool] = []
-        reply = await manager.run_script(REGENERATE, keys, args, deadline=deadline, resent=resent)
+        reply = await manager.run_script(script, keys, args, deadline=deadline, resent=resent)
         if isinstance(reply, bytes):
             raise _other_type_conflict(reply)
         if isinstance(reply, list):
@@ -541,6 +894,117 @@ class RedisProvider:
         # Every name of one id shares its slot tag: one slot on a cluster.
         manager = self._manager
         await manager.execute("DEL", *keys, deadline=deadline, slot=manager.slot_of(keys[0]))
+
+    async def login(
+        self,
+        new_key: bytes,
+        record: Record,
+        login: Login,
+        deadline: float | None = None,
+        *,
+        old_key: bytes | None = None,
+        expected: bytes = b"",
+        clock: tuple[int, int] | None = None,
+        created_ms: int | None = None,
+    ) -> int:
+        """Write a session of a user and its index entry (see the protocol); one script."""
+        manager = self._manager
+        if deadline is None:
+            deadline = manager.deadline()
+        stamp: tuple[int | str, int, int] = ("", 0, 0)
+        if created_ms is not None:
+            in_flight = max(0, int((deadline - asyncio.get_running_loop().time()) * 1000))
+            stamp = (created_ms, CLOCK_AHEAD_MS, in_flight + CLOCK_BEHIND_MS)
+        old_deadline, old_inactivity = clock or (record.deadline_ms, record.inactivity_ms)
+        args = (
+            record.version,
+            record.deadline_ms,
+            record.inactivity_ms,
+            record.blob,
+            *stamp,
+            login.public_id,
+            login.metadata or b"",
+            login.limit,
+            b"1" if login.evict else b"0",
+            login.created_ms,
+            b"1" if login.remember_me else b"0",
+            expected,
+            old_deadline,
+            old_inactivity,
+            TOMBSTONE_MS,
+        )
+        keys: tuple[bytes, ...] = (new_key, login.base, login.entries)
+        if old_key is not None:
+            keys = (*keys, old_key)
+        resent: list[bool] = []
+        reply = await manager.run_script(LOGIN, keys, args, deadline=deadline, resent=resent)
+        if isinstance(reply, bytes):
+            raise _other_type_conflict(reply)
+        if isinstance(reply, list):
+            self._learn_clock(int(reply[0]))
+            return CLOCK
+        if reply == LIMIT:
+            return LIMIT
+        if not reply and resent:
+            raise _outcome_unknown("login")
+        return CREATED if reply else TAKEN
+
+    async def fence(
+        self,
+        old_key: bytes,
+        expected: bytes,
+        new_version: bytes,
+        clock: tuple[int, int],
+        deadline: float | None = None,
+    ) -> bool:
+        """Tombstone ``old_key`` if still at ``expected`` (FENCE); whether it was."""
+        args = (expected, new_version, clock[0], clock[1], TOMBSTONE_MS)
+        reply = await self._manager.run_script(FENCE, (old_key,), args, deadline=deadline)
+        if isinstance(reply, bytes):
+            raise _other_type_conflict(reply)
+        return bool(reply)
+
+    async def unplace(
+        self, new_key: bytes, version: bytes, login: Login, deadline: float | None = None
+    ) -> None:
+        """Delete a placed session still at ``version``, and its entry (UNPLACE)."""
+        keys = (new_key, login.base, login.entries)
+        await self._manager.run_script(UNPLACE, keys, (version, login.public_id), deadline=deadline)
+
+    async def list_sessions(self, base: bytes, deadline: float | None = None) -> list[Listed]:
+        """Return the live sessions of the user at ``base`` (LIST)."""
+        reply = await self._manager.run_script(LIST, (base, base + b":e"), (), deadline=deadline)
+        listed = []
+        for row in reply or ():
+            pid, created, remember, expires, inactivity, active, meta = row
+            listed.append(
+                Listed(
+                    public_id=bytes(pid),
+                    created_ms=int(created),
+                    deadline_ms=int(expires),
+                    inactivity_ms=int(inactivity),
+                    remember_me=remember == b"1",
+                    last_active_ms=int(active),
+                    metadata=bytes(meta) or None,
+                )
+            )
+        return listed
+
+    async def revoke(self, base: bytes, public_id: bytes, deadline: float | None = None) -> bool:
+        """End the session with ``public_id`` (REVOKE)."""
+        reply = await self._manager.run_script(
+            REVOKE, (base, base + b":e"), (public_id,), deadline=deadline
+        )
+        return bool(reply)
+
+    async def revoke_all(
+        self, base: bytes, keep: bytes | None = None, deadline: float | None = None
+    ) -> bool:
+        """End every session of the user but ``keep`` (REVOKE_ALL): one script."""
+        reply = await self._manager.run_script(
+            REVOKE_ALL, (base, base + b":e"), (keep or b"",), deadline=deadline
+        )
+        return bool(reply)
 
     def statistics(self) -> PoolStatistics:
         """Return the connection pool figures."""

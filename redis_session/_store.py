@@ -13,12 +13,15 @@ makes one provider call (one round trip), bounded by one deadline (``redis.timeo
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import inspect
+import json
 import logging
 import os
+import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -27,20 +30,32 @@ import attrs
 
 from ._codec import Codec
 from ._config import SessionConfig
-from ._crypto import KeyRing
+from ._crypto import KeyRing, UserIndex
 from ._domains import cookie_for
 from ._errors import (
     SessionConflict,
     SessionDataError,
+    SessionLimitReached,
     StoreClosed,
     StoreUnavailable,
     UsageError,
 )
 from ._ids import IdLayout
-from ._provider import CLOCK, CREATED, MOVED, Moved, Provider, Record, associated_data
+from ._provider import (
+    CLOCK,
+    CREATED,
+    LIMIT,
+    MOVED,
+    Listed,
+    Login,
+    Moved,
+    Provider,
+    Record,
+    associated_data,
+)
 from ._statistics import PoolStatistics
 
-__all__ = ["Lookup", "Session", "SessionStore"]
+__all__ = ["Lookup", "Session", "SessionInfo", "SessionStore"]
 
 logger = logging.getLogger("redis_session")
 
@@ -50,6 +65,10 @@ T = TypeVar("T")
 #: a third failure means something else is wrong.
 _CREATE_ATTEMPTS = 3
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: A public id: the user's keyed hash (22 characters) then 96 random bits (16 characters).
+_USER_HASH_LENGTH = 22
+_PUBLIC_RANDOM_BYTES = 12
+_PUBLIC_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{38}")
 #: How many times :meth:`SessionStore.update` tries by default, and the longest pause between
 #: tries: with full jitter, a hundred concurrent updates of one session all get through.
 _UPDATE_ATTEMPTS = 64
@@ -93,6 +112,42 @@ def _check_flag(remember_me: object, method: str) -> None:
         raise UsageError(msg)
 
 
+def _index_secret(cfg: SessionConfig) -> str:
+    """Return what the user index is keyed by: ``index_secret``, else ``secret``."""
+    for secret in (cfg.index_secret, cfg.secret):
+        if secret is not None:
+            return secret.get_secret_value()
+    # In memory without a secret the keyring's key is random per process; so is this one.
+    return secrets.token_urlsafe(32)
+
+
+def _check_user(user: object, method: str) -> str:
+    if type(user) is not str or not user:
+        got = "an empty str" if user == "" else type(user).__qualname__
+        msg = f"{method}(user=...) takes a non-empty str (the user's name or id), got {got}"
+        raise UsageError(msg)
+    return user
+
+
+def _aad(key: bytes, record: Record) -> bytes:
+    """Return the associated data of ``record``'s blob (with its user and public id, if any)."""
+    aad = associated_data(key, record.version, record.deadline_ms, record.inactivity_ms)
+    if record.user is None or record.public_id is None:
+        return aad
+    return b"|".join((aad, record.user, record.public_id))
+
+
+def _metadata_aad(base: bytes, public_id: bytes) -> bytes:
+    return b"metadata|%s|%s" % (base, public_id)
+
+
+def _limit_message(limit: int) -> str:
+    return (
+        f"the user already has {limit} sessions (session.max_sessions_per_user) and "
+        "session.session_limit_action is deny: log out another session first"
+    )
+
+
 def _redact_id(session_id: str) -> str:
     # The id is a bearer credential: a log line showing a Session must not leak it.
     return repr(session_id[:4] + "…")
@@ -117,8 +172,10 @@ class Session(Generic[T]):
         "_id",
         "_inactivity_ms",
         "_key",
+        "_public_id",
         "_remember_me",
         "_store",
+        "_user",
         "_version",
         "data",
     )
@@ -135,6 +192,8 @@ class Session(Generic[T]):
         version: bytes,
         key: bytes,
         store: SessionStore[T],
+        user: bytes | None = None,
+        public_id: str | None = None,
     ) -> None:
         self._id = session_id
         #: The application's data: a ``dict`` or an instance of the store's ``data_type``.
@@ -149,6 +208,9 @@ class Session(Generic[T]):
         # The store it belongs to: another store (another secret, name or Redis) must not
         # write it under its own key names.
         self._store = store
+        # A session of a user: its user's base key (B) and its public id.
+        self._user = user
+        self._public_id = public_id
 
     @property
     def id(self) -> str:
@@ -180,6 +242,16 @@ class Session(Generic[T]):
         """Whether this is a remember-me session (lifetime ``remember_me``, no idle limit)."""
         return self._remember_me
 
+    @property
+    def public_id(self) -> str | None:
+        """The shareable id of a session that belongs to a user; ``None`` for one without.
+
+        38 base64url characters: for "your devices" pages, logs and admin tools. It can
+        revoke the session (:meth:`SessionStore.revoke`) but never load it, so it must never
+        be a cookie. It names the user only by a keyed hash.
+        """
+        return self._public_id
+
     def __repr__(self) -> str:
         return (
             f"Session(id={_redact_id(self._id)}, data={self.data!r}, "
@@ -205,6 +277,24 @@ class Lookup(Generic[T]):
     moved: bool = False
 
 
+@attrs.frozen
+class SessionInfo:
+    """One live session of a user, as :meth:`SessionStore.list_sessions` returns it."""
+
+    #: The session's public id (what :meth:`SessionStore.revoke` takes).
+    public_id: str
+    #: When the session was created (UTC, the Redis server's clock).
+    created_at: dt.datetime
+    #: When it was last loaded or saved (UTC).
+    last_active_at: dt.datetime
+    #: When it ends unless used again: its absolute deadline, or earlier by inactivity.
+    expires_at: dt.datetime
+    #: Whether it is a remember-me session.
+    remember_me: bool
+    #: What the app passed as ``metadata`` at login (``{}`` if nothing), decrypted.
+    metadata: dict[str, Any]
+
+
 _MISS: Lookup[Any] = Lookup(None)
 _MOVED: Lookup[Any] = Lookup(None, moved=True)
 
@@ -227,7 +317,12 @@ class SessionStore(Generic[T]):
     """
 
     def __init__(
-        self, cfg: SessionConfig, provider: Provider, codec: Codec[T], keyring: KeyRing
+        self,
+        cfg: SessionConfig,
+        provider: Provider,
+        codec: Codec[T],
+        keyring: KeyRing,
+        index: UserIndex | None = None,
     ) -> None:
         self._config = cfg
         self._provider = provider
@@ -238,6 +333,11 @@ class SessionStore(Generic[T]):
         self._remember_me_ms = _ms(cfg.remember_me)
         self._inactivity_ms = _ms(cfg.inactivity)
         self._maximum_data_size = cfg.maximum_data_size
+        if index is None:
+            index = UserIndex(_index_secret(cfg))
+        self._index = index
+        self._limit = cfg.max_sessions_per_user
+        self._evict = cfg.session_limit_action == "evict_oldest"
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
 
@@ -252,9 +352,21 @@ class SessionStore(Generic[T]):
         return self._codec.data_type
 
     async def create(
-        self, data: T, *, remember_me: bool = False, domain: str | None = None
+        self,
+        data: T,
+        *,
+        remember_me: bool = False,
+        domain: str | None = None,
+        user: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Session[T]:
         """Store ``data`` as a new session and return it; its :attr:`~Session.id` is new.
+
+        With ``user`` the session belongs to that user (see :meth:`regenerate`, the usual
+        way to log in): it gets a :attr:`~Session.public_id`, is listed by
+        :meth:`list_sessions` with ``metadata`` (a JSON-serializable mapping, encrypted at
+        rest), can be revoked, and counts against ``session.max_sessions_per_user``
+        (:class:`~redis_session.SessionLimitReached` when the login is denied).
 
         The session lasts ``expiration`` (``remember_me`` with ``remember_me=True``) and,
         unless ``remember_me``, ends earlier after ``inactivity`` without a load or save.
@@ -268,6 +380,15 @@ class SessionStore(Generic[T]):
         self._check_open()
         _check_flag(remember_me, "create")
         lifetime, inactivity = self._clocks(remember_me, domain, "create")
+        if user is not None or metadata is not None:
+            return await self._create_owned(
+                data,
+                remember_me,
+                lifetime=lifetime,
+                inactivity=inactivity,
+                user=user,
+                metadata=metadata,
+            )
         provider = self._provider
         # One deadline for every try, so a retry cannot stretch the call past redis.timeout.
         deadline = provider.deadline()
@@ -360,7 +481,7 @@ class SessionStore(Generic[T]):
             return MOVED
         index, record = found
         key = keys[index]
-        aad = associated_data(key, record.version, record.deadline_ms, record.inactivity_ms)
+        aad = _aad(key, record)
         plaintext = keyring.decrypt(record.blob, aad)
         if plaintext is None:
             logger.warning(
@@ -376,6 +497,7 @@ class SessionStore(Generic[T]):
             )
             return None
         created, remember_me, data = decoded
+        public_id = record.public_id
         return Session(
             session_id,
             data,
@@ -386,6 +508,8 @@ class SessionStore(Generic[T]):
             version=record.version,
             key=key,
             store=self,
+            user=record.user,
+            public_id=None if public_id is None else public_id.decode(),
         )
 
     async def save(self, session: Session[T]) -> None:
@@ -411,14 +535,22 @@ class SessionStore(Generic[T]):
             if keyring.has_previous
             else session._key
         )
-        record = self._seal(key, payload, session._deadline_ms, session._inactivity_ms)
+        record = self._seal(
+            key, payload, session._deadline_ms, session._inactivity_ms, self._owner(session)
+        )
         if key == session._key:
             saved = await self._provider.save(key, session._version, record)
         else:
             # Loaded under a previous secret's key name: move it to the current one, atomically
             # (a concurrent load looks under both names in one step).
             moved = await self._provider.regenerate(
-                session._key, key, session._version, record, operation="save", tombstone=False
+                session._key,
+                key,
+                session._version,
+                record,
+                operation="save",
+                tombstone=False,
+                login=self._entry(session, session._created_ms, session.remember_me, None),
             )
             saved = moved == CREATED
         if not saved:
@@ -432,8 +564,19 @@ class SessionStore(Generic[T]):
         *,
         remember_me: bool | None = None,
         domain: str | None = None,
+        user: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Session[T]:
         """Move the session to a new id and return it; the old id stops working at once.
+
+        With ``user`` (a login) the new session belongs to that user, in the same atomic step:
+        it gets a :attr:`~Session.public_id` and an entry in the user's list with
+        ``metadata`` (a JSON-serializable mapping such as the user agent and IP, encrypted at
+        rest); ``session.max_sessions_per_user`` is enforced (with ``deny``,
+        :class:`~redis_session.SessionLimitReached` and nothing changes). A session that
+        already belongs to ``user`` keeps its public id (``metadata`` then replaces its
+        metadata); one of another user raises :class:`~redis_session.UsageError` (delete it
+        and create a new one). A session of a user keeps its user across every regenerate.
 
         Call it when privileges change (after a login) against session fixation. The new
         session holds ``session.data`` as it is now. It keeps ``created_at``, ``expires_at``
@@ -456,6 +599,21 @@ class SessionStore(Generic[T]):
         if switch is None and domain is not None:
             # Not used for the clocks, but a domain no entry serves is still a caller's bug.
             self._clocks(kind, domain, "regenerate")
+        meta: bytes | None = None
+        if user is not None or metadata is not None:
+            if session._user is None:
+                return await self._login(session, kind, switch, user, metadata)
+            if user is not None:
+                base, _ = self._user_base(_check_user(user, "regenerate"))
+                if base != session._user:
+                    msg = (
+                        "regenerate(user=...): this session belongs to another user; delete "
+                        "it and create a new one for this user"
+                    )
+                    raise UsageError(msg)
+            if metadata is not None:
+                assert session._public_id is not None  # set with _user
+                meta = self._seal_metadata(session._user, session._public_id, metadata)
         provider = self._provider
         # One deadline for every try, so restamping cannot stretch the call.
         deadline = provider.deadline()
@@ -473,7 +631,7 @@ class SessionStore(Generic[T]):
                 created_ms = stamp = provider.now_ms()
                 deadline_ms = created_ms + lifetime
             payload = self._encode(created_ms, kind, session.data)
-            record = self._seal(key, payload, deadline_ms, inactivity_ms)
+            record = self._seal(key, payload, deadline_ms, inactivity_ms, self._owner(session))
             outcome = await provider.regenerate(
                 session._key,
                 key,
@@ -482,6 +640,7 @@ class SessionStore(Generic[T]):
                 deadline,
                 clock=old_clock,
                 created_ms=stamp,
+                login=self._entry(session, created_ms, kind, meta),
             )
             if outcome == CREATED:
                 return Session(
@@ -494,6 +653,8 @@ class SessionStore(Generic[T]):
                     version=record.version,
                     key=key,
                     store=self,
+                    user=session._user,
+                    public_id=session._public_id,
                 )
             if outcome != CLOCK or switch is None:
                 raise SessionConflict(_CONFLICT)
@@ -681,8 +842,323 @@ class SessionStore(Generic[T]):
             raise SessionDataError(msg)
         return payload
 
-    def _seal(self, key: bytes, payload: bytes, deadline_ms: int, inactivity_ms: int) -> Record:
+    def _seal(
+        self,
+        key: bytes,
+        payload: bytes,
+        deadline_ms: int,
+        inactivity_ms: int,
+        owner: tuple[bytes, bytes] | None = None,
+    ) -> Record:
         version = _new_version()
         aad = associated_data(key, version, deadline_ms, inactivity_ms)
+        if owner is None:
+            return Record(version, deadline_ms, inactivity_ms, self._keyring.encrypt(payload, aad))
+        # A session of a user is bound to its user and public id too: a blob copied into
+        # another user's session, or a public id edited, does not decrypt.
+        aad = b"|".join((aad, *owner))
         blob = self._keyring.encrypt(payload, aad)
-        return Record(version, deadline_ms, inactivity_ms, blob)
+        return Record(version, deadline_ms, inactivity_ms, blob, *owner)
+
+    # -- sessions of users (docs/users.md) ----------------------------------------------------
+
+    def _user_base(self, user: str) -> tuple[bytes, str | None]:
+        """Return the user's base key B and, on a cluster, its slot tag U."""
+        return self._ids.user_base(self._index.digest(user))
+
+    @staticmethod
+    def _owner(session: Session[T]) -> tuple[bytes, bytes] | None:
+        if session._user is None or session._public_id is None:
+            return None
+        return session._user, session._public_id.encode()
+
+    def _entry(
+        self, session: Session[T], created_ms: int, remember_me: bool, metadata: bytes | None
+    ) -> Login | None:
+        """Return the index entry a move of ``session`` rewrites (None: it has no user)."""
+        if session._user is None or session._public_id is None:
+            return None
+        return Login(session._user, session._public_id.encode(), created_ms, remember_me, metadata)
+
+    def _new_public_id(self, base: bytes) -> str:
+        # H (the user's 22 characters, the end of B) then 96 random bits.
+        return base.rsplit(b":", 1)[1].decode() + secrets.token_urlsafe(_PUBLIC_RANDOM_BYTES)
+
+    def _base_of(self, public_id: str) -> bytes | None:
+        """Return the base key a public id names, or None if it is not one of ours."""
+        if _PUBLIC_ID_PATTERN.fullmatch(public_id) is None:
+            return None
+        try:
+            digest = base64.urlsafe_b64decode(public_id[:_USER_HASH_LENGTH] + "==")
+        except ValueError:  # pragma: no cover - valid() admits only base64url characters
+            return None
+        base, _ = self._ids.user_base(digest)
+        # A non-canonical encoding (the last character's spare bits set) names nobody.
+        if not base.endswith(public_id[:_USER_HASH_LENGTH].encode()):
+            return None
+        return base
+
+    def _seal_metadata(self, base: bytes, public_id: str, metadata: object) -> bytes:
+        if not isinstance(metadata, Mapping):
+            msg = f"metadata must be a mapping (dict), got {type(metadata).__qualname__}"
+            raise UsageError(msg)
+        try:
+            text = json.dumps(dict(metadata), separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            msg = f"metadata must be JSON-serializable (str keys; str, number, list, dict): {exc}"
+            raise SessionDataError(msg) from None
+        payload = text.encode()
+        if len(payload) > self._maximum_data_size:
+            msg = (
+                f"metadata is {len(payload)} bytes serialized, more than "
+                f"session.maximum_data_size ({self._maximum_data_size} bytes)"
+            )
+            raise SessionDataError(msg)
+        return self._keyring.encrypt(payload, _metadata_aad(base, public_id.encode()))
+
+    def _open_metadata(self, base: bytes, listed: Listed) -> dict[str, Any]:
+        if listed.metadata is None:
+            return {}
+        plain = self._keyring.decrypt(listed.metadata, _metadata_aad(base, listed.public_id))
+        if plain is None:
+            logger.warning("ignoring session metadata that does not decrypt")
+            return {}
+        try:
+            value = json.loads(plain)
+        except ValueError:  # pragma: no cover - it authenticated, so we wrote it
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _login_of(
+        self,
+        base: bytes,
+        public_id: str,
+        created_ms: int,
+        remember_me: bool,
+        metadata: bytes | None,
+    ) -> Login:
+        return Login(
+            base,
+            public_id.encode(),
+            created_ms,
+            remember_me,
+            metadata,
+            limit=self._limit,
+            evict=self._evict,
+        )
+
+    async def _create_owned(
+        self,
+        data: T,
+        remember_me: bool,
+        *,
+        lifetime: int,
+        inactivity: int,
+        user: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Session[T]:
+        if user is None:
+            msg = "create(metadata=...) needs user=...: metadata describes a user's session"
+            raise UsageError(msg)
+        base, tag = self._user_base(_check_user(user, "create"))
+        provider = self._provider
+        deadline = provider.deadline()
+        ids = self._ids
+        public_id = self._new_public_id(base)
+        meta = None if metadata is None else self._seal_metadata(base, public_id, metadata)
+        session_id = ids.new(tag=tag)
+        key = self._keyring.redis_key(session_id, ids.prefix(session_id))
+        owner = (base, public_id.encode())
+        for _ in range(_CREATE_ATTEMPTS):
+            now = provider.now_ms()
+            payload = self._encode(now, remember_me, data)
+            record = self._seal(key, payload, now + lifetime, inactivity, owner)
+            login = self._login_of(base, public_id, now, remember_me, meta)
+            outcome = await provider.login(key, record, login, deadline, created_ms=now)
+            if outcome == CREATED:
+                return Session(
+                    session_id,
+                    data,
+                    created_ms=now,
+                    deadline_ms=now + lifetime,
+                    inactivity_ms=inactivity,
+                    remember_me=remember_me,
+                    version=record.version,
+                    key=key,
+                    store=self,
+                    user=base,
+                    public_id=public_id,
+                )
+            if outcome == LIMIT:
+                raise SessionLimitReached(_limit_message(self._limit))
+            if outcome != CLOCK:  # pragma: no cover - 2**-256 odds
+                session_id = ids.new(tag=tag)
+                key = self._keyring.redis_key(session_id, ids.prefix(session_id))
+        msg = (
+            f"could not stamp a new session by the {provider.name} server's clock: its "
+            "clock kept changing against this host's; nothing was stored"
+        )
+        raise StoreUnavailable(msg)
+
+    async def _login(
+        self,
+        session: Session[T],
+        kind: bool,
+        switch: tuple[int, int] | None,
+        user: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Session[T]:
+        """Regenerate a session without a user into a session of ``user`` (one login)."""
+        if user is None:
+            msg = "regenerate(metadata=...) needs user=... for a session without a user"
+            raise UsageError(msg)
+        base, tag = self._user_base(_check_user(user, "regenerate"))
+        provider = self._provider
+        deadline = provider.deadline()
+        public_id = self._new_public_id(base)
+        meta = None if metadata is None else self._seal_metadata(base, public_id, metadata)
+        old_clock = (session._deadline_ms, session._inactivity_ms)
+        # On a cluster the new id is in the user's slot; the old one usually is not.
+        session_id = self._ids.new(tag=tag)
+        key = self._keyring.redis_key(session_id, self._ids.prefix(session_id))
+        across = tag is not None and self._ids.tag_of(session.id) != tag
+        owner = (base, public_id.encode())
+        for _ in range(_CREATE_ATTEMPTS):
+            created_ms, deadline_ms, inactivity_ms = session._created_ms, *old_clock
+            stamp = None
+            if switch is not None:
+                lifetime, inactivity_ms = switch
+                created_ms = stamp = provider.now_ms()
+                deadline_ms = created_ms + lifetime
+            payload = self._encode(created_ms, kind, session.data)
+            record = self._seal(key, payload, deadline_ms, inactivity_ms, owner)
+            login = self._login_of(base, public_id, created_ms, kind, meta)
+            if across:
+                # PLACE in the user's slot, then FENCE the old session (docs/users.md, 5).
+                outcome = await provider.login(key, record, login, deadline, created_ms=stamp)
+            else:
+                outcome = await provider.login(
+                    key,
+                    record,
+                    login,
+                    deadline,
+                    old_key=session._key,
+                    expected=session._version,
+                    clock=old_clock,
+                    created_ms=stamp,
+                )
+            if outcome == LIMIT:
+                raise SessionLimitReached(_limit_message(self._limit))
+            if outcome == CREATED:
+                if across:
+                    await self._fence(session, key, record, login, deadline)
+                return Session(
+                    session_id,
+                    session.data,
+                    created_ms=created_ms,
+                    deadline_ms=deadline_ms,
+                    inactivity_ms=inactivity_ms,
+                    remember_me=kind,
+                    version=record.version,
+                    key=key,
+                    store=self,
+                    user=base,
+                    public_id=public_id,
+                )
+            if outcome != CLOCK or switch is None:
+                raise SessionConflict(_CONFLICT)
+        msg = (
+            f"could not stamp the regenerated session by the {provider.name} server's clock: "
+            "its clock kept changing against this host's; nothing was changed"
+        )
+        raise StoreUnavailable(msg)
+
+    async def _fence(
+        self,
+        session: Session[T],
+        key: bytes,
+        record: Record,
+        login: Login,
+        deadline: float | None,
+    ) -> None:
+        """Run the FENCE half of a login across slots; undo the PLACE if the old one changed."""
+        provider = self._provider
+        clock = (session._deadline_ms, session._inactivity_ms)
+        try:
+            fenced = await provider.fence(
+                session._key, session._version, record.version, clock, deadline
+            )
+        except Exception:
+            # The caller will not get the new id: the placed session is of no use to anyone.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await provider.unplace(key, record.version, login)
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    logger.warning("could not undo a half-done login; it expires on its own")
+            raise
+        if not fenced:
+            await provider.unplace(key, record.version, login, deadline)
+            raise SessionConflict(_CONFLICT)
+
+    async def list_sessions(self, user: str) -> list[SessionInfo]:
+        """Return the live sessions of ``user``, oldest first (one round trip).
+
+        Expired, deleted and revoked sessions never appear; listing also drops them from the
+        user's index. ``metadata`` is what the login passed, decrypted. Raises
+        :class:`~redis_session.UsageError` if ``user`` is not a non-empty ``str``.
+        """
+        self._check_open()
+        base, _ = self._user_base(_check_user(user, "list_sessions"))
+        rows = await self._provider.list_sessions(base)
+        infos = []
+        for row in sorted(rows, key=lambda r: (r.created_ms, r.public_id)):
+            expires = row.deadline_ms
+            if row.inactivity_ms:
+                expires = min(expires, row.last_active_ms + row.inactivity_ms)
+            infos.append(
+                SessionInfo(
+                    public_id=row.public_id.decode(),
+                    created_at=_datetime(row.created_ms),
+                    last_active_at=_datetime(row.last_active_ms),
+                    expires_at=_datetime(expires),
+                    remember_me=row.remember_me,
+                    metadata=self._open_metadata(base, row),
+                )
+            )
+        return infos
+
+    async def revoke(self, public_id: str) -> bool:
+        """End the session with this public id; whether a live session was ended.
+
+        Its id stops working at once; a save or regenerate racing with it finds no session
+        (:class:`~redis_session.SessionConflict`). A public id that is unknown, malformed or
+        of another store returns ``False``. Raises :class:`~redis_session.UsageError` if it
+        is not a ``str``.
+        """
+        self._check_open()
+        public_id = _plain_id(public_id, "revoke")
+        base = self._base_of(public_id)
+        if base is None:
+            return False
+        return await self._provider.revoke(base, public_id.encode())
+
+    async def revoke_user(self, user: str, *, keep: str | None = None) -> None:
+        """End every session of ``user``, but the one whose public id is ``keep``.
+
+        One round trip whatever the number of sessions: a not-before mark in the user's base
+        key kills every session logged in before it, including one being loaded, saved or
+        regenerated at that moment; a login that completes after it lives. ``keep`` ("log
+        out everywhere else") must be a public id of this user's. Raises
+        :class:`~redis_session.UsageError` for a ``user`` that is not a non-empty ``str`` or
+        a ``keep`` of another user.
+        """
+        self._check_open()
+        base, _ = self._user_base(_check_user(user, "revoke_user"))
+        kept: bytes | None = None
+        if keep is not None:
+            keep = _plain_id(keep, "revoke_user")
+            if self._base_of(keep) != base:
+                msg = "revoke_user(keep=...) takes a public id of one of this user's sessions"
+                raise UsageError(msg)
+            kept = keep.encode()
+        await self._provider.revoke_all(base, kept)

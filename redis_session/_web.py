@@ -533,11 +533,19 @@ class WebSessions:
 
     # -- helpers for login flows --
 
-    async def login(self, ws: WebSession, *, remember_me: bool = False) -> None:
+    async def login(
+        self,
+        ws: WebSession,
+        *,
+        remember_me: bool = False,
+        user: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
         """Give the session a new id (against fixation), of the kind ``remember_me`` says.
 
         An anonymous request gets a new session holding its current data. The old id stops
-        working at once; the response sets the new cookie.
+        working at once; the response sets the new cookie. With ``user`` the session belongs
+        to that user from the same atomic step on (see ``SessionStore.regenerate``).
         """
         self._check_live(ws, "login")
         given: object = remember_me  # a form value must be converted, not stored as truthy
@@ -549,13 +557,17 @@ class WebSessions:
         domain = ws.cookie.domain
         if session is None:
             store = await self.store()
-            new = await store.create(ws.data(), remember_me=remember_me, domain=domain)
+            new = await store.create(
+                ws.data(), remember_me=remember_me, domain=domain, user=user, metadata=metadata
+            )
         else:
 
             async def regenerate(
                 store: _Store, session: Session[_SessionData]
             ) -> Session[_SessionData]:
-                return await store.regenerate(session, remember_me=remember_me, domain=domain)
+                return await store.regenerate(
+                    session, remember_me=remember_me, domain=domain, user=user, metadata=metadata
+                )
 
             # Another request of the browser may have saved meanwhile (a cart, a polling
             # XHR): merged as the end-of-request save merges, not a failed login.

@@ -28,7 +28,7 @@ the connection is closed).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -295,16 +295,25 @@ async def load_session(request: web.Request) -> MutableMapping[str, Any]:
 get_session = load_session
 
 
-async def login(request: web.Request, *, remember_me: bool = False) -> None:
+async def login(
+    request: web.Request,
+    *,
+    remember_me: bool = False,
+    user: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
     """Log the request's session in: a new id, atomically, so a planted id is worthless.
 
     Call it once the user is authenticated, before or after writing the user into the
     session. The old id stops working at once; the session becomes a remember-me one
     (lifetime ``remember_me``) or a plain one as ``remember_me`` says. An anonymous request
-    gets a new session. The response carries the new cookie.
+    gets a new session. The response carries the new cookie. With ``user`` the session
+    belongs to that user from the same atomic step on, with ``metadata`` (user agent, IP...)
+    in the user's list (see ``SessionStore.regenerate``; ``SessionLimitReached`` when
+    ``session.max_sessions_per_user`` denies the login).
     """
     ws = _session(request, "login")
-    await _owner(ws).login(ws, remember_me=remember_me)
+    await _owner(ws).login(ws, remember_me=remember_me, user=user, metadata=metadata)
 
 
 async def logout(request: web.Request) -> None:

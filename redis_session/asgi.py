@@ -386,17 +386,26 @@ async def load_session(request: Any) -> MutableMapping[str, Any]:
     return view if isinstance(view, _ReadOnlySession) and view.ws is ws else ws
 
 
-async def login(request: Any, *, remember_me: bool = False) -> None:
+async def login(
+    request: Any,
+    *,
+    remember_me: bool = False,
+    user: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
     """Log the request's session in: a new id, atomically, so a planted id is worthless.
 
     Call it once the user is authenticated, before or after writing the user into the
     session. The old id stops working at once; a session becomes a remember-me one (lifetime
     ``remember_me``, no inactivity limit) or a plain one as ``remember_me`` says. An anonymous
-    request gets a new session. The response carries the new cookie.
+    request gets a new session. The response carries the new cookie. With ``user`` the
+    session belongs to that user from the same atomic step on, with ``metadata`` (user agent,
+    IP...) in the user's list (see ``SessionStore.regenerate``; ``SessionLimitReached`` when
+    ``session.max_sessions_per_user`` denies the login).
     """
     ws = _session(request, "login", http_only=True)
     manager = _owner(ws)
-    await manager.login(ws, remember_me=remember_me)
+    await manager.login(ws, remember_me=remember_me, user=user, metadata=metadata)
 
 
 async def logout(request: Any) -> None:

@@ -61,7 +61,13 @@ def build_app(cfg: Any, **options: Any) -> web.Application:
     async def login_(request: web.Request) -> web.Response:
         session = await load_session(request)
         session["user"] = request.query.get("user", "ann")
-        await login(request, remember_me=request.query.get("remember") == "1")
+        owner = request.query.get("owner")  # a login that attaches the session to a user
+        await login(
+            request,
+            remember_me=request.query.get("remember") == "1",
+            user=owner,
+            metadata=None if owner is None else {"ua": request.headers.get("User-Agent", "")},
+        )
         # The usual redirect after a login, raised: it must carry the new cookie.
         raise web.HTTPFound("/read")
 
@@ -237,6 +243,29 @@ async def test_anonymous_login_creates_a_session(backend: Backend) -> None:
         assert loaded is not None
         assert loaded.data == {"user": "bob"}
         assert not loaded.remember_me
+
+
+async def test_login_attaches_the_user(backend: Backend) -> None:
+    """login(request, user=..., metadata=...): one atomic step; revocation ends the session."""
+    store = await backend.open()
+    async with serve(build_app(store)) as client:
+        planted = await new_session(client, cart="book")
+        response = await client.post(
+            "/login",
+            params={"owner": "ann"},
+            headers={**jar(planted), "User-Agent": "UA1"},
+            allow_redirects=False,
+        )
+        fresh = cookie_of(response)
+        assert fresh
+        [info] = await store.list_sessions("ann")
+        assert info.metadata == {"ua": "UA1"}
+        loaded = await store.load(fresh)
+        assert loaded is not None
+        assert loaded.public_id == info.public_id
+        await store.revoke_user("ann")
+        read = await client.get("/read", headers=jar(fresh))
+        assert (await read.json())["state"] == "anonymous"
 
 
 async def test_logout_deletes_and_expires_the_cookie(backend: Backend) -> None:

@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from examples.login_app import create_app
-from redis_session import SessionConflict, UsageError, open_session_store
+from redis_session import SessionConflict, SessionLimitReached, UsageError, open_session_store
 from redis_session.asgi import (
     SessionMiddleware,
     load_session,
@@ -107,7 +107,14 @@ async def lazy(request: Request) -> Response:
 
 async def do_login(request: Request) -> Response:
     request.session["user"] = "ann"
-    await login(request, remember_me=request.query_params.get("remember") == "1")
+    owner = request.query_params.get("owner")  # a login that attaches the session to a user
+    metadata = None if owner is None else {"ua": request.headers.get("user-agent", "")}
+    await login(
+        request,
+        remember_me=request.query_params.get("remember") == "1",
+        user=owner,
+        metadata=metadata,
+    )
     return PlainTextResponse("ok")
 
 
@@ -840,3 +847,26 @@ def test_same_site_none_needs_secure() -> None:
     with pytest.raises(UsageError, match=r"session\.cookies\[0\]\.same_site"):
         SessionMiddleware(Starlette(), entry, secure=False)
     SessionMiddleware(Starlette(), {"secret": SECRET, "same_site": "none"})  # Secure: fine
+
+
+async def test_login_attaches_the_user(cfg: dict[str, Any]) -> None:
+    """login(request, user=..., metadata=...): the session is in the user's list, one step."""
+    mw = SessionMiddleware(Starlette(routes=ROUTES), {**cfg, "max_sessions_per_user": 1})
+    try:
+        async with client(mw) as http:
+            first = await http.post(
+                "/login", params={"owner": "ann"}, headers={"user-agent": "UA1"}
+            )
+            sid = session_id(first)
+            store = await mw.sessions.store()
+            [info] = await store.list_sessions("ann")
+            assert info.metadata == {"ua": "UA1"}
+            session = await store.load(sid)
+            assert session is not None
+            assert session.public_id == info.public_id
+        # Another browser: denied by the limit, which the app sees as the error it is.
+        async with client(mw) as other:
+            with pytest.raises(SessionLimitReached):
+                await other.post("/login", params={"owner": "ann"})
+    finally:
+        await mw.aclose()

@@ -182,7 +182,7 @@ def test_check_of_a_healthy_server_is_all_ok_and_writes_nothing(
 #: The least-privilege ACL user that docs/cli.md gives for a single server.
 LEAST = (
     f"app on >{PASSWORD} ~{NAME}:* resetchannels -@all +evalsha +eval +del +ping "
-    "+client|setname +time +hmget +hget +hset +pexpire +exists +type +pttl"
+    "+client|setname +time +hmget +hget +hset +pexpire +exists +type +pttl +hgetall +hincrby +hdel"
 )
 
 

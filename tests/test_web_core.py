@@ -533,3 +533,24 @@ def test_an_address_entry_gives_a_host_only_cookie(domain: str) -> None:
     cfg = load_config({"cookies": [{"domain": domain, "name": "ip_session"}]})
     host = f"[{domain}]:8443" if ":" in domain else f"{domain}:8443"
     assert cookie_spec(cfg, host) == CookieSpec("ip_session", None, "Lax", True)
+
+
+async def test_login_with_a_user(backend: Backend) -> None:
+    """login(ws, user=..., metadata=...): the regenerate attaches the user in the same step; an
+    anonymous request's login creates the session of the user."""
+    store = await backend.open()
+    s = await store.create({"cart": 1})
+    web = WebSessions(store)
+    ws = await web.begin("/login", "h", f"authelia_session={s.id}")
+    await web.login(ws, user="ann", metadata={"ip": "10.1.2.3"})
+    await web.finish(ws)
+    fresh = await web.begin("/login", "h", None)
+    await web.login(fresh, user="ann")
+    await web.finish(fresh)
+    assert ws.stored is not None
+    assert fresh.stored is not None
+    infos = await store.list_sessions("ann")
+    assert {i.public_id for i in infos} == {ws.stored.public_id, fresh.stored.public_id}
+    metadata = {i.public_id: i.metadata for i in infos}
+    assert metadata == {ws.stored.public_id: {"ip": "10.1.2.3"}, fresh.stored.public_id: {}}
+    assert await store.load(s.id) is None
