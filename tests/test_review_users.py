@@ -1,0 +1,58 @@
+"""Adversarial review of issue 13 (a user's sessions): each test is a failing reproducer.
+
+Real servers (the ``backend`` fixture: memory, one Redis server, a real 3-master cluster), no
+mocks, no timed assertions. Each test names the guarantee of docs/users.md it checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from redis_session import SessionConflict, SessionLimitReached, UsageError
+
+from .store_helpers import Backend
+
+pytestmark = pytest.mark.anyio
+
+OLD = "the old secret, long enough to count as one"
+NEW = "the new secret, long enough to count as one"
+
+
+async def test_revoke_user_after_plain_secret_rotation_kills_old_sessions(
+    backend: Backend,
+) -> None:
+    """A routine rotation (new ``secret``, old in ``previous_secrets``, no ``index_secret``):
+    the old sessions still load, so "end every session of this user" must still end them."""
+    old = await backend.open(secret=OLD)
+    before = await old.create({"n": 1}, user="alice")
+    rotated = await backend.open(secret=NEW, previous_secrets=[OLD])
+    assert await rotated.load(before.id) is not None  # the rotation keeps it logged in
+    await rotated.revoke_user("alice")
+    # Expected: dead (revoke_user's guarantee). Observed: still loads.
+    assert await rotated.load(before.id) is None
+
+
+async def test_session_limit_holds_across_plain_secret_rotation(backend: Backend) -> None:
+    """max_sessions_per_user=1 must hold for a user whether their session predates a rotation."""
+    old = await backend.open(secret=OLD, max_sessions_per_user=1, session_limit_action="deny")
+    first = await old.create({}, user="alice")
+    rotated = await backend.open(
+        secret=NEW, previous_secrets=[OLD], max_sessions_per_user=1, session_limit_action="deny"
+    )
+    assert await rotated.load(first.id) is not None
+    with pytest.raises(SessionLimitReached):
+        await rotated.create({}, user="alice")
+
+
+async def test_relogin_same_user_after_plain_secret_rotation(backend: Backend) -> None:
+    """regenerate(user=<the same user>) of a pre-rotation session is not "another user"."""
+    old = await backend.open(secret=OLD)
+    before = await old.create({}, user="alice")
+    rotated = await backend.open(secret=NEW, previous_secrets=[OLD])
+    loaded = await rotated.load(before.id)
+    assert loaded is not None
+    moved = await rotated.regenerate(loaded, user="alice", metadata={"ua": "x"})
+    assert moved.public_id == before.public_id
