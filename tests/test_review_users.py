@@ -56,3 +56,36 @@ async def test_relogin_same_user_after_plain_secret_rotation(backend: Backend) -
     assert loaded is not None
     moved = await rotated.regenerate(loaded, user="alice", metadata={"ua": "x"})
     assert moved.public_id == before.public_id
+
+
+async def test_double_submitted_login_with_evict_oldest_returns_a_live_session(
+    backend: Backend,
+) -> None:
+    """Two logins of one anonymous session at once (a double-clicked login form), with
+    max_sessions_per_user=1 and evict_oldest. A same-slot login lets one win and the other
+    raise SessionConflict; whichever won must hold a session that loads. On the cluster the
+    cross-slot PLACE of the loser evicts the winner's placed session, then the loser's FENCE
+    fails: the winner returns a dead session and the user is left with none."""
+    store = await backend.open(max_sessions_per_user=1, session_limit_action="evict_oldest")
+    broken = []
+    for _ in range(30):
+        anonymous = await store.create({"cart": 1})
+        won: list[Any] = []
+
+        async def login(anonymous: Any = anonymous, won: list[Any] = won) -> None:
+            try:
+                won.append(await store.regenerate(anonymous, user="alice"))
+            except SessionConflict:
+                pass
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(login)
+            group.start_soon(login)
+        assert len(won) <= 1
+        for session in won:
+            if await store.load(session.id) is None:
+                broken.append(session.public_id)
+        await store.revoke_user("alice")
+    # Expected: every login that returned gave a live session. Observed on the cluster: some
+    # returned sessions never load (evicted by the concurrent, then undone, PLACE).
+    assert broken == []
