@@ -89,3 +89,36 @@ async def test_double_submitted_login_with_evict_oldest_returns_a_live_session(
     # Expected: every login that returned gave a live session. Observed on the cluster: some
     # returned sessions never load (evicted by the concurrent, then undone, PLACE).
     assert broken == []
+
+
+async def test_cancelled_cross_slot_login_is_never_half_done(backend: Backend) -> None:
+    """A login cancelled mid-flight (an ASGI client disconnecting cancels its handler) either
+    happened or did not. On the cluster a cancellation that lands after PLACE ran but before
+    FENCE leaves the placed session of the user listed, and counted by the limit (here
+    ``deny`` at 1: the user is locked out until it expires), while the anonymous session still
+    loads: half a login. Only a FENCE failure runs the shielded UNPLACE (_store.py _fence)."""
+    store = await backend.open(max_sessions_per_user=1, session_limit_action="deny")
+    half = []
+    for n in range(60):
+        anonymous = await store.create({"n": n})
+        got: list[Any] = []
+        with anyio.CancelScope() as scope:
+
+            async def run(anonymous: Any = anonymous, got: list[Any] = got) -> None:
+                got.append(await store.regenerate(anonymous, user="alice"))
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(run)
+                for _ in range(n):  # cancel after n scheduler turns: every point in flight
+                    await anyio.sleep(0)
+                scope.cancel()
+        if not got and await store.load(anonymous.id) is not None:
+            listed = await store.list_sessions("alice")
+            if listed:
+                # The user now cannot log in at all (deny, max 1) though no login completed.
+                with pytest.raises(SessionLimitReached):
+                    await store.create({}, user="alice")
+                half.append((n, [i.public_id for i in listed]))
+        await store.revoke_user("alice")
+    # Expected: []. Observed on the cluster: dozens of half-done logins out of 60.
+    assert half == []
