@@ -13,6 +13,8 @@ import pytest
 
 from redis_session import SessionConflict, SessionLimitReached, UsageError
 
+from redis_session._web import WebSessions
+
 from .store_helpers import Backend
 
 pytestmark = pytest.mark.anyio
@@ -122,3 +124,24 @@ async def test_cancelled_cross_slot_login_is_never_half_done(backend: Backend) -
         await store.revoke_user("alice")
     # Expected: []. Observed on the cluster: dozens of half-done logins out of 60.
     assert half == []
+
+
+async def test_web_login_as_another_user_while_logged_in(backend: Backend) -> None:
+    """A browser still holding ann's session logs in as bob (the login page visited without
+    logging out first: a shared computer, an admin switching accounts). The web helper's
+    login(ws, user="bob") must give the browser a session of bob (ann's ended); it raises
+    UsageError instead (a 500 in an app), since it calls regenerate(user=...), which refuses a
+    session of another user (_store.py regenerate, _web.py login)."""
+    store = await backend.open()
+    web = WebSessions(store)
+    ws = await web.begin("/login", "h", None)
+    await web.login(ws, user="ann")
+    await web.finish(ws)
+    assert ws.stored is not None
+    ann = ws.stored
+    again = await web.begin("/login", "h", f"authelia_session={ann.id}")
+    await web.login(again, user="bob")  # observed: UsageError "belongs to another user"
+    await web.finish(again)
+    assert again.stored is not None
+    assert [i.public_id for i in await store.list_sessions("bob")] == [again.stored.public_id]
+    assert await store.load(ann.id) is None
