@@ -145,3 +145,28 @@ async def test_web_login_as_another_user_while_logged_in(backend: Backend) -> No
     assert again.stored is not None
     assert [i.public_id for i in await store.list_sessions("bob")] == [again.stored.public_id]
     assert await store.load(ann.id) is None
+
+
+async def test_unencodable_user_is_a_usage_error(backend: Backend) -> None:
+    """user= takes "any non-empty str"; one that is not valid Unicode text (a lone surrogate,
+    e.g. from a badly decoded header or os.fsdecode) must raise the documented UsageError,
+    not a bare UnicodeEncodeError from the HMAC of the index (_store.py _user_base)."""
+    store = await backend.open()
+    for method in (
+        lambda: store.create({}, user="\ud800"),
+        lambda: store.list_sessions("\ud800"),
+        lambda: store.revoke_user("\ud800"),
+    ):
+        with pytest.raises(UsageError):
+            await method()
+
+
+async def test_metadata_with_non_str_keys_is_refused(backend: Backend) -> None:
+    """The metadata error message says "str keys", but {1: "a"} is stored and listed back as
+    {"1": "a"}: what the app listed differs from what it logged in with (_store.py
+    _seal_metadata: json.dumps coerces keys)."""
+    from redis_session import SessionDataError
+
+    store = await backend.open()
+    with pytest.raises((UsageError, SessionDataError)):
+        await store.create({}, user="alice", metadata={1: "a"})
