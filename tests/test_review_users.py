@@ -170,3 +170,22 @@ async def test_metadata_with_non_str_keys_is_refused(backend: Backend) -> None:
     store = await backend.open()
     with pytest.raises((UsageError, SessionDataError)):
         await store.create({}, user="alice", metadata={1: "a"})
+
+
+@pytest.mark.parametrize("backend", ["redis", "cluster"], indirect=True)
+async def test_revoked_sessions_stay_dead_when_the_user_key_is_evicted(backend: Backend) -> None:
+    """revoke_user writes only the not-before mark (nb in B) and leaves every revoked session's
+    key in place until its own TTL. If B alone goes — evicted under any allkeys-* maxmemory
+    policy, which a cache-style Redis commonly runs, or removed by an operator's cleanup of
+    "small index keys" — every revoked session loads again (revoked() in _redis_provider.py
+    _COMMON: no nb means not revoked). Expected: a revoked session never comes back."""
+    store = await backend.open()
+    sessions = [await store.create({"n": n}, user="alice") for n in range(5)]
+    await store.revoke_user("alice")
+    assert all([await store.load(s.id) is None for s in sessions[:1]])
+    assert backend.raw is not None
+    bases = [k for k in backend.keys() if b":u:" in k and not k.endswith(b":e")]
+    assert len(bases) == 1
+    backend.raw.delete(bases[0])  # what an eviction of that one key does
+    revived = [s.public_id for s in sessions if await store.load(s.id) is not None]
+    assert revived == []
