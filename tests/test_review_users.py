@@ -189,3 +189,32 @@ async def test_revoked_sessions_stay_dead_when_the_user_key_is_evicted(backend: 
     backend.raw.delete(bases[0])  # what an eviction of that one key does
     revived = [s.public_id for s in sessions if await store.load(s.id) is not None]
     assert revived == []
+
+
+async def test_double_submitted_login_with_deny_is_a_conflict_not_a_limit(
+    backend: Backend,
+) -> None:
+    """The same double-submitted login with max_sessions_per_user=1 and deny, for a user with
+    no session at all: on memory and one server the loser gets SessionConflict (the web layer
+    merges and moves on); on the cluster the loser's PLACE counts the winner's placed session
+    and raises SessionLimitReached ("log out another session first") to a user who has no
+    other session — the same program, another answer per provider."""
+    store = await backend.open(max_sessions_per_user=1, session_limit_action="deny")
+    outcomes: set[str] = set()
+    for _ in range(20):
+        anonymous = await store.create({"cart": 1})
+
+        async def login(anonymous: Any = anonymous) -> None:
+            try:
+                await store.regenerate(anonymous, user="alice")
+                outcomes.add("ok")
+            except SessionConflict:
+                outcomes.add("conflict")
+            except SessionLimitReached:
+                outcomes.add("limit")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(login)
+            group.start_soon(login)
+        await store.revoke_user("alice")
+    assert "limit" not in outcomes
