@@ -6,13 +6,14 @@ mocks, no timed assertions. Each test names the guarantee of docs/users.md it ch
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from redis_session import SessionConflict, SessionLimitReached, UsageError
-
+from redis_session import SessionConflict, SessionDataError, SessionLimitReached, UsageError
 from redis_session._web import WebSessions
 
 from .store_helpers import Backend
@@ -75,18 +76,14 @@ async def test_double_submitted_login_with_evict_oldest_returns_a_live_session(
         won: list[Any] = []
 
         async def login(anonymous: Any = anonymous, won: list[Any] = won) -> None:
-            try:
+            with contextlib.suppress(SessionConflict):
                 won.append(await store.regenerate(anonymous, user="alice"))
-            except SessionConflict:
-                pass
 
         async with anyio.create_task_group() as group:
             group.start_soon(login)
             group.start_soon(login)
         assert len(won) <= 1
-        for session in won:
-            if await store.load(session.id) is None:
-                broken.append(session.public_id)
+        broken += [s.public_id for s in won if await store.load(s.id) is None]
         await store.revoke_user("alice")
     # Expected: every login that returned gave a live session. Observed on the cluster: some
     # returned sessions never load (evicted by the concurrent, then undone, PLACE).
@@ -112,7 +109,7 @@ async def test_cancelled_cross_slot_login_is_never_half_done(backend: Backend) -
             async with anyio.create_task_group() as group:
                 group.start_soon(run)
                 for _ in range(n):  # cancel after n scheduler turns: every point in flight
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
                 scope.cancel()
         if not got and await store.load(anonymous.id) is not None:
             listed = await store.list_sessions("alice")
@@ -165,11 +162,9 @@ async def test_metadata_with_non_str_keys_is_refused(backend: Backend) -> None:
     """The metadata error message says "str keys", but {1: "a"} is stored and listed back as
     {"1": "a"}: what the app listed differs from what it logged in with (_store.py
     _seal_metadata: json.dumps coerces keys)."""
-    from redis_session import SessionDataError
-
     store = await backend.open()
     with pytest.raises((UsageError, SessionDataError)):
-        await store.create({}, user="alice", metadata={1: "a"})
+        await store.create({}, user="alice", metadata={1: "a"})  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize("backend", ["redis", "cluster"], indirect=True)
@@ -184,7 +179,8 @@ async def test_revoked_sessions_stay_dead_when_the_user_key_is_evicted(backend: 
     await store.revoke_user("alice")
     assert all([await store.load(s.id) is None for s in sessions[:1]])
     assert backend.raw is not None
-    bases = [k for k in backend.keys() if b":u:" in k and not k.endswith(b":e")]
+    stored = backend.keys()
+    bases = [k for k in stored if b":u:" in k and not k.endswith(b":e")]
     assert len(bases) == 1
     backend.raw.delete(bases[0])  # what an eviction of that one key does
     revived = [s.public_id for s in sessions if await store.load(s.id) is not None]
