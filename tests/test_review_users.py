@@ -214,3 +214,24 @@ async def test_double_submitted_login_with_deny_is_a_conflict_not_a_limit(
             group.start_soon(login)
         await store.revoke_user("alice")
     assert "limit" not in outcomes
+
+
+async def test_metadata_survives_a_completed_secret_rotation(backend: Backend) -> None:
+    """Rotation done as docs/users.md section 4 says (index_secret = the old secret): the
+    session is loaded and saved during the rotation, so it moves to the new secret's key and
+    blob, and still loads once the old secret is dropped from previous_secrets. Its metadata
+    was never re-encrypted (saves and regenerates keep the metadata blob as it is): the
+    finished rotation silently lists it as {} (a warning "does not decrypt")."""
+    old = await backend.open(secret=OLD)
+    session = await old.create({}, user="alice", metadata={"ua": "Firefox"})
+    during = await backend.open(secret=NEW, previous_secrets=[OLD], index_secret=OLD)
+    loaded = await during.load(session.id)
+    assert loaded is not None
+    await during.save(loaded)
+    loaded = await during.load(session.id)
+    assert loaded is not None
+    await during.save(loaded)
+    after = await backend.open(secret=NEW, index_secret=OLD)
+    assert await after.load(session.id) is not None  # the session itself made it
+    [info] = await after.list_sessions("alice")
+    assert info.metadata == {"ua": "Firefox"}
