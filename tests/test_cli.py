@@ -471,6 +471,69 @@ def test_stats_scans_every_cluster_master(
     assert sum(n["sessions"] for n in document["nodes"]) == 6
 
 
+async def _users(section: dict[str, Any]) -> None:
+    """Alice: two sessions. Bob: one, revoked (his index key goes, his state key stays)."""
+    cfg = {"name": NAME, "secret": SECRET, "redis": section}
+    async with open_session_store(cfg) as store:
+        for _ in range(2):
+            await store.create({}, user="alice", metadata={"ua": "x"})
+        bob = await store.create({}, user="bob")
+        await store.revoke_user("bob")
+        # A revoked session's key goes at its next read (a load finds it dead).
+        assert await store.load(bob.id) is None
+
+
+def _assert_user_keys(document: dict[str, Any]) -> None:
+    assert document["users"] == {"state_keys": 2, "index_keys": 1}
+    assert document["sessions"]["total"] == 2
+    assert document["other_keys"] == {}
+    assert sum(n["keys"] for n in document["nodes"]) == 5
+
+
+def test_stats_counts_the_users_keys_by_name(
+    redis: RedisProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section = redis.redis_section()
+    asyncio.run(_users(section))
+    config = write_config(tmp_path, section)
+    status, document = run(capsys, "stats", config)
+    assert status == 0
+    _assert_user_keys(document)
+    assert main(["stats", config]) == 0
+    assert "user keys            3  (state 2, index 1:" in capsys.readouterr().out
+
+
+def test_stats_counts_the_users_keys_on_a_cluster(
+    redis_cluster: RedisCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    redis_cluster.reset()
+    section = {"cluster": {"nodes": redis_cluster.seeds()}}
+    asyncio.run(_users(section))
+    status, document = run(capsys, "stats", write_config(tmp_path, section))
+    assert status == 0
+    _assert_user_keys(document)
+
+
+def test_check_warns_of_a_rotation_without_index_secret(
+    redis: RedisProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/users.md section 4: previous_secrets without index_secret loses users' lists."""
+    section = redis.redis_section()
+    config = write_config(tmp_path, section, previous_secrets=[OLD_SECRET])
+    status, document = run(capsys, "check", config)
+    assert status == 0
+    warned = not_ok(document)
+    assert [(f["status"], f["check"], f["option"]) for f in warned] == [
+        ("warning", "config", "session.index_secret")
+    ]
+    assert (
+        "session.previous_secrets is set but session.index_secret is not" in (warned[0]["message"])
+    )
+    config = write_config(tmp_path, section, previous_secrets=[OLD_SECRET], index_secret=OLD_SECRET)
+    status, document = run(capsys, "check", config)
+    assert (status, not_ok(document)) == (0, [])
+
+
 def test_stats_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """No Redis, or Redis unreachable: exit 1 and the reason, as text or in the JSON document."""
     status, document = run(capsys, "stats", write_config(tmp_path, None))
