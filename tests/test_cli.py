@@ -97,6 +97,7 @@ def test_help_does_not_load_the_commands() -> None:
     )
     assert "check" in result.stdout
     assert "stats" in result.stdout
+    assert "sessions" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "['redis_session._cli_report']"
 
 
