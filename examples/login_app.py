@@ -1,4 +1,4 @@
-"""A small login app on Starlette: log in (with remember-me), a counter, log out.
+"""A small login app on Starlette: log in (with remember-me), a counter, your sessions, log out.
 
 Run it on the in-memory default, with no set-up::
 
@@ -10,6 +10,8 @@ or on Redis, with a config file (Authelia's ``session:`` section)::
     python examples/login_app.py --config config.yml [--port 8000]
 
 Then open http://127.0.0.1:8000/. ``/healthz`` is excluded from sessions (no Redis command).
+``/sessions`` lists the logged-in user's sessions (docs/users.md) with "log out everywhere
+else".
 The pages are plain HTML with stable element ids (tests drive them, in a browser too).
 """
 
@@ -29,7 +31,13 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from redis_session import SessionConfig, SessionStore
-from redis_session.asgi import SessionMiddleware, login, logout
+from redis_session.asgi import (
+    SessionMiddleware,
+    login,
+    logout,
+    session_public_id,
+    session_store,
+)
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>redis_session login demo</title></head>
@@ -61,7 +69,8 @@ async def home(request: Request) -> Response:
         '<button id="count-submit" type="submit">Count</button></form>\n'
         '<form method="post" action="/logout">'
         '<button id="logout-submit" type="submit">Log out</button></form>\n'
-        '<p><a id="login-link" href="/login">Log in</a></p>'
+        '<p><a id="login-link" href="/login">Log in</a></p>\n'
+        '<p><a id="sessions-link" href="/sessions">Your sessions</a></p>'
     )
 
 
@@ -90,10 +99,69 @@ async def login_submit(request: Request) -> Response:
     if not username:
         return _see_other("/login")
     remember = form.get("remember_me") == "1"
+    if request.session.get("user") not in (None, username):
+        # A session belongs to one user for life: another user starts from a fresh one.
+        await logout(request)
     request.session["user"] = username
     request.session["remember_me"] = remember
-    await login(request, remember_me=remember)
+    # The user agent goes into the user's list of sessions (encrypted at rest), cut short:
+    # it is the client's to choose, and metadata counts against maximum_data_size.
+    agent = request.headers.get("user-agent", "")[:_AGENT_LENGTH]
+    await login(request, remember_me=remember, user=username, metadata={"user_agent": agent})
     return _see_other("/")
+
+
+_AGENT_LENGTH = 300
+_TIME = "%Y-%m-%d %H:%M:%S UTC"
+
+
+async def sessions_page(request: Request) -> Response:
+    """List the logged-in user's sessions, the current one marked, and "log out elsewhere"."""
+    user = request.session.get("user")
+    if not user:
+        return _see_other("/login")
+    current = session_public_id(request)
+    store = await session_store(request)
+    rows = []
+    for info in await store.list_sessions(str(user)):
+        this = info.public_id == current
+        agent = str(info.metadata.get("user_agent", ""))
+        cells = (
+            info.public_id + (" (this session)" if this else ""),
+            info.created_at.strftime(_TIME),
+            info.last_active_at.strftime(_TIME),
+            info.expires_at.strftime(_TIME),
+            "yes" if info.remember_me else "no",
+            agent,
+        )
+        rows.append(
+            f'<tr class="session{" current" if this else ""}" '
+            f'data-public-id="{html.escape(info.public_id)}">'
+            + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
+            + "</tr>"
+        )
+    return _page(
+        f'<p id="state">logged in as {html.escape(str(user))}</p>\n'
+        f'<p id="session-count">{len(rows)}</p>\n'
+        '<table id="sessions">\n<tr><th>Public id</th><th>Created</th><th>Last active</th>'
+        "<th>Expires</th><th>Remember me</th><th>User agent</th></tr>\n"
+        + "\n".join(rows)
+        + "\n</table>\n"
+        '<form method="post" action="/sessions/others">'
+        '<button id="logout-others-submit" type="submit">Log out everywhere else</button>'
+        "</form>\n"
+        '<p><a id="home-link" href="/">Home</a></p>'
+    )
+
+
+async def logout_others(request: Request) -> Response:
+    """End every session of the user but this one, in one step (``revoke_user(keep=...)``)."""
+    user = request.session.get("user")
+    current = session_public_id(request)
+    if user and current is not None:
+        store = await session_store(request)
+        await store.revoke_user(str(user), keep=current)
+    return _see_other("/sessions")
 
 
 async def count(request: Request) -> Response:
@@ -135,6 +203,8 @@ def create_app(
         Route("/login", login_submit, methods=["POST"]),
         Route("/count", count, methods=["POST"]),
         Route("/logout", logout_submit, methods=["POST"]),
+        Route("/sessions", sessions_page, methods=["GET"]),
+        Route("/sessions/others", logout_others, methods=["POST"]),
         Route("/healthz", healthz),
     ]
     options: dict[str, Any] = {"secure": secure, "exclude": ["/healthz"]}

@@ -278,6 +278,19 @@ def _check_config(cfg: SessionConfig, report: CheckReport) -> None:
             "the old secret there and a new one in session.secret",
             option="session.previous_secrets",
         )
+    if previous and cfg.index_secret is None:
+        # docs/users.md section 4: the users' index keys are derived from index_secret, which
+        # defaults to secret; once secret has rotated, every user's list and revocation mark
+        # is under keys the app no longer computes.
+        report.add(
+            WARNING,
+            "config",
+            "session.previous_secrets is set but session.index_secret is not: the session "
+            "lists and revocation marks of users (login with user=...) are keyed by "
+            "session.secret, so this rotation loses them; "
+            "set session.index_secret to the previous secret's value",
+            option="session.index_secret",
+        )
     tls = cfg.redis.tls
     if tls is not None and tls.skip_verify:
         report.add(

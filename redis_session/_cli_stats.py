@@ -9,6 +9,9 @@ What a record is, from the layout in ``_redis_provider``:
 
 - a session: a hash with ``v``; remember-me when ``i`` (its inactivity limit) is ``0``;
 - a tombstone: a hash with only ``m``, the old id of a regenerate, gone within a minute;
+- a user's keys (docs/users.md section 2), told by their names: the state ``<name>:u:<H>``
+  (login counter, not-before mark) and the index ``<name>:u:<H>:e`` (public id -> session),
+  with ``{U}:`` after the name on a cluster; H is a keyed hash, so they name no user;
 - the secret that encrypted it: its blob starts with a format byte and the 4-byte key id of
   the secret (``_crypto``). A key's name is an HMAC of the id and cannot be inverted, but the
   key id tells which configured secret wrote the record (current or ``previous_secrets[n]``),
@@ -18,6 +21,7 @@ What a record is, from the layout in ``_redis_provider``:
 from __future__ import annotations
 
 import collections
+import re
 from collections.abc import Sequence
 from os import PathLike
 from typing import Any
@@ -61,6 +65,10 @@ class StatsReport:
     remember_me: int = 0
     regular: int = 0
     tombstones: int = 0
+    #: Users' state keys (one per user with a session since its longest one began) and index
+    #: keys (the same, but gone after a ``revoke_user`` until the next login).
+    user_states: int = 0
+    user_indexes: int = 0
     #: Sessions by the secret that encrypted them: ``session.secret``, then
     #: ``session.previous_secrets[n]``, then ``None`` (no configured secret).
     by_secret: collections.Counter[str | None] = attrs.field(factory=collections.Counter)
@@ -94,6 +102,7 @@ class StatsReport:
                 "regular": self.regular,
             },
             "tombstones": self.tombstones,
+            "users": {"state_keys": self.user_states, "index_keys": self.user_indexes},
             "rotation": {
                 "current_secret": self.by_secret.get("session.secret", 0),
                 "previous_secrets": [
@@ -114,6 +123,8 @@ class StatsReport:
             f"sessions     {self.sessions:>9}  (remember-me {self.remember_me}, "
             f"regular {self.regular})",
             f"tombstones   {self.tombstones:>9}  (ids regenerated within the last minute)",
+            f"user keys    {self.user_states + self.user_indexes:>9}  (state {self.user_states}, "
+            f"index {self.user_indexes}: the users' session lists, docs/users.md)",
             "key rotation:",
             f"  {'session.secret':<28}{self.by_secret.get('session.secret', 0):>9}",
         ]
@@ -161,8 +172,12 @@ async def run_stats(source: str | PathLike[str], *, batch: int = BATCH) -> Stats
                 raise StoreUnavailable(problems or "no master found")
             report = StatsReport(deployment.kind, pool=pool, secrets=tuple(kids.values()))
             pattern = _glob(cfg.name) + b":*"
+            users = _user_keys(cfg.name)
             counts = await gather_all(
-                [_scan(m.node, pattern, kids, report, batch) for m in masters]
+                [
+                    _scan(m.node, pattern, users=users, kids=kids, report=report, batch=batch)
+                    for m in masters
+                ]
             )
             report.nodes = sorted(counts, key=lambda n: n.node)
         finally:
@@ -190,13 +205,39 @@ def _glob(name: str) -> bytes:
     return escaped.encode()
 
 
+def _user_keys(name: str) -> re.Pattern[bytes]:
+    """Match a user's state key (group 1 empty) or index key (group 1 ``:e``) by name."""
+    # _ids.user_base: <name>:u:<H> or <name>:{U}:u:<H>, H 22 base64url characters. A session
+    # key's last part is an HMAC without a colon, so no session key matches.
+    return re.compile(rb"%s:(?:\{[^}]*\}:)?u:[A-Za-z0-9_-]{22}(:e)?" % re.escape(name.encode()))
+
+
 async def _scan(
-    node: DataNode, pattern: bytes, kids: dict[bytes, str], report: StatsReport, batch: int
+    node: DataNode,
+    pattern: bytes,
+    *,
+    users: re.Pattern[bytes],
+    kids: dict[bytes, str],
+    report: StatsReport,
+    batch: int,
 ) -> NodeCount:
     count = NodeCount(node.label)
     cursor: bytes = b"0"
     while True:
-        cursor, keys = await node.execute("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
+        cursor, found = await node.execute("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
+        keys = []
+        for key in found:
+            user_key = users.fullmatch(key)
+            if user_key is None:
+                keys.append(key)
+                continue
+            # Counted by name, not read: they hold no session (and a state hash has none of
+            # the fields a session is judged by).
+            count.keys += 1
+            if user_key.group(1):
+                report.user_indexes += 1
+            else:
+                report.user_states += 1
         for start in range(0, len(keys), _READS_IN_FLIGHT):
             chunk = keys[start : start + _READS_IN_FLIGHT]
             for record in await gather_all([_read(node, key) for key in chunk]):

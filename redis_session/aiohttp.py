@@ -60,7 +60,9 @@ __all__ = [
     "load_session",
     "login",
     "logout",
+    "session_public_id",
     "session_state",
+    "session_store",
     "setup",
 ]
 
@@ -333,3 +335,24 @@ def session_state(request: web.Request) -> SessionState:
     ``on_unavailable="continue"``, or a :func:`load_session` that raised).
     """
     return _session(request, "session_state").state
+
+
+async def session_store(request: web.Request) -> SessionStore[dict[str, Any]]:
+    """Return the store behind the request's sessions, for a user's sessions (docs/users.md).
+
+    ``list_sessions``, ``revoke``, ``revoke_user``: a "your sessions" page. Raises
+    :class:`~redis_session.StoreUnavailable` when Redis cannot be reached yet.
+    """
+    ws = _session(request, "session_store")
+    return await _owner(ws).store()
+
+
+def session_public_id(request: web.Request) -> str | None:
+    """Return the public id of the request's session: ``None`` without one, or without a user.
+
+    The id to pass as ``revoke_user(user, keep=...)`` ("log out everywhere else") and to
+    mark the current session in a list. After :func:`login`, the new session's.
+    """
+    ws = _session(request, "session_public_id")
+    stored = ws.stored
+    return None if stored is None else stored.public_id

@@ -12,8 +12,9 @@ It is loaded before the app runs when the request carries the session cookie (on
 none without a cookie, none on an excluded path) and saved when the app starts its response,
 once, only if it changed, and never for a 5xx or an app that raised; the cookie follows the
 configuration, and a response carrying it is made private to caches (docs/web.md). The helpers
-:func:`login`, :func:`logout`, :func:`load_session` and :func:`session_state` take a request
-object (anything with a ``scope``) or the scope itself.
+:func:`login`, :func:`logout`, :func:`load_session`, :func:`session_state`,
+:func:`session_store` and :func:`session_public_id` take a request object (anything with a
+``scope``) or the scope itself.
 
 No web framework is imported here. WebSocket connections see the session of their handshake
 request, read-only: a write raises (a WebSocket cannot set a cookie, and nothing saves it).
@@ -40,7 +41,16 @@ from ._web import (
 )
 from ._web_session import SessionState, WebSession
 
-__all__ = ["SessionMiddleware", "SessionState", "load_session", "login", "logout", "session_state"]
+__all__ = [
+    "SessionMiddleware",
+    "SessionState",
+    "load_session",
+    "login",
+    "logout",
+    "session_public_id",
+    "session_state",
+    "session_store",
+]
 
 logger = logging.getLogger("redis_session")
 
@@ -423,3 +433,24 @@ def session_state(request: Any) -> SessionState:
     ``on_unavailable="continue"``).
     """
     return _session(request, "session_state").state
+
+
+async def session_store(request: Any) -> SessionStore[dict[str, Any]]:
+    """Return the store behind the request's sessions, for a user's sessions (docs/users.md).
+
+    ``list_sessions``, ``revoke``, ``revoke_user``: a "your sessions" page. Raises
+    :class:`~redis_session.StoreUnavailable` when Redis cannot be reached yet.
+    """
+    ws = _session(request, "session_store")
+    return await _owner(ws).store()
+
+
+def session_public_id(request: Any) -> str | None:
+    """Return the public id of the request's session: ``None`` without one, or without a user.
+
+    The id to pass as ``revoke_user(user, keep=...)`` ("log out everywhere else") and to
+    mark the current session in a list. After :func:`login`, the new session's.
+    """
+    ws = _session(request, "session_public_id")
+    stored = ws.stored
+    return None if stored is None else stored.public_id

@@ -26,7 +26,15 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from redis_session import SessionStore, StoreClosed, UsageError, open_session_store
 from redis_session._web import WebSessions
-from redis_session.aiohttp import load_session, login, logout, session_state, setup
+from redis_session.aiohttp import (
+    load_session,
+    login,
+    logout,
+    session_public_id,
+    session_state,
+    session_store,
+    setup,
+)
 
 from .servers import RedisProcess
 from .store_helpers import SECRET, Backend
@@ -70,6 +78,17 @@ def build_app(cfg: Any, **options: Any) -> web.Application:
         )
         # The usual redirect after a login, raised: it must carry the new cookie.
         raise web.HTTPFound("/read")
+
+    @routes.get("/mine")
+    async def mine(request: web.Request) -> web.Response:
+        store = await session_store(request)
+        listed = await store.list_sessions(request.query.get("owner", "ann"))
+        return web.json_response(
+            {
+                "public_id": session_public_id(request),
+                "listed": [info.public_id for info in listed],
+            }
+        )
 
     @routes.post("/logout")
     async def logout_(request: web.Request) -> web.Response:
@@ -263,6 +282,12 @@ async def test_login_attaches_the_user(backend: Backend) -> None:
         loaded = await store.load(fresh)
         assert loaded is not None
         assert loaded.public_id == info.public_id
+        # session_store / session_public_id: what a "your sessions" page needs.
+        mine = await (await client.get("/mine", headers=jar(fresh))).json()
+        assert mine["public_id"] == info.public_id
+        assert mine["listed"] == [info.public_id]
+        mine = await (await client.get("/mine")).json()
+        assert (mine["public_id"], mine["listed"]) == (None, [info.public_id])
         await store.revoke_user("ann")
         read = await client.get("/read", headers=jar(fresh))
         assert (await read.json())["state"] == "anonymous"

@@ -204,6 +204,77 @@ async def test_example_login_flow(cfg: dict[str, Any]) -> None:
         assert (await http.get("/healthz")).text == "ok"
 
 
+async def test_example_your_sessions_and_log_out_everywhere_else(cfg: dict[str, Any]) -> None:
+    """Two browsers of ann and one of bob: each of ann's lists both (its own marked, with the
+    user agent); "log out everywhere else" ends the other one and leaves bob's alone."""
+    app = create_app(cfg)
+    async with (
+        lifespan(app),
+        client(app) as laptop,
+        client(app) as phone,
+        client(app) as bobs,
+        client(app) as nobody,
+    ):
+
+        async def log_in(http: httpx.AsyncClient, user: str, agent: str, remember: str) -> str:
+            form = {"username": user, "remember_me": remember}
+            response = await http.post("/login", data=form, headers={"user-agent": agent})
+            assert response.status_code == 303
+            return session_id(response)
+
+        laptop_id = await log_in(laptop, "ann", "Laptop <Firefox>", "1")
+        phone_id = await log_in(phone, "ann", "Phone Safari", "")
+        await log_in(bobs, "bob", "Bob's browser", "")
+        assert (await nobody.get("/sessions")).status_code == 303  # anonymous: to log in
+
+        page = (await laptop.get("/sessions")).text
+        assert '<p id="state">logged in as ann</p>' in page
+        assert '<p id="session-count">2</p>' in page
+        # Oldest first; two logins within one millisecond may come in either order.
+        rows = sorted(
+            (line for line in page.splitlines() if line.startswith('<tr class="session')),
+            key=lambda row: "Phone" in row,
+        )
+        assert len(rows) == 2
+        assert rows[0].startswith('<tr class="session current"')
+        assert "(this session)" in rows[0]
+        assert "(this session)" not in rows[1]
+        assert "<td>Laptop &lt;Firefox&gt;</td>" in rows[0]
+        assert "<td>yes</td>" in rows[0]
+        assert "<td>Phone Safari</td>" in rows[1]
+        assert "<td>no</td>" in rows[1]
+        assert " UTC</td>" in rows[1]
+        assert laptop_id not in page
+        assert phone_id not in page  # public ids only, never a session id
+        assert 'id="logout-others-submit"' in page
+        phone_page = (await phone.get("/sessions")).text
+        phone_rows = [r for r in phone_page.splitlines() if r.startswith('<tr class="session')]
+        assert {"(this session)" in r for r in phone_rows if "Phone" in r} == {True}
+        assert {"(this session)" in r for r in phone_rows if "Laptop" in r} == {False}
+        home = (await phone.get("/")).text
+        assert '<a id="sessions-link" href="/sessions">' in home
+
+        done = await laptop.post("/sessions/others")
+        assert done.status_code == 303
+        assert done.headers["location"] == "/sessions"
+        page = (await laptop.get("/sessions")).text
+        assert '<p id="session-count">1</p>' in page
+        assert "(this session)" in page
+        assert '<p id="state">anonymous</p>' in (await phone.get("/")).text
+        bob_page = (await bobs.get("/sessions")).text
+        assert '<p id="session-count">1</p>' in bob_page
+        assert "<td>Bob&#x27;s browser</td>" in bob_page
+
+        # The laptop logs in as bob: a fresh session of bob's; ann's laptop session ends.
+        assert (await laptop.post("/login", data={"username": "bob"})).status_code == 303
+        page = (await laptop.get("/sessions")).text
+        assert '<p id="state">logged in as bob</p>' in page
+        assert '<p id="session-count">2</p>' in page
+        # Ann's laptop session ended with that login: ann logging in again has only this one.
+        await log_in(phone, "ann", "Phone Safari", "")
+        assert '<p id="session-count">1</p>' in (await phone.get("/sessions")).text
+
+
 async def test_example_runs_on_memory_with_no_setup() -> None:
     """create_app() with no config: in-memory sessions, no secret, no Redis."""
     app = create_app(secure=False)
@@ -656,7 +727,10 @@ async def test_example_on_redis_from_a_config_file(redis: RedisProcess, tmp_path
     async with lifespan(app), client(app) as http:
         await http.post("/login", data={"username": "cy"})
         assert '<p id="state">logged in as cy</p>' in (await http.get("/")).text
-    assert redis.admin().dbsize() == 1
+    # The session, and cy's state and index keys (the app logs in with user=, docs/users.md).
+    keys = sorted(k if isinstance(k, str) else k.decode() for k in redis.admin().scan_iter())
+    assert len(keys) == 3
+    assert [k.endswith(":e") for k in keys if ":u:" in k] == [False, True]
 
 
 def test_the_middleware_imports_no_framework() -> None:

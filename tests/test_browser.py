@@ -609,3 +609,43 @@ def test_redis_not_answering_answers_503_and_keeps_the_cookie(
     assert response.status == 200
     assert _text(page, "state") == "logged in as leo"
     assert _session_cookie(context) == cookie
+
+
+def test_your_sessions_page_logs_out_everywhere_else(
+    site: Site, context: BrowserContext, browser: Browser
+) -> None:
+    """Two devices of one user: the sessions page lists both with each one's user agent; "log
+    out everywhere else" on one leaves it logged in and the other anonymous, its cookie gone."""
+    phone = browser.new_context(user_agent="PhoneBrowser/1.0 (test)")
+    phone.set_default_timeout(ACTION_TIMEOUT_MS)
+    try:
+        laptop_page = context.new_page()
+        phone_page = phone.new_page()
+        _login(laptop_page, site, "heidi", remember_me=True)
+        _login(phone_page, site, "heidi")
+        phone_cookie = _session_cookie(phone, COOKIE)
+        assert phone_cookie is not None
+
+        laptop_page.goto(site.url("/sessions"))
+        assert _text(laptop_page, "session-count") == "2"
+        rows = laptop_page.locator("#sessions tr.session")
+        assert rows.count() == 2
+        current = laptop_page.locator("#sessions tr.session.current")
+        assert current.count() == 1
+        assert "(this session)" in current.inner_text()
+        assert "PhoneBrowser/1.0 (test)" in laptop_page.inner_text("#sessions")
+        assert "PhoneBrowser" not in current.inner_text()
+        assert phone_cookie["value"] not in laptop_page.content()
+
+        with laptop_page.expect_navigation(url=site.url("/sessions")):
+            laptop_page.click("#logout-others-submit")
+        assert _text(laptop_page, "session-count") == "1"
+        assert laptop_page.locator("#sessions tr.session.current").count() == 1
+
+        _show(phone_page, site)
+        assert _text(phone_page, "state") == "anonymous"
+        assert _session_cookie(phone, COOKIE) is None
+        _show(laptop_page, site)
+        assert _text(laptop_page, "state") == "logged in as heidi"
+    finally:
+        phone.close()

@@ -97,6 +97,7 @@ def test_help_does_not_load_the_commands() -> None:
     )
     assert "check" in result.stdout
     assert "stats" in result.stdout
+    assert "sessions" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "['redis_session._cli_report']"
 
 
@@ -471,6 +472,69 @@ def test_stats_scans_every_cluster_master(
     assert sum(n["sessions"] for n in document["nodes"]) == 6
 
 
+async def _users(section: dict[str, Any]) -> None:
+    """Alice: two sessions. Bob: one, revoked (his index key goes, his state key stays)."""
+    cfg = {"name": NAME, "secret": SECRET, "redis": section}
+    async with open_session_store(cfg) as store:
+        for _ in range(2):
+            await store.create({}, user="alice", metadata={"ua": "x"})
+        bob = await store.create({}, user="bob")
+        await store.revoke_user("bob")
+        # A revoked session's key goes at its next read (a load finds it dead).
+        assert await store.load(bob.id) is None
+
+
+def _assert_user_keys(document: dict[str, Any]) -> None:
+    assert document["users"] == {"state_keys": 2, "index_keys": 1}
+    assert document["sessions"]["total"] == 2
+    assert document["other_keys"] == {}
+    assert sum(n["keys"] for n in document["nodes"]) == 5
+
+
+def test_stats_counts_the_users_keys_by_name(
+    redis: RedisProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section = redis.redis_section()
+    asyncio.run(_users(section))
+    config = write_config(tmp_path, section)
+    status, document = run(capsys, "stats", config)
+    assert status == 0
+    _assert_user_keys(document)
+    assert main(["stats", config]) == 0
+    assert "user keys            3  (state 2, index 1:" in capsys.readouterr().out
+
+
+def test_stats_counts_the_users_keys_on_a_cluster(
+    redis_cluster: RedisCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    redis_cluster.reset()
+    section = {"cluster": {"nodes": redis_cluster.seeds()}}
+    asyncio.run(_users(section))
+    status, document = run(capsys, "stats", write_config(tmp_path, section))
+    assert status == 0
+    _assert_user_keys(document)
+
+
+def test_check_warns_of_a_rotation_without_index_secret(
+    redis: RedisProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/users.md section 4: previous_secrets without index_secret loses users' lists."""
+    section = redis.redis_section()
+    config = write_config(tmp_path, section, previous_secrets=[OLD_SECRET])
+    status, document = run(capsys, "check", config)
+    assert status == 0
+    warned = not_ok(document)
+    assert [(f["status"], f["check"], f["option"]) for f in warned] == [
+        ("warning", "config", "session.index_secret")
+    ]
+    assert (
+        "session.previous_secrets is set but session.index_secret is not" in (warned[0]["message"])
+    )
+    config = write_config(tmp_path, section, previous_secrets=[OLD_SECRET], index_secret=OLD_SECRET)
+    status, document = run(capsys, "check", config)
+    assert (status, not_ok(document)) == (0, [])
+
+
 def test_stats_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """No Redis, or Redis unreachable: exit 1 and the reason, as text or in the JSON document."""
     status, document = run(capsys, "stats", write_config(tmp_path, None))
@@ -479,3 +543,125 @@ def test_stats_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     config = write_config(tmp_path, {"host": "127.0.0.1", "port": free_port(), "timeout": "1s"})
     assert main(["stats", config]) == 1
     assert capsys.readouterr().err.startswith("error: cannot connect to 127.0.0.1:")
+
+
+# -- sessions list / revoke -----------------------------------------------------------------------
+
+
+async def _logins(section: dict[str, Any], user: str, n: int) -> list[tuple[str, str]]:
+    """Log ``user`` in ``n`` times (the second with remember-me); return (id, public id)."""
+    cfg = {"name": NAME, "secret": SECRET, "redis": section}
+    async with open_session_store(cfg) as store:
+        made = []
+        for i in range(n):
+            session = await store.create(
+                {"i": i}, user=user, metadata={"ua": f"browser {i}"}, remember_me=i == 1
+            )
+            assert session.public_id is not None
+            made.append((session.id, session.public_id))
+        return made
+
+
+async def _loads(section: dict[str, Any], ids: list[str]) -> list[bool]:
+    cfg = {"name": NAME, "secret": SECRET, "redis": section}
+    async with open_session_store(cfg) as store:
+        return [await store.load(i) is not None for i in ids]
+
+
+def _assert_no_session_id(capsys_out: str, made: list[tuple[str, str]]) -> None:
+    for session_id, _ in made:
+        assert session_id not in capsys_out
+
+
+def _sessions_commands(
+    section: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, section)
+    alice = asyncio.run(_logins(section, "alice", 3))
+    bob = asyncio.run(_logins(section, "bob", 1))
+
+    # list: every session of the user, oldest first, with what the app stored; no session id.
+    status = main(["sessions", "list", "--user", "alice", config, "--json"])
+    out = capsys.readouterr().out
+    _assert_no_session_id(out, alice + bob)
+    assert SECRET not in out
+    document = json.loads(out)
+    assert status == 0
+    assert document["command"] == "sessions list"
+    assert document["user"] == "alice"
+    listed = document["sessions"]
+    assert [s["public_id"] for s in listed] == [p for _, p in alice]
+    assert [s["remember_me"] for s in listed] == [False, True, False]
+    assert [s["metadata"] for s in listed] == [{"ua": f"browser {i}"} for i in range(3)]
+    assert all(s["created_at"] <= s["last_active_at"] < s["expires_at"] for s in listed)
+    # The text form: one line per session, public ids and metadata, no session id.
+    assert main(["sessions", "list", "--user", "alice", config]) == 0
+    text = capsys.readouterr().out
+    _assert_no_session_id(text, alice)
+    assert text.startswith("3 session(s) of user 'alice'")
+    assert all(p in text for _, p in alice)
+    assert '{"ua": "browser 1"}' in text
+    assert "remember-me" in text
+
+    # revoke --id: that one session ends; again: nothing to end, exit 1.
+    status, document = run(capsys, "sessions", "revoke", "--id", alice[0][1], config)
+    assert (status, document["revoked"]) == (0, True)
+    assert asyncio.run(_loads(section, [i for i, _ in alice])) == [False, True, True]
+    status, document = run(capsys, "sessions", "revoke", "--id", alice[0][1], config)
+    assert (status, document["revoked"]) == (1, False)
+
+    # revoke --user --all-but: every session but the one kept; bob's are untouched.
+    status, document = run(
+        capsys, "sessions", "revoke", "--user", "alice", "--all-but", alice[2][1], config
+    )
+    assert status == 0
+    assert [s["public_id"] for s in document["remaining"]] == [alice[2][1]]
+    assert asyncio.run(_loads(section, [i for i, _ in alice])) == [False, False, True]
+    assert asyncio.run(_loads(section, [i for i, _ in bob])) == [True]
+
+    # --all-but with a public id of another user's: refused, nothing ends.
+    status, document = run(
+        capsys, "sessions", "revoke", "--user", "alice", "--all-but", bob[0][1], config
+    )
+    assert status == 1
+    assert "revoke_user(keep=...)" in document["error"]
+    assert asyncio.run(_loads(section, [alice[2][0], bob[0][0]])) == [True, True]
+
+    # revoke --user: all of them.
+    status, document = run(capsys, "sessions", "revoke", "--user", "alice", config)
+    assert (status, document["remaining"]) == (0, [])
+    assert asyncio.run(_loads(section, [i for i, _ in alice])) == [False, False, False]
+    status, document = run(capsys, "sessions", "list", "--user", "alice", config)
+    assert (status, document["sessions"]) == (0, [])
+    assert main(["sessions", "revoke", "--user", "bob", config]) == 0
+    assert "revoked every session of user 'bob'" in capsys.readouterr().out
+    assert asyncio.run(_loads(section, [i for i, _ in bob])) == [False]
+
+
+def test_sessions_list_and_revoke_on_a_server(
+    redis: RedisProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _sessions_commands(redis.redis_section(), tmp_path, capsys)
+
+
+def test_sessions_list_and_revoke_on_a_cluster(
+    redis_cluster: RedisCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    redis_cluster.reset()
+    _sessions_commands({"cluster": {"nodes": redis_cluster.seeds()}}, tmp_path, capsys)
+
+
+def test_sessions_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No Redis; --all-but without --user; --user and --id together; neither."""
+    status, document = run(capsys, "sessions", "list", "--user", "u", write_config(tmp_path, None))
+    assert status == 1
+    assert "sessions list needs session.redis" in document["error"]
+    config = write_config(tmp_path, {"host": "127.0.0.1", "port": free_port()})
+    status, document = run(capsys, "sessions", "revoke", "--id", "x" * 38, "--all-but", "y", config)
+    assert status == 1
+    assert "--all-but goes with --user" in document["error"]
+    for argv in (["--user", "u", "--id", "x"], []):
+        with pytest.raises(SystemExit) as exited:
+            main(["sessions", "revoke", *argv, config])
+        assert exited.value.code == 2
+    capsys.readouterr()

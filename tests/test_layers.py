@@ -72,10 +72,13 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("web", frozenset({"_cookies", "_merge", "_web_session", "_web"})),
     # One adapter per framework family, each on the neutral core.
     ("web frameworks", frozenset({"asgi", "aiohttp"})),
-    # The operator commands (check, stats): beside the entry point, above everything they use.
+    # The operator commands (check, stats, sessions): beside the entry point, above everything
+    # they use.
     (
         "command line",
-        frozenset({"_cli", "_cli_report", "_cli_nodes", "_cli_check", "_cli_stats"}),
+        frozenset(
+            {"_cli", "_cli_report", "_cli_nodes", "_cli_check", "_cli_stats", "_cli_sessions"}
+        ),
     ),
     ("package", frozenset({"__init__", "__main__"})),
 )
@@ -88,7 +91,14 @@ PRIVATE_STATE = frozenset({"_reader", "_writer", "_parser", "_connection_argumen
 #: Imports inside a function that are fine: optional or deliberately lazy, never ours hiding
 #: a cycle (``__main__`` imports the opener late, and ``_cli`` each command's module, so that
 #: ``--help`` stays instant).
-LAZY_OK = frozenset({("__main__", "_opener"), ("_cli", "_cli_check"), ("_cli", "_cli_stats")})
+LAZY_OK = frozenset(
+    {
+        ("__main__", "_opener"),
+        ("_cli", "_cli_check"),
+        ("_cli", "_cli_stats"),
+        ("_cli", "_cli_sessions"),
+    }
+)
 
 
 @attrs.frozen
