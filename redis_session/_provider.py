@@ -131,6 +131,10 @@ class Login:
     limit: int = 0
     #: At the limit: end the oldest session (``True``) or refuse the login (:data:`LIMIT`).
     evict: bool = False
+    #: For a login across cluster slots (PLACE): the key of the session being logged in.
+    #: Sessions placed from the same one (the same login, submitted twice) neither count
+    #: against the limit nor are evicted for it; at most one of them survives FENCE.
+    origin: bytes | None = None
 
     @property
     def entries(self) -> bytes:

@@ -118,9 +118,12 @@ end
 local function type_of(key)
   return redis.call('TYPE', key)['ok']
 end
+-- Every login writes nb (0 until a revoke_user) into the user's base key, which outlives
+-- every session it marks: no nb means the key was evicted or deleted, and with it the marks of
+-- any revocation, so the session is treated as revoked (fail closed).
 local function revoked(u, l)
   local nb = tonumber(redis.pcall('HGET', u, 'nb'))
-  if not nb then return false end
+  if not nb then return true end
   local n = tonumber(l)
   return (not n) or n <= nb
 end
@@ -357,15 +360,15 @@ local function entries(base, idx, now)
       local ok = false
       local c, rm, sk = string.match(val, '^(%d+)|(%d)|(.+)$')
       if sk then
-        local s = redis.pcall('HMGET', sk, 'v', 'e', 'i', 'l', 'p', 'a')
+        local s = redis.pcall('HMGET', sk, 'v', 'e', 'i', 'l', 'p', 'a', 'o')
         if not s.err and s[1] and s[5] == pid then
           local ttl = ttl_of(s[2], s[3], now)
           local l = tonumber(s[4])
-          if nb and (not l or l <= nb) then
+          if (not nb) or (not l) or l <= nb then
             redis.call('DEL', sk)
           elseif ttl and ttl > 0 then
             ok = true
-            live[#live + 1] = {pid, sk, c, rm, s[2], s[3], s[6] or c, l or 0}
+            live[#live + 1] = {pid, sk, c, rm, s[2], s[3], s[6] or c, l or 0, s[7]}
           end
         end
       end
@@ -394,12 +397,13 @@ end
 #: KEYS: new key, B, B:e[, old key]. ARGV: v, e, i, d, created stamp ('' keeps the record's
 #: clocks), how far ahead, how far behind, public id, metadata ('' none), limit (0 none),
 #: evict ('1') or deny, entry's created ms, remember ('1'/'0'), old expected v, old e, old i,
-#: tombstone's longest life. A login: the new session of the user (with u, l, p, a) and its
-#: index entry, after pruning the index and enforcing the limit; with an old key (a user-less
-#: session, checked as REGENERATE checks it) that key becomes a tombstone. 1 = done (or this
-#: very login already applied), 0 = conflict, -2 = the limit denies it, {TIME} = the stamp
-#: disagrees with the server's clock; a type name when the old key is not a hash. Every check
-#: precedes the first write.
+#: tombstone's longest life, origin ('' or, for PLACE, the key of the session being logged
+#: in: sessions placed from it are not counted or evicted). A login: the new session of the
+#: user (with u, l, p, a) and its index entry, after pruning the index and enforcing the
+#: limit; with an old key (a user-less session, checked as REGENERATE checks it) that key
+#: becomes a tombstone. 1 = done (or this very login already applied), 0 = conflict, -2 = the
+#: limit denies it, {TIME} = the stamp disagrees with the server's clock; a type name when the
+#: old key is not a hash. Every check precedes the first write.
 LOGIN = Script(
     _COMMON
     + _USERS
@@ -442,6 +446,16 @@ if ttl <= 0 then
 end
 local max = tonumber(ARGV[10])
 local live = entries(base, idx, now)
+if ARGV[18] ~= '' then
+  -- A login across slots placed from the same anonymous session (a double-submitted form)
+  -- is this very login, racing itself: at most one of them passes FENCE, so it neither
+  -- counts against the limit nor is evicted for it.
+  local others = {}
+  for _, e in ipairs(live) do
+    if e[9] ~= ARGV[18] then others[#others + 1] = e end
+  end
+  live = others
+end
 if max > 0 and #live >= max then
   if ARGV[11] ~= '1' then return -2 end
   table.sort(live, function(x, y)
@@ -455,8 +469,10 @@ if max > 0 and #live >= max then
   end
 end
 local l = redis.call('HINCRBY', base, 'seq', 1)
+redis.call('HSETNX', base, 'nb', 0)
 redis.call('HSET', new, 'v', ARGV[1], 'e', ARGV[2], 'i', ARGV[3], 'd', ARGV[4],
   'u', base, 'l', l, 'p', ARGV[8], 'a', now)
+if ARGV[18] ~= '' then redis.call('HSET', new, 'o', ARGV[18]) end
 expire(new, ttl)
 redis.call('HSET', idx, ARGV[8], ARGV[12] .. '|' .. ARGV[13] .. '|' .. new)
 if ARGV[9] ~= '' then redis.call('HSET', idx, 'm:' .. ARGV[8], ARGV[9]) end
@@ -932,6 +948,7 @@ class RedisProvider:
             old_deadline,
             old_inactivity,
             TOMBSTONE_MS,
+            login.origin or b"",
         )
         keys: tuple[bytes, ...] = (new_key, login.base, login.entries)
         if old_key is not None:

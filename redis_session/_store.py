@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import inspect
 import json
@@ -21,7 +22,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -60,6 +61,7 @@ __all__ = ["Lookup", "Session", "SessionInfo", "SessionStore"]
 logger = logging.getLogger("redis_session")
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 #: A fresh 256-bit id is never taken, and a refused clock stamp is corrected by the next try;
 #: a third failure means something else is wrong.
@@ -121,11 +123,37 @@ def _index_secret(cfg: SessionConfig) -> str:
     return secrets.token_urlsafe(32)
 
 
+async def _to_the_end(operation: Coroutine[Any, Any, A]) -> A:
+    """Run ``operation`` to its end even if the caller is cancelled meanwhile.
+
+    For a protocol of several writes that must not stop half-way (a login across cluster
+    slots). Each of its steps is bounded by its own deadline; a cancellation of the caller
+    (asyncio's or an anyio scope's) is raised once the operation has ended.
+    """
+    task = asyncio.ensure_future(operation)
+    try:
+        return await asyncio.shield(task)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            while not task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # seen: the caller's cancellation is what is raised
+        raise
+
+
 def _check_user(user: object, method: str) -> str:
     if type(user) is not str or not user:
         got = "an empty str" if user == "" else type(user).__qualname__
         msg = f"{method}(user=...) takes a non-empty str (the user's name or id), got {got}"
         raise UsageError(msg)
+    try:
+        user.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (say, from a mis-decoded header): no UTF-8 to hash.
+        msg = f"{method}(user=...) takes text encodable as UTF-8, got a lone surrogate"
+        raise UsageError(msg) from None
     return user
 
 
@@ -333,9 +361,16 @@ class SessionStore(Generic[T]):
         self._remember_me_ms = _ms(cfg.remember_me)
         self._inactivity_ms = _ms(cfg.inactivity)
         self._maximum_data_size = cfg.maximum_data_size
+        index_secret = _index_secret(cfg)
         if index is None:
-            index = UserIndex(_index_secret(cfg))
+            index = UserIndex(index_secret)
         self._index = index
+        #: Sessions' metadata lives in the user's index and is never re-encrypted by a save:
+        #: it is sealed under the index secret, which stays across rotations of ``secret``.
+        self._metadata_ring = KeyRing.from_secrets(index_secret)
+        #: During a rotation without index_secret, the user index key would change with the
+        #: secret: operations that find a user's sessions by name refuse (see _index_key_for).
+        self._index_moves = bool(cfg.previous_secrets) and cfg.index_secret is None
         self._limit = cfg.max_sessions_per_user
         self._evict = cfg.session_limit_action == "evict_oldest"
         self._closed = False
@@ -604,7 +639,7 @@ class SessionStore(Generic[T]):
             if session._user is None:
                 return await self._login(session, kind, switch, user, metadata)
             if user is not None:
-                base, _ = self._user_base(_check_user(user, "regenerate"))
+                base, _ = self._user_base(user, "regenerate")
                 if base != session._user:
                     msg = (
                         "regenerate(user=...): this session belongs to another user; delete "
@@ -862,9 +897,29 @@ class SessionStore(Generic[T]):
 
     # -- sessions of users (docs/users.md) ----------------------------------------------------
 
-    def _user_base(self, user: str) -> tuple[bytes, str | None]:
-        """Return the user's base key B and, on a cluster, its slot tag U."""
-        return self._ids.user_base(self._index.digest(user))
+    def _user_base(self, user: str, method: str) -> tuple[bytes, str | None]:
+        """Return the user's base key B and, on a cluster, its slot tag U.
+
+        Raises :class:`UsageError` during a secret rotation without ``index_secret``: B is
+        keyed by ``secret`` then, so the sessions logged in before the rotation are under
+        another B, and answering from the new one would be wrong (a revoke that misses them).
+        """
+        if self._index_moves:
+            msg = (
+                f"{method}() needs session.index_secret while previous_secrets is set: the "
+                "user index is keyed by secret otherwise, and the sessions logged in before "
+                "the rotation are indexed under the old one; set index_secret to the secret "
+                "they were indexed under (the previous secret, if index_secret was never set)"
+            )
+            raise UsageError(msg)
+        return self._ids.user_base(self._index.digest(_check_user(user, method)))
+
+    def _of_another_user(self, session: Session[T], user: str) -> bool:
+        """Whether ``session`` belongs to a user other than ``user`` (for the web login)."""
+        if session._user is None:
+            return False
+        base, _ = self._user_base(user, "login")
+        return base != session._user
 
     @staticmethod
     def _owner(session: Session[T]) -> tuple[bytes, bytes] | None:
@@ -902,11 +957,17 @@ class SessionStore(Generic[T]):
         if not isinstance(metadata, Mapping):
             msg = f"metadata must be a mapping (dict), got {type(metadata).__qualname__}"
             raise UsageError(msg)
+        plain = dict(metadata)
+        what = "metadata must be JSON data (str keys; str, number, bool, None, list, dict)"
         try:
-            text = json.dumps(dict(metadata), separators=(",", ":"), allow_nan=False)
+            text = json.dumps(plain, separators=(",", ":"), allow_nan=False)
+            # json.dumps turns int keys into str and tuples into lists: listed back, they would
+            # differ from what was given. Refused instead of changed.
+            same = json.loads(text) == plain
         except (TypeError, ValueError) as exc:
-            msg = f"metadata must be JSON-serializable (str keys; str, number, list, dict): {exc}"
-            raise SessionDataError(msg) from None
+            raise SessionDataError(f"{what}: {exc}") from None
+        if not same:
+            raise SessionDataError(f"{what}: it would not read back equal (a non-str key?)")
         payload = text.encode()
         if len(payload) > self._maximum_data_size:
             msg = (
@@ -914,12 +975,12 @@ class SessionStore(Generic[T]):
                 f"session.maximum_data_size ({self._maximum_data_size} bytes)"
             )
             raise SessionDataError(msg)
-        return self._keyring.encrypt(payload, _metadata_aad(base, public_id.encode()))
+        return self._metadata_ring.encrypt(payload, _metadata_aad(base, public_id.encode()))
 
     def _open_metadata(self, base: bytes, listed: Listed) -> dict[str, Any]:
         if listed.metadata is None:
             return {}
-        plain = self._keyring.decrypt(listed.metadata, _metadata_aad(base, listed.public_id))
+        plain = self._metadata_ring.decrypt(listed.metadata, _metadata_aad(base, listed.public_id))
         if plain is None:
             logger.warning("ignoring session metadata that does not decrypt")
             return {}
@@ -960,7 +1021,7 @@ class SessionStore(Generic[T]):
         if user is None:
             msg = "create(metadata=...) needs user=...: metadata describes a user's session"
             raise UsageError(msg)
-        base, tag = self._user_base(_check_user(user, "create"))
+        base, tag = self._user_base(user, "create")
         provider = self._provider
         deadline = provider.deadline()
         ids = self._ids
@@ -1012,7 +1073,7 @@ class SessionStore(Generic[T]):
         if user is None:
             msg = "regenerate(metadata=...) needs user=... for a session without a user"
             raise UsageError(msg)
-        base, tag = self._user_base(_check_user(user, "regenerate"))
+        base, tag = self._user_base(user, "regenerate")
         provider = self._provider
         deadline = provider.deadline()
         public_id = self._new_public_id(base)
@@ -1034,8 +1095,14 @@ class SessionStore(Generic[T]):
             record = self._seal(key, payload, deadline_ms, inactivity_ms, owner)
             login = self._login_of(base, public_id, created_ms, kind, meta)
             if across:
-                # PLACE in the user's slot, then FENCE the old session (docs/users.md, 5).
-                outcome = await provider.login(key, record, login, deadline, created_ms=stamp)
+                # PLACE in the user's slot, then FENCE the old session (docs/users.md, 5),
+                # shielded: a caller cancelled in between would leave half a login (the new
+                # session listed and counted, the old one still working). Each step is bounded
+                # by the deadline; a cancellation is delivered once both are done or undone.
+                login = attrs.evolve(login, origin=session._key)
+                outcome = await _to_the_end(
+                    self._place_and_fence(session, key, record, login, deadline, stamp=stamp)
+                )
             else:
                 outcome = await provider.login(
                     key,
@@ -1050,8 +1117,6 @@ class SessionStore(Generic[T]):
             if outcome == LIMIT:
                 raise SessionLimitReached(_limit_message(self._limit))
             if outcome == CREATED:
-                if across:
-                    await self._fence(session, key, record, login, deadline)
                 return Session(
                     session_id,
                     session.data,
@@ -1073,6 +1138,22 @@ class SessionStore(Generic[T]):
         )
         raise StoreUnavailable(msg)
 
+    async def _place_and_fence(
+        self,
+        session: Session[T],
+        key: bytes,
+        record: Record,
+        login: Login,
+        deadline: float | None,
+        *,
+        stamp: int | None,
+    ) -> int:
+        """PLACE the new session in the user's slot, then FENCE the old one."""
+        outcome = await self._provider.login(key, record, login, deadline, created_ms=stamp)
+        if outcome == CREATED:
+            await self._fence(session, key, record, login, deadline)
+        return outcome
+
     async def _fence(
         self,
         session: Session[T],
@@ -1088,7 +1169,7 @@ class SessionStore(Generic[T]):
             fenced = await provider.fence(
                 session._key, session._version, record.version, clock, deadline
             )
-        except Exception:
+        except BaseException:
             # The caller will not get the new id: the placed session is of no use to anyone.
             with anyio.CancelScope(shield=True):
                 try:
@@ -1108,7 +1189,7 @@ class SessionStore(Generic[T]):
         :class:`~redis_session.UsageError` if ``user`` is not a non-empty ``str``.
         """
         self._check_open()
-        base, _ = self._user_base(_check_user(user, "list_sessions"))
+        base, _ = self._user_base(user, "list_sessions")
         rows = await self._provider.list_sessions(base)
         infos = []
         for row in sorted(rows, key=lambda r: (r.created_ms, r.public_id)):
@@ -1153,7 +1234,7 @@ class SessionStore(Generic[T]):
         a ``keep`` of another user.
         """
         self._check_open()
-        base, _ = self._user_base(_check_user(user, "revoke_user"))
+        base, _ = self._user_base(user, "revoke_user")
         kept: bytes | None = None
         if keep is not None:
             keep = _plain_id(keep, "revoke_user")

@@ -555,6 +555,15 @@ class WebSessions:
         await self.load(ws)
         session = ws.stored
         domain = ws.cookie.domain
+        if session is not None and user is not None:
+            store = await self.store()
+            if store._of_another_user(session, user):
+                # Another user logs in in this browser: the first one's session ends, and the
+                # new one starts empty, as Django's login() flushes: nothing of one user's
+                # session data may pass to another's.
+                await store.delete(session)
+                ws.replace({})
+                session = None
         if session is None:
             store = await self.store()
             new = await store.create(
