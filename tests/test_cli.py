@@ -183,7 +183,8 @@ def test_check_of_a_healthy_server_is_all_ok_and_writes_nothing(
 #: The least-privilege ACL user that docs/cli.md gives for a single server.
 LEAST = (
     f"app on >{PASSWORD} ~{NAME}:* resetchannels -@all +evalsha +eval +del +ping "
-    "+client|setname +time +hmget +hget +hset +pexpire +exists +type +pttl +hgetall +hincrby +hdel"
+    "+client|setname +time +hmget +hget +hset +pexpire +exists +type +pttl +hgetall +hincrby "
+    "+hdel +hsetnx"
 )
 
 
@@ -589,7 +590,12 @@ def _sessions_commands(
     assert status == 0
     assert document["command"] == "sessions list"
     assert document["user"] == "alice"
-    listed = document["sessions"]
+    # Oldest first; sessions created in the same millisecond come in any order among them.
+    assert [s["created_at"] for s in document["sessions"]] == sorted(
+        s["created_at"] for s in document["sessions"]
+    )
+    order = {p: n for n, (_, p) in enumerate(alice)}
+    listed = sorted(document["sessions"], key=lambda s: order[s["public_id"]])
     assert [s["public_id"] for s in listed] == [p for _, p in alice]
     assert [s["remember_me"] for s in listed] == [False, True, False]
     assert [s["metadata"] for s in listed] == [{"ua": f"browser {i}"} for i in range(3)]
