@@ -764,6 +764,7 @@ async def test_control_writes_behind_the_stores_back_are_caught(redis: RedisProc
     verdict = sc.tally.verdict
     assert verdict is not None
     assert verdict.lost > 0, verdict.summary()
-    assert verdict.lost_creates > 0, verdict.summary()
+    # Whether a dropped newer key was an acknowledged create the load then read depends on
+    # timing (lost creates are also caught by tests/chaos/test_history.py, deterministically).
     assert verdict.undone_deletes > 0, verdict.summary()
     assert verdict.phantoms == 0, verdict.details()
