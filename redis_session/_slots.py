@@ -145,12 +145,21 @@ class SlotMap:
             ranges = tuple(zip(flat[::2], flat[1::2], strict=True))
             master: ClusterNode | None = None
             replicas: list[ClusterNode] = []
-            for m, raw_node in enumerate(_seq(fields.get("nodes", []), where)):
-                node = _shards_node(_pairs(raw_node, f"{where} node {m}"), origin_host)
-                if node.role == "master" and master is None:
+            nodes = [
+                _shards_node(_pairs(raw_node, f"{where} node {m}"), origin_host)
+                for m, raw_node in enumerate(_seq(fields.get("nodes", []), where))
+            ]
+            # After a failover a shard may list two "masters": the failed old one (Valkey can
+            # list it first) and the promoted replica. Route to one that is not failed.
+            masters = [n for n in nodes if n.role == "master"]
+            healthy = [n for n in masters if n.health != "failed"]
+            pick = healthy or masters
+            chosen = pick[0] if pick else None
+            for node in nodes:
+                if node is chosen:
                     master = node
                 else:
-                    # A second "master" in one shard is a stale view mid-failover: keep it
+                    # Any other "master" in the shard is a stale view mid-failover: keep it
                     # where it cannot be routed to.
                     replicas.append(attrs.evolve(node, role="replica"))
             shards.append(Shard(ranges=ranges, master=master, replicas=tuple(replicas)))
