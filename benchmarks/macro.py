@@ -12,16 +12,28 @@ load hits. A pair is what a web request does with its session:
 * ``starsessions``: ``RedisStore.read`` + JSON deserialize, then JSON serialize +
   ``RedisStore.write`` (what its middleware does per request; no encryption), on the same kind
   of redis-py pool;
+* ``valkey-glide``: bare ``GET`` then ``SET`` with an expiry through valkey-glide's
+  ``GlideClient`` (Rust core; its default: one multiplexed connection, commands pipelined on
+  it by a Rust thread);
+* ``coredis``: bare ``GET`` then ``SET EX`` through ``coredis.Redis`` with its pool capped at 8
+  connections;
+* ``redis-py+msgpack`` (large sessions only): raw redis-py ``GET`` + ``msgpack.unpackb``, then
+  ``msgpack.packb`` + ``SET EX`` of the same session data: the floor of a store that serializes
+  but does not encrypt;
 * ``redis-benchmark`` (C, 50 clients, GET and SET): the ceiling of the server on this machine.
 
 Each run lasts a fixed time after a warm-up; every completed pair inside the window counts, and
-its latency (from the call to the end of the save) is a sample for p50/p99.
+its latency (from the call to the end of the save) is a sample for p50/p99. Every point is
+measured on each event loop of :data:`LOOPS` (the standard asyncio loop, and uvloop, which
+``uvicorn[standard]`` installs), one :func:`run` per loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import functools
 import io
 import os
 import shutil
@@ -31,7 +43,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import coredis
+import msgpack
+import redis
 import redis.asyncio as aioredis
+import uvloop
+from glide import (
+    ExpirySet,
+    ExpiryType,
+    GlideClient,
+    GlideClientConfiguration,
+    NodeAddress,
+)
 from starsessions.serializers import JsonSerializer
 from starsessions.stores.redis import RedisStore
 
@@ -40,9 +63,27 @@ from benchmarks.payloads import make_session, packed_size
 from redis_session import SessionStore, open_session_store
 
 #: Sessions (keys) per client and payload size; each task owns a disjoint slice of them, so
-#: no two tasks ever save the same session (which would be a SessionConflict, by design).
-POOL_SIZE = 1000
+#: no two tasks ever save the same session (which would be a SessionConflict, by design). At
+#: least the highest concurrency: every task needs a key of its own.
+POOL_SIZE = 1024
 MAX_CONNECTIONS = 8
+#: Longest wait for the first round of pairs to finish before a run's measured window opens.
+WARMUP_CAP = 60.0
+#: The event loops every point is measured on: asyncio's own, and uvloop (uvicorn[standard]).
+LOOPS = ("asyncio", "uvloop")
+#: Client names.
+STORE, RAW, STARSESSIONS, GLIDE, COREDIS, RAW_MSGPACK = (
+    "store",
+    "redis-py",
+    "starsessions",
+    "valkey-glide",
+    "coredis",
+    "redis-py+msgpack",
+)
+#: The clients of every point; ``redis-py+msgpack`` joins them at :data:`MSGPACK_SIZES`.
+PEERS = (STORE, RAW, STARSESSIONS, GLIDE, COREDIS)
+#: Payload sizes at which the store also meets raw redis-py with msgpack on both sides.
+MSGPACK_SIZES = (16 * 1024,)
 _TTL = 3600
 _SECRET = "benchmark secret, not a real one"
 
@@ -72,7 +113,7 @@ async def _in_chunks(calls: list[Callable[[], Awaitable[Any]]], chunk: int = 64)
 class StoreClient(Client):
     """This library: ``open_session_store`` with ``maximum_active_connections: 8``."""
 
-    name = "store"
+    name = STORE
 
     def __init__(self, store: SessionStore[dict[str, Any]]) -> None:
         self._store = store
@@ -92,7 +133,7 @@ class StoreClient(Client):
     async def prepare(self, size: int) -> Pair:
         store = self._store
         data = make_session(size)
-        sessions = await _in_chunks([lambda: store.create(data) for _ in range(POOL_SIZE)])
+        sessions = await _in_chunks([functools.partial(store.create, data)] * POOL_SIZE)
         ids = [s.id for s in sessions]
 
         async def pair(i: int) -> None:
@@ -116,10 +157,18 @@ def _redis_py(port: int) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
+def _loaded(value: object) -> bytes:
+    # As the store's pair checks that its session loaded: a miss would make the run invalid.
+    if not isinstance(value, bytes):
+        msg = f"a pre-written key did not load ({type(value).__name__}): the benchmark is invalid"
+        raise TypeError(msg)
+    return value
+
+
 class RawClient(Client):
     """redis-py alone: GET + SET EX of an opaque value, BlockingConnectionPool of 8."""
 
-    name = "redis-py"
+    name = RAW
 
     def __init__(self, port: int) -> None:
         self._redis = _redis_py(port)
@@ -128,11 +177,11 @@ class RawClient(Client):
         r = self._redis
         value = os.urandom(packed_size(make_session(size)))
         keys = [f"bench:raw:{size}:{i}" for i in range(POOL_SIZE)]
-        await _in_chunks([lambda k=k: r.set(k, value, ex=_TTL) for k in keys])
+        await _in_chunks([functools.partial(r.set, k, value, ex=_TTL) for k in keys])
 
         async def pair(i: int) -> None:
             key = keys[i]
-            blob = await r.get(key)
+            blob = _loaded(await r.get(key))
             await r.set(key, blob, ex=_TTL)
 
         return pair
@@ -141,10 +190,112 @@ class RawClient(Client):
         await self._redis.aclose()
 
 
+class RawMsgpackClient(Client):
+    """redis-py GET + ``msgpack.unpackb``, ``msgpack.packb`` + SET EX: serialized, not encrypted."""
+
+    name = RAW_MSGPACK
+
+    def __init__(self, port: int) -> None:
+        self._redis = _redis_py(port)
+
+    async def prepare(self, size: int) -> Pair:
+        r = self._redis
+        value = msgpack.packb(make_session(size))
+        keys = [f"bench:msgpack:{size}:{i}" for i in range(POOL_SIZE)]
+        await _in_chunks([functools.partial(r.set, k, value, ex=_TTL) for k in keys])
+        packb, unpackb = msgpack.packb, msgpack.unpackb
+
+        async def pair(i: int) -> None:
+            key = keys[i]
+            data = unpackb(_loaded(await r.get(key)))
+            await r.set(key, packb(data), ex=_TTL)
+
+        return pair
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+class GlidePeer(Client):
+    """valkey-glide's ``GlideClient``: GET + SET with an expiry, its one multiplexed connection."""
+
+    name = GLIDE
+
+    def __init__(self, client: GlideClient) -> None:
+        self._client = client
+        self._expiry = ExpirySet(ExpiryType.SEC, _TTL)
+
+    @classmethod
+    async def open(cls, port: int) -> GlidePeer:
+        """Connect with glide's defaults but two limits that would fail the run, not slow it."""
+        config = GlideClientConfiguration(
+            [NodeAddress(HOST, port)],
+            # Glide's default request timeout (250 ms) and in-flight limit (1000) would turn a
+            # queue at 1024 tasks into errors; redis-py's pool waits up to 60 s likewise.
+            request_timeout=60_000,
+            inflight_requests_limit=2 * POOL_SIZE,
+        )
+        return cls(await GlideClient.create(config))
+
+    async def prepare(self, size: int) -> Pair:
+        g, expiry = self._client, self._expiry
+        value = os.urandom(packed_size(make_session(size)))
+        keys = [f"bench:glide:{size}:{i}" for i in range(POOL_SIZE)]
+        await _in_chunks([functools.partial(g.set, k, value, expiry=expiry) for k in keys])
+
+        async def pair(i: int) -> None:
+            key = keys[i]
+            blob = _loaded(await g.get(key))
+            await g.set(key, blob, expiry=expiry)
+
+        return pair
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+class CoredisPeer(Client):
+    """coredis: GET + SET EX on ``coredis.Redis`` with its pool capped at 8 connections."""
+
+    name = COREDIS
+
+    def __init__(self, stack: contextlib.AsyncExitStack, client: coredis.Redis[bytes]) -> None:
+        self._stack = stack
+        self._client = client
+
+    @classmethod
+    async def open(cls, port: int) -> CoredisPeer:
+        """Connect (coredis 6 runs its pool in a task group: the client is a context manager)."""
+        stack = contextlib.AsyncExitStack()
+        redis = coredis.Redis(host=HOST, port=port, max_connections=MAX_CONNECTIONS)
+        try:
+            client = await stack.enter_async_context(redis)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return cls(stack, client)
+
+    async def prepare(self, size: int) -> Pair:
+        r = self._client
+        value = os.urandom(packed_size(make_session(size)))
+        keys = [f"bench:coredis:{size}:{i}" for i in range(POOL_SIZE)]
+        await _in_chunks([functools.partial(r.set, k, value, ex=_TTL) for k in keys])
+
+        async def pair(i: int) -> None:
+            key = keys[i]
+            blob = _loaded(await r.get(key))
+            await r.set(key, blob, ex=_TTL)
+
+        return pair
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
 class StarsessionsClient(Client):
     """starsessions' RedisStore with its JsonSerializer, on a BlockingConnectionPool of 8."""
 
-    name = "starsessions"
+    name = STARSESSIONS
 
     def __init__(self, port: int) -> None:
         self._redis = _redis_py(port)
@@ -155,7 +306,7 @@ class StarsessionsClient(Client):
         serializer = self._serializer
         blob = serializer.serialize(make_session(size))
         ids = [f"{i:040d}" for i in range(POOL_SIZE)]
-        await _in_chunks([lambda s=s: store.write(s, blob, _TTL, _TTL) for s in ids])
+        await _in_chunks([functools.partial(store.write, s, blob, _TTL, _TTL) for s in ids])
 
         async def pair(i: int) -> None:
             session_id = ids[i]
@@ -169,8 +320,13 @@ class StarsessionsClient(Client):
 
 
 async def run_pairs(pair: Pair, tasks: int, *, warmup: float, duration: float) -> dict[str, Any]:
-    """Run ``tasks`` concurrent loops of ``pair`` for ``warmup`` + ``duration`` seconds.
+    """Run ``tasks`` concurrent loops of ``pair`` for a warm-up, then ``duration`` seconds.
 
+    The warm-up lasts ``warmup`` seconds and at least until ``tasks`` pairs have finished (one
+    round; at most :data:`WARMUP_CAP` s): all tasks start at once, and at 1024 tasks a client
+    that serves them in turn finishes its first round only after a whole round trip of the
+    queue, which a short fixed warm-up would leave inside the measured window (no pair counted
+    at all, then a burst).
     Throughput counts the pairs that ended inside the measured window. Latency samples are all
     pairs in flight during the window, including those that started in the warm-up and those
     still running at its end (waited for): a pool that starves some callers (redis-py's
@@ -179,14 +335,21 @@ async def run_pairs(pair: Pair, tasks: int, *, warmup: float, duration: float) -
     ``slowest_task_share`` is the least productive task's pairs relative to a fair share
     (1.0 = perfectly fair, 0 = a task got nothing done).
     """
+    if not 1 <= tasks <= POOL_SIZE:
+        # A task without a key of its own would spin without ever awaiting.
+        msg = f"{tasks} tasks: between 1 and POOL_SIZE ({POOL_SIZE})"
+        raise ValueError(msg)
     inf = float("inf")
     window = [inf, inf]  # start, end
     done = [0] * tasks  # pairs each worker finished inside the window
+    finished = 0  # pairs finished since the start
+    one_round = asyncio.Event()
     latencies: list[float] = []
     stop = False
 
     async def worker(t: int) -> None:
         mine = range(t, POOL_SIZE, tasks)
+        nonlocal finished
         clock = time.perf_counter
         while True:
             for i in mine:
@@ -195,6 +358,9 @@ async def run_pairs(pair: Pair, tasks: int, *, warmup: float, duration: float) -
                 start = clock()
                 await pair(i)
                 end = clock()
+                finished += 1
+                if finished == tasks:
+                    one_round.set()
                 if window[0] <= end <= window[1]:
                     done[t] += 1
                 if start <= window[1] and end >= window[0]:
@@ -205,6 +371,7 @@ async def run_pairs(pair: Pair, tasks: int, *, warmup: float, duration: float) -
     loops = [asyncio.create_task(worker(t)) for t in range(tasks)]
     try:
         await asyncio.sleep(warmup)
+        await asyncio.wait_for(one_round.wait(), WARMUP_CAP)
         cpu = time.process_time()
         window[0] = time.perf_counter()
         await asyncio.sleep(duration)
@@ -276,9 +443,36 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+async def _open_clients(port: int, names: set[str]) -> list[Client]:
+    """The clients named, in a fixed order (the rotation per repetition starts from it)."""
+    openers: dict[str, Callable[[], Awaitable[Client]]] = {
+        RAW: functools.partial(_ready, RawClient(port)),
+        STORE: functools.partial(StoreClient.open, port),
+        STARSESSIONS: functools.partial(_ready, StarsessionsClient(port)),
+        GLIDE: functools.partial(GlidePeer.open, port),
+        COREDIS: functools.partial(CoredisPeer.open, port),
+        RAW_MSGPACK: functools.partial(_ready, RawMsgpackClient(port)),
+    }
+    clients: list[Client] = []
+    try:
+        for name, opener in openers.items():
+            if name in names:
+                clients.append(await opener())
+    except BaseException:
+        for client in clients:
+            await client.aclose()
+        raise
+    return clients
+
+
+async def _ready(client: Client) -> Client:
+    return client
+
+
 async def run(
     port: int,
     *,
+    loop: str,
     concurrencies: tuple[int, ...],
     sizes: tuple[int, ...],
     default_size: int,
@@ -288,61 +482,105 @@ async def run(
     duration: float,
     progress: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    """Measure every client at each (tasks, payload size) point; return one row per point.
+    """Measure every client at each (tasks, payload size) point on the running loop.
 
-    Points: every concurrency at ``default_size``, and every size at ``size_concurrency``.
-    Clients run interleaved (order rotated each repetition), so a ratio compares runs that were
-    minutes, not hours, apart.
+    Points: every concurrency at ``default_size``, and every size at ``size_concurrency``; at
+    the sizes of :data:`MSGPACK_SIZES` ``redis-py+msgpack`` joins the peers. Clients run
+    interleaved (order rotated each repetition), so a ratio compares runs that were seconds,
+    not hours, apart. ``loop`` only labels the rows: the caller picks the loop
+    (:func:`run_on_loops`).
     """
     points = [(c, default_size) for c in concurrencies]
     points += [(size_concurrency, s) for s in sizes if (size_concurrency, s) not in points]
-    clients: list[Client] = [RawClient(port), await StoreClient.open(port)]
-    clients.append(StarsessionsClient(port))
+    members = {
+        point: (*PEERS, RAW_MSGPACK) if point[1] in MSGPACK_SIZES else PEERS for point in points
+    }
+    clients = await _open_clients(port, {n for names in members.values() for n in names})
     try:
         pairs = {}
         for size in sorted({s for _, s in points}):
             for client in clients:
-                pairs[client.name, size] = await client.prepare(size)
+                if any(client.name in members[p] for p in points if p[1] == size):
+                    pairs[client.name, size] = await client.prepare(size)
         runs: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
         for rep in range(repeat):
             for tasks, size in points:
-                order = clients[rep % len(clients) :] + clients[: rep % len(clients)]
+                mine = [c for c in clients if c.name in members[tasks, size]]
+                order = mine[rep % len(mine) :] + mine[: rep % len(mine)]
                 for client in order:
                     result = await run_pairs(
                         pairs[client.name, size], tasks, warmup=warmup, duration=duration
                     )
                     runs.setdefault((client.name, tasks, size), []).append(result)
                     progress(
-                        f"rep {rep + 1}/{repeat} {tasks:>3} tasks {size:>5} B "
-                        f"{client.name:<13} {result['pairs_per_s']:>8.0f} pairs/s "
+                        f"{loop:<7} rep {rep + 1}/{repeat} {tasks:>4} tasks {size:>5} B "
+                        f"{client.name:<16} {result['pairs_per_s']:>7.0f} pairs/s "
                         f"{result['cpu_us_per_pair']:5.0f} us CPU/pair "
                         f"p50 {result['p50_ms']:6.2f} p99 {result['p99_ms']:7.2f} "
-                        f"max {result['max_ms']:7.1f} ms, slowest task "
-                        f"{result['slowest_task_share']:.2f} of a fair share"
+                        f"max {result['max_ms']:7.1f} ms, fair {result['slowest_task_share']:.2f}"
                     )
     finally:
         for client in clients:
             await client.aclose()
     rows = []
     for tasks, size in points:
-        row: dict[str, Any] = {"tasks": tasks, "payload": size, "clients": {}}
-        for client in clients:
-            row["clients"][client.name] = _median_run(runs[client.name, tasks, size])
-        row["ratios"] = _ratios(row["clients"])
+        row: dict[str, Any] = {"loop": loop, "tasks": tasks, "payload": size, "clients": {}}
+        for name in members[tasks, size]:
+            row["clients"][name] = _median_run(runs[name, tasks, size])
+        row["ratios"] = _ratios(row["clients"], RAW)
+        row["store_vs"] = _store_vs(row["clients"])
         rows.append(row)
     return rows
 
 
-def _ratios(clients: dict[str, Any]) -> dict[str, Any]:
-    """Per-repetition ratios against raw redis-py (same rep, same point), then their median."""
-    raw = clients["redis-py"]["runs"]
-    ratios: dict[str, Any] = {}
-    for name, summary in clients.items():
-        if name == "redis-py":
-            continue
-        mine = summary["runs"]
-        ratios[name] = {
-            key: statistics.median(m[key] / r[key] for m, r in zip(mine, raw, strict=True))
-            for key in ("pairs_per_s", "cpu_us_per_pair", "p50_ms", "p99_ms", "max_ms")
-        }
-    return ratios
+_RATIO_KEYS = ("pairs_per_s", "cpu_us_per_pair", "p50_ms", "p99_ms", "max_ms")
+
+
+def _ratio(mine: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-repetition ratios (same rep, same point, seconds apart), then their median."""
+    return {
+        key: statistics.median(
+            m[key] / t[key] if t[key] else float("nan") for m, t in zip(mine, theirs, strict=True)
+        )
+        for key in _RATIO_KEYS
+    }
+
+
+def _ratios(clients: dict[str, Any], baseline: str) -> dict[str, Any]:
+    """Every other client against ``baseline`` (``ratios[name][key]``)."""
+    base = clients[baseline]["runs"]
+    return {n: _ratio(s["runs"], base) for n, s in clients.items() if n != baseline}
+
+
+def _store_vs(clients: dict[str, Any]) -> dict[str, Any]:
+    """The store against every other client (``store_vs[name][key]`` = store ÷ name)."""
+    mine = clients[STORE]["runs"]
+    return {n: _ratio(mine, s["runs"]) for n, s in clients.items() if n != STORE}
+
+
+def _runner(loop: str) -> asyncio.Runner:
+    if loop == "uvloop":
+        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    if loop == "asyncio":
+        return asyncio.Runner()
+    msg = f"unknown event loop {loop!r}: expected one of {LOOPS}"
+    raise ValueError(msg)
+
+
+def run_on_loops(
+    port: int, *, loops: tuple[str, ...] = LOOPS, **settings: Any
+) -> list[dict[str, Any]]:
+    """:func:`run` once on each event loop (a fresh loop, clients and keys each); all rows.
+
+    The database is emptied before each loop's run, so the server holds the same keys for both.
+    """
+    rows: list[dict[str, Any]] = []
+    for loop in loops:
+        admin = redis.Redis(host=HOST, port=port)
+        try:
+            admin.flushdb()
+        finally:
+            admin.close()
+        with _runner(loop) as runner:
+            rows += runner.run(run(port, loop=loop, **settings))
+    return rows
