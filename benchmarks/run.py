@@ -1,7 +1,8 @@
-"""Run every benchmark in one go and write ``benchmarks/results/latest.{json,md,png}``.
+"""Run every benchmark in one go and write ``benchmarks/results/latest.{json,md,png}``
+and ``latest-loops.png``.
 
-``python -m benchmarks`` (full, several minutes) or ``python -m benchmarks --quick`` (under two
-minutes on two cores). Starts its own redis-server on a free loopback port and stops it at the
+``python -m benchmarks`` (full, about 12 minutes on two cores) or ``python -m benchmarks --quick``
+(under four). Starts its own redis-server on a free loopback port and stops it at the
 end, and for the cluster section a 3-master Redis Cluster (the test harness's) likewise;
 nothing else is touched. See ``benchmarks/README.md`` for how to read the output.
 """
@@ -29,7 +30,7 @@ from benchmarks._server import redis_server, tool_version
 from benchmarks.payloads import DEFAULT_SIZE, SIZES
 
 RESULTS = Path(__file__).parent / "results"
-CONCURRENCIES = (1, 16, 64, 256)
+CONCURRENCIES = (1, 4, 16, 64, 256, 1024)
 #: The concurrency of the headline ratio and of the payload-size sweep.
 HEADLINE_TASKS = 64
 #: Concurrencies of the cluster section (1 KiB): one caller, and the headline load.
@@ -38,14 +39,14 @@ CLUSTER_CONCURRENCIES = (1, HEADLINE_TASKS)
 #: name: (micro repetitions, micro batch seconds, macro repetitions, warm-up s, duration s,
 #: redis-benchmark requests per test)
 MODES = {
-    "quick": (15, 0.01, 2, 0.3, 1.5, 50_000),
-    "full": (41, 0.02, 3, 1.0, 5.0, 200_000),
+    "quick": (15, 0.01, 2, 0.2, 0.5, 50_000),
+    "full": (41, 0.02, 3, 0.5, 2.0, 200_000),
 }
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short runs (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short runs (under 4 minutes)")
     parser.add_argument("--duration", type=float, help="seconds per store run (after warm-up)")
     parser.add_argument("--repeat", type=int, help="repetitions of every store run")
     parser.add_argument(
@@ -92,7 +93,17 @@ def _meta(mode: str) -> dict[str, Any]:
         "redis_server": tool_version(server) if server else None,
         "packages": {
             name: version(name)
-            for name in ("redis", "hiredis", "msgpack", "cryptography", "cattrs", "starsessions")
+            for name in (
+                "redis",
+                "hiredis",
+                "msgpack",
+                "cryptography",
+                "cattrs",
+                "starsessions",
+                "valkey-glide",
+                "coredis",
+                "uvloop",
+            )
         },
     }
 
@@ -121,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             "payload_sizes": SIZES,
             "default_payload": DEFAULT_SIZE,
             "concurrencies": CONCURRENCIES,
+            "loops": macro.LOOPS,
+            "msgpack_sizes": macro.MSGPACK_SIZES,
             "headline_tasks": HEADLINE_TASKS,
             "max_connections": macro.MAX_CONNECTIONS,
             "sessions_per_client": macro.POOL_SIZE,
@@ -142,18 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "store"):
         with redis_server() as port:
             progress(f"redis-server on 127.0.0.1:{port}")
-            rows = asyncio.run(
-                macro.run(
-                    port,
-                    concurrencies=CONCURRENCIES,
-                    sizes=SIZES,
-                    default_size=DEFAULT_SIZE,
-                    size_concurrency=HEADLINE_TASKS,
-                    repeat=repeat,
-                    warmup=warmup,
-                    duration=duration,
-                    progress=progress,
-                )
+            rows = macro.run_on_loops(
+                port,
+                concurrencies=CONCURRENCIES,
+                sizes=SIZES,
+                default_size=DEFAULT_SIZE,
+                size_concurrency=HEADLINE_TASKS,
+                repeat=repeat,
+                warmup=warmup,
+                duration=duration,
+                progress=progress,
             )
             results["store"] = {
                 "by_concurrency": [r for r in rows if r["payload"] == DEFAULT_SIZE],
@@ -185,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.results / "latest.md").write_text(report.markdown(results))
     report.chart(results, args.results / "latest.png")
-    progress(f"wrote {args.results}/latest.json, latest.md, latest.png")
+    report.loops_chart(results, args.results / "latest-loops.png")
+    progress(f"wrote {args.results}/latest.json, latest.md, latest.png, latest-loops.png")
     print()
     print(report.targets_text(results))
     return 0
