@@ -39,7 +39,7 @@ CLUSTER_CONCURRENCIES = (1, HEADLINE_TASKS)
 #: name: (micro repetitions, micro batch seconds, macro repetitions, warm-up s, duration s,
 #: redis-benchmark requests per test)
 MODES = {
-    "quick": (15, 0.01, 2, 0.2, 0.5, 50_000),
+    "quick": (15, 0.01, 2, 0.2, 0.5, 20_000),
     "full": (41, 0.02, 3, 0.5, 2.0, 200_000),
 }
 
