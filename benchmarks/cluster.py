@@ -1,8 +1,8 @@
 """The cost of Redis Cluster routing: the store and raw redis-py, on one server and on a cluster.
 
 Four clients in the same run, each doing load + save pairs (:func:`benchmarks.macro.run_pairs`)
-on 1000 pre-created keys of the same payload size, every client capped at 8 connections per
-node:
+on 1024 pre-created keys (``POOL_SIZE``) of the same payload size, every client capped at 8
+connections per node:
 
 * ``redis-py``: raw ``GET`` + ``SET EX`` on one redis-server, through a
   ``BlockingConnectionPool(max_connections=8)`` (as in :mod:`benchmarks.macro`);
