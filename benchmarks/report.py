@@ -588,14 +588,16 @@ def _payload_panel(ax: Any, results: dict[str, Any]) -> None:
         ax.plot(xs, ceilings, "_--", color="grey", ms=30, lw=1.2, label="redis-benchmark ceiling")
     ax.set_xticks(xs, [_kib(r["payload"]) for r in rows])
     ax.set_xlim(-0.3, len(rows) - 0.7)
-    ax.set_ylim(bottom=0)
+    # Headroom above the lines for the legend (two columns across the top).
+    _, top = ax.get_ylim()
+    ax.set_ylim(0, top * 1.45)
     ax.set_xlabel("session payload (msgpack bytes)")
     ax.set_ylabel("load + save pairs per second")
     ax.set_title(
         f"Throughput vs payload size ({results['settings']['headline_tasks']} tasks, {MAIN_LOOP})"
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="best")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
 
 
 def _hotpath_panel(ax: Any, results: dict[str, Any]) -> None:
