@@ -622,10 +622,13 @@ def _hotpath_panel(ax: Any, results: dict[str, Any]) -> None:
     ax.legend(fontsize=9, loc="upper right")
 
 
-def loops_chart(results: dict[str, Any], path: Path) -> None:
-    """Pairs/s and client CPU per pair against concurrency, per client, one column per loop."""
+def loops_chart(results: dict[str, Any], path: Path) -> bool:
+    """Pairs/s and client CPU per pair against concurrency, per client, one column per loop.
+
+    Returns whether it drew anything (not without the store section).
+    """
     if "store" not in results:
-        return
+        return False
     import matplotlib as mpl  # noqa: PLC0415 - bench-only dependency, loaded when drawing
 
     mpl.use("Agg")
@@ -676,3 +679,4 @@ def loops_chart(results: dict[str, Any], path: Path) -> None:
         cpu.legend(fontsize=8, loc="upper right")
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True

@@ -196,8 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.results / "latest.md").write_text(report.markdown(results))
     report.chart(results, args.results / "latest.png")
-    report.loops_chart(results, args.results / "latest-loops.png")
-    progress(f"wrote {args.results}/latest.json, latest.md, latest.png, latest-loops.png")
+    written = ["latest.json", "latest.md", "latest.png"]
+    if report.loops_chart(results, args.results / "latest-loops.png"):
+        written.append("latest-loops.png")
+    progress(f"wrote {', '.join(written)} in {args.results}")
     print()
     print(report.targets_text(results))
     return 0
