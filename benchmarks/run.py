@@ -40,7 +40,7 @@ CLUSTER_CONCURRENCIES = (1, HEADLINE_TASKS)
 #: redis-benchmark requests per test)
 MODES = {
     "quick": (15, 0.01, 2, 0.2, 0.5, 20_000),
-    "full": (41, 0.02, 3, 0.5, 2.0, 200_000),
+    "full": (41, 0.02, 3, 0.5, 1.5, 100_000),
 }
 
 
