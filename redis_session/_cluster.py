@@ -47,7 +47,15 @@ from ._errors import (
     other_loop_error,
 )
 from ._pool import NodePool
-from ._slots import SLOT_COUNT, ClusterNode, MalformedTopologyReply, Redirect, SlotMap
+from ._slots import (
+    SLOT_COUNT,
+    ClusterNode,
+    MalformedTopologyReply,
+    NodeFacts,
+    Redirect,
+    SlotMap,
+    parse_nodes,
+)
 from ._tasks import Supervisor, gather_all
 from ._wire import node_label, pack, unbracket
 
@@ -325,6 +333,8 @@ class ClusterTopology:
         # and the replicas. A replica's pool stays unconnected unless reads are routed to it,
         # and a seed named otherwise than in the map has no pool once the map is known.
         first = [a for a, p in self._pools.items() if p in self._masters] or self._seeds
+        # The replicas of a failed master too: the one promoted is the first to know.
+        first += [a for a in _heirs(self._map) if a not in first]
         found = await self._best(first, deadline)
         if found is None:
             known = [a for a, p in self._pools.items() if p not in self._down]
@@ -336,14 +346,24 @@ class ClusterTopology:
         return True
 
     async def _best(self, candidates: list[Address], deadline: float) -> SlotMap | None:
-        """Ask ``candidates`` together; return the best picture of the cluster, if any."""
+        """Ask ``candidates`` together; return the newest picture of the cluster, if any.
+
+        The pictures are merged slot by slot, the claim with the newest config epoch winning
+        (:meth:`SlotMap.newest`; without epochs, the best-scored picture's claim). The survey
+        ends once more than half of the candidates answered and the merged map is complete
+        (every slot covered, no master failed): a hung node does not hold it, and one stale
+        node (not yet told of a failover, or an old master back from a pause, which still
+        claims its slots) is outvoted by the epochs of the others. Otherwise it waits for every
+        answer, each bounded by ``_ASK_TIMEOUT``.
+        """
         if not candidates:
             return None
         loop = asyncio.get_running_loop()
         until = min(deadline, loop.time() + _ASK_TIMEOUT)
         asks = {asyncio.ensure_future(self._ask(addr, until)): addr for addr in candidates}
         pending = set(asks)
-        best: tuple[tuple[int, int, int], SlotMap] | None = None
+        answers: list[tuple[tuple[int, int, int, int], SlotMap]] = []
+        merged: SlotMap | None = None
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -356,10 +376,19 @@ class ClusterTopology:
                         m is not None and m.host is not None and (unbracket(m.host), m.port) == addr
                         for m in (shard.master for shard in found.shards)
                     )
-                    score = (found.uncovered_slots(), _failed_masters(found), 0 if own else 1)
-                    if best is None or score < best[0]:
-                        best = (score, found)
-                if best is not None and best[0] == (0, 0, 0):
+                    score = (
+                        found.uncovered_slots(),
+                        _failed_masters(found),
+                        0 if own else 1,
+                        len(answers),
+                    )
+                    answers.append((score, found))
+                if not answers:
+                    continue
+                answers.sort(key=lambda a: a[0])
+                merged = SlotMap.newest([found for _, found in answers])
+                complete = merged.uncovered_slots() == 0 and _failed_masters(merged) == 0
+                if complete and 2 * len(answers) > len(candidates):
                     break
         finally:
             for task in pending:
@@ -371,21 +400,25 @@ class ClusterTopology:
             for task in asks:
                 if task.done() and not task.cancelled():
                     task.exception()  # seen: an error here is raised once, below or above
-        return None if best is None else best[1]
+        return merged
 
     async def _ask(self, addr: Address, until: float) -> SlotMap | None:
         """Return ``addr``'s picture of the cluster, or None (its problem is recorded)."""
         pool = self._pool_for(addr)
         try:
-            try:
-                reply = await pool.execute(pack("CLUSTER", "SHARDS"), until)
-                found = SlotMap.from_shards(reply, origin_host=addr[0])
-            except CommandError as exc:
-                if "unknown subcommand" not in str(exc).lower():
-                    raise
+            # Both in one batch on the pool's connection: CLUSTER NODES adds the epochs.
+            reply, known = await gather_all(
+                [_reply_or_error(pool, ("CLUSTER", "SHARDS"), until), _facts(pool, until)]
+            )
+            facts = known if isinstance(known, dict) else None
+            if isinstance(reply, CommandError):
+                if "unknown subcommand" not in str(reply).lower():
+                    raise reply
                 # Redis before 7.0: the older command has the same facts, less health.
                 reply = await pool.execute(pack("CLUSTER", "SLOTS"), until)
-                found = SlotMap.from_slots(reply, origin_host=addr[0])
+                found = SlotMap.from_slots(reply, origin_host=addr[0], facts=facts)
+            else:
+                found = SlotMap.from_shards(reply, origin_host=addr[0], facts=facts)
         except CommandError as exc:
             text = str(exc)
             if "cluster support disabled" in text:
@@ -529,6 +562,39 @@ def _refused_login(problem: str) -> bool:
     return any(
         word in problem for word in ("WRONGPASS", "invalid username-password", "NOAUTH", "NOPERM")
     )
+
+
+def _heirs(found: SlotMap | None) -> list[Address]:
+    """Return the replicas of the shards whose master ``found`` says failed."""
+    if found is None:
+        return []
+    return [
+        (unbracket(replica.host), replica.port)
+        for shard in found.shards
+        if shard.ranges and shard.master is not None and shard.master.health == "failed"
+        for replica in shard.replicas
+        if replica.host is not None and replica.health != "failed"
+    ]
+
+
+async def _reply_or_error(pool: NodePool, command: tuple[str, ...], until: float) -> object:
+    """Return the reply to ``command``, or the :class:`CommandError` it was answered with."""
+    try:
+        return await pool.execute(pack(*command), until)
+    except CommandError as exc:
+        return exc
+
+
+async def _facts(pool: NodePool, until: float) -> dict[str, NodeFacts] | None:
+    """Read the node's ``CLUSTER NODES`` (config epochs, failures); None where refused.
+
+    An ACL user without ``+cluster|nodes`` still gets a map, without epochs to compare.
+    """
+    try:
+        return parse_nodes(await pool.execute(pack("CLUSTER", "NODES"), until))
+    except (CommandError, MalformedTopologyReply) as exc:
+        logger.debug("%s: CLUSTER NODES of %s not used: %s", OPTION, pool.node, exc)
+        return None
 
 
 def _failed_masters(found: SlotMap) -> int:

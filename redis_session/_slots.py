@@ -12,6 +12,10 @@ their raw replies here.
   array read. It is built from a ``CLUSTER SHARDS`` reply (Redis 7+, Valkey 7.2+) or from a
   ``CLUSTER SLOTS`` reply (every version), in the shapes redis-py returns with or without
   ``decode_responses`` and with RESP2 (flat lists) or RESP3 (maps).
+- :func:`parse_nodes` reads what a ``CLUSTER NODES`` reply adds to those: each node's config
+  epoch and whether the answering node holds it failed; :meth:`SlotMap.newest` merges the
+  pictures of several nodes by the cluster's own rule (the claim of a slot with the highest
+  config epoch wins).
 - :func:`parse_redirect` reads a ``MOVED`` or ``ASK`` error reply.
 
 Endpoints: a node's address is its *preferred endpoint* (``cluster-preferred-endpoint-type``:
@@ -34,18 +38,21 @@ __all__ = [
     "SLOT_COUNT",
     "ClusterNode",
     "MalformedTopologyReply",
+    "NodeFacts",
     "Redirect",
     "Shard",
     "SlotMap",
     "hash_tag",
     "key_slot",
+    "parse_nodes",
     "parse_redirect",
 ]
 
 Role: TypeAlias = Literal["master", "replica"]
-#: ``online``/``failed``/``loading`` as ``CLUSTER SHARDS`` reports them; ``unknown`` when the
-#: reply does not say (``CLUSTER SLOTS``, which leaves failed replicas out but lists failed
-#: masters without a word).
+#: ``online``/``failed``/``loading`` as ``CLUSTER SHARDS`` reports them (the servers send
+#: ``fail``, which the documentation spells ``failed``); ``unknown`` when the reply does not say
+#: (``CLUSTER SLOTS``, which leaves failed replicas out but lists failed masters without a word,
+#: unless ``CLUSTER NODES`` told).
 Health: TypeAlias = Literal["online", "failed", "loading", "unknown"]
 
 
@@ -75,6 +82,9 @@ class ClusterNode:
     health: Health = "unknown"
     #: The node's ``cluster-announce-hostname`` when it has one (informational).
     hostname: str | None = None
+    #: The config epoch of the node (a replica's is its master's), from ``CLUSTER NODES``;
+    #: ``None`` when that was not asked or not allowed.
+    config_epoch: int | None = None
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -133,8 +143,13 @@ class SlotMap:
         return cls(tuple(shards), index)
 
     @classmethod
-    def from_shards(cls, reply: object, *, origin_host: str) -> SlotMap:
-        """Parse a ``CLUSTER SHARDS`` reply (Redis 7+) given by the node at ``origin_host``."""
+    def from_shards(
+        cls, reply: object, *, origin_host: str, facts: Mapping[str, NodeFacts] | None = None
+    ) -> SlotMap:
+        """Parse a ``CLUSTER SHARDS`` reply (Redis 7+) given by the node at ``origin_host``.
+
+        ``facts``: that node's ``CLUSTER NODES`` (:func:`parse_nodes`), for config epochs.
+        """
         shards = []
         for n, raw_shard in enumerate(_seq(reply, "CLUSTER SHARDS reply")):
             where = f"CLUSTER SHARDS shard {n}"
@@ -146,15 +161,14 @@ class SlotMap:
             master: ClusterNode | None = None
             replicas: list[ClusterNode] = []
             nodes = [
-                _shards_node(_pairs(raw_node, f"{where} node {m}"), origin_host)
+                _with_facts(_shards_node(_pairs(raw_node, f"{where} node {m}"), origin_host), facts)
                 for m, raw_node in enumerate(_seq(fields.get("nodes", []), where))
             ]
-            # After a failover a shard may list two "masters": the failed old one (Valkey can
-            # list it first) and the promoted replica. Route to one that is not failed.
-            masters = [n for n in nodes if n.role == "master"]
-            healthy = [n for n in masters if n.health != "failed"]
-            pick = healthy or masters
-            chosen = pick[0] if pick else None
+            # After a failover a shard may list two "masters" (Valkey 8, whose shards are
+            # grouped by shard id, lists the failed old master first, with health "fail", and
+            # the promoted replica after it). Route to one not failed, the newest epoch first.
+            masters = [(i, n) for i, n in enumerate(nodes) if n.role == "master"]
+            chosen = min(masters, key=_master_rank)[1] if masters else None
             for node in nodes:
                 if node is chosen:
                     master = node
@@ -166,10 +180,13 @@ class SlotMap:
         return cls.from_parts(shards)
 
     @classmethod
-    def from_slots(cls, reply: object, *, origin_host: str) -> SlotMap:
+    def from_slots(
+        cls, reply: object, *, origin_host: str, facts: Mapping[str, NodeFacts] | None = None
+    ) -> SlotMap:
         """Parse a ``CLUSTER SLOTS`` reply given by the node at ``origin_host``.
 
         Ranges served by the same master (same node id, else same address) form one shard.
+        ``facts``: that node's ``CLUSTER NODES`` (:func:`parse_nodes`): epochs and failures.
         """
         grouped: dict[object, tuple[list[tuple[int, int]], ClusterNode, list[ClusterNode]]] = {}
         for n, raw_range in enumerate(_seq(reply, "CLUSTER SLOTS reply")):
@@ -178,9 +195,11 @@ class SlotMap:
             if len(entry) < 3:
                 raise MalformedTopologyReply(f"{where}: expected first, last, master, ...")
             first, last = _int(entry[0], where), _int(entry[1], where)
-            master = _slots_node(entry[2], origin_host, "master", f"{where} master")
+            master = _with_facts(
+                _slots_node(entry[2], origin_host, "master", f"{where} master"), facts
+            )
             replicas = [
-                _slots_node(raw, origin_host, "replica", f"{where} replica {i}")
+                _with_facts(_slots_node(raw, origin_host, "replica", f"{where} replica {i}"), facts)
                 for i, raw in enumerate(entry[3:])
             ]
             group_key = master.node_id or (master.host, master.port)
@@ -192,6 +211,58 @@ class SlotMap:
             for ranges, master, replicas in grouped.values()
         ]
         return cls.from_parts(shards)
+
+    @classmethod
+    def newest(cls, maps: Sequence[SlotMap]) -> SlotMap:
+        """Merge several nodes' pictures: each slot goes to the claim with the newest epoch.
+
+        This is the cluster's own rule for two masters claiming a slot: the claim with the
+        greater config epoch wins (a failover or a resharding always bumps it), so a node that
+        has not heard of a failover yet, or an old master back from a pause, cannot make the
+        map route to the master it replaced. ``maps`` come in order of preference: a tie, or
+        claims without an epoch (``CLUSTER NODES`` not allowed), go to the earlier map. When
+        every picture names the same master for the same slots, the first is returned as is.
+        """
+        if not maps:
+            raise ValueError("no map to merge")
+        first = maps[0]
+        if all(m._claims() == first._claims() for m in maps[1:]):
+            return first
+        claims = sorted(
+            (
+                (-_epoch(shard.master), m, s)
+                for m, one in enumerate(maps)
+                for s, shard in enumerate(one.shards)
+                if shard.master is not None and shard.ranges
+            ),
+        )
+        owner = array.array("i", [-1]) * SLOT_COUNT
+        for _, m, s in claims:
+            code = m * 65536 + s
+            for first_slot, last_slot in maps[m].shards[s].ranges:
+                for slot in range(first_slot, last_slot + 1):
+                    if owner[slot] == -1:
+                        owner[slot] = code
+        ranges: dict[int, list[tuple[int, int]]] = {}
+        start = 0
+        for slot in range(1, SLOT_COUNT + 1):
+            if slot == SLOT_COUNT or owner[slot] != owner[start]:
+                if owner[start] != -1:
+                    ranges.setdefault(owner[start], []).append((start, slot - 1))
+                start = slot
+        shards = [
+            attrs.evolve(maps[code // 65536].shards[code % 65536], ranges=tuple(spans))
+            for code, spans in ranges.items()
+        ]
+        return cls.from_parts(shards)
+
+    def _claims(self) -> frozenset[tuple[tuple[tuple[int, int], ...], object]]:
+        """Who claims which slots: the ranges and the master's id (else address) of each shard."""
+        return frozenset(
+            (shard.ranges, shard.master.node_id or shard.master.address)
+            for shard in self.shards
+            if shard.master is not None and shard.ranges
+        )
 
     # -- lookups --
 
@@ -226,6 +297,62 @@ class SlotMap:
             f"<SlotMap [{len(self.shards)} shards, {nodes} nodes | "
             f"{self.uncovered_slots()} slots uncovered]>"
         )
+
+
+def _master_rank(item: tuple[int, ClusterNode]) -> tuple[bool, int, int]:
+    """Order of preference among the masters a shard lists: not failed, newest epoch, first."""
+    index, node = item
+    return (node.health == "failed", -_epoch(node), index)
+
+
+def _epoch(node: ClusterNode | None) -> int:
+    return -1 if node is None or node.config_epoch is None else node.config_epoch
+
+
+# -- CLUSTER NODES --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class NodeFacts:
+    """What one node's ``CLUSTER NODES`` line says of a node beyond ``CLUSTER SHARDS``."""
+
+    #: The node's config epoch (for a replica, its master's).
+    config_epoch: int
+    #: Whether the answering node holds it failed (``fail`` flag: agreed by a majority of
+    #: masters; ``fail?``, one node's suspicion, does not count).
+    failed: bool
+
+
+def parse_nodes(reply: object) -> dict[str, NodeFacts]:
+    """Read a ``CLUSTER NODES`` reply: node id to :class:`NodeFacts`.
+
+    Each line is ``<id> <address> <flags> <master> <ping-sent> <pong-recv> <config-epoch>
+    <link-state> <slot>...``; a line without that shape raises :class:`MalformedTopologyReply`.
+    """
+    text = _text(reply, "CLUSTER NODES reply")
+    if text is None:
+        raise MalformedTopologyReply("CLUSTER NODES reply: expected text, got nothing")
+    facts: dict[str, NodeFacts] = {}
+    for n, line in enumerate(text.splitlines()):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 8:
+            raise MalformedTopologyReply(f"CLUSTER NODES line {n}: {len(fields)} fields")
+        flags = fields[2].split(",")
+        facts[fields[0]] = NodeFacts(
+            config_epoch=_int(fields[6], f"CLUSTER NODES line {n} config epoch"),
+            failed="fail" in flags,
+        )
+    return facts
+
+
+def _with_facts(node: ClusterNode, facts: Mapping[str, NodeFacts] | None) -> ClusterNode:
+    """``node`` with its config epoch, and failed if ``CLUSTER NODES`` says so."""
+    if facts is None or node.node_id is None or (known := facts.get(node.node_id)) is None:
+        return node
+    health: Health = "failed" if known.failed else node.health
+    return attrs.evolve(node, config_epoch=known.config_epoch, health=health)
 
 
 # -- redirects ------------------------------------------------------------------------------
@@ -359,7 +486,8 @@ def _shards_node(fields: Mapping[str, object], origin_host: str) -> ClusterNode:
     health: Health = "unknown"
     if health_text == "online":
         health = "online"
-    elif health_text == "failed":
+    elif health_text in ("fail", "failed"):
+        # Redis 7 and Valkey send "fail"; their documentation says "failed".
         health = "failed"
     elif health_text == "loading":
         health = "loading"

@@ -28,7 +28,7 @@ from redis_session import (
     open_session_store,
 )
 from redis_session._ids import key_slot
-from redis_session._slots import SlotMap
+from redis_session._slots import SlotMap, parse_nodes
 from redis_session._wire import CLIENT_NAME
 
 from .cluster_servers import RedisCluster, _owned_ranges
@@ -372,6 +372,91 @@ async def test_a_hung_master_is_replaced_without_reopening(cluster: RedisCluster
             assert failures >= 1  # it was hung for over a second: some calls failed, in time
         finally:
             victim.resume()
+
+
+def raw_reply(node: RedisProcess, *command: str) -> Any:
+    """``command``'s reply as the server sent it (no redis-py response callback)."""
+    client = node.admin()
+    conn = client.connection_pool.get_connection()
+    try:
+        conn.send_command(*command)
+        return conn.read_response()
+    finally:
+        client.connection_pool.release(conn)
+
+
+def picture(node: RedisProcess) -> SlotMap:
+    """``node``'s picture of the cluster: its ``CLUSTER SHARDS`` with its ``CLUSTER NODES``."""
+    facts = parse_nodes(raw_reply(node, "CLUSTER", "NODES"))
+    return SlotMap.from_shards(
+        raw_reply(node, "CLUSTER", "SHARDS"), origin_host=node.host, facts=facts
+    )
+
+
+def wait_all_agree(cluster: RedisCluster, heir: RedisProcess, slot: int) -> None:
+    """Wait until every running node's CLUSTER SLOTS names ``heir`` for ``slot``."""
+    give_up = time.monotonic() + 30  # a bound, not a speed test
+    for node in cluster.nodes:
+        if node.paused or not node.alive():
+            continue
+        while True:
+            owners = [
+                int(master[1])
+                for first, last, master, *_ in raw_reply(node, "CLUSTER", "SLOTS")
+                if int(first) <= slot <= int(last)
+            ]
+            if owners == [heir.port]:
+                break
+            assert time.monotonic() < give_up, f"{node.port} never named {heir.port}: {owners}"
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("fault", ["kill", "stop"])
+async def test_a_failed_master_is_never_routed_to_once_replaced(
+    cluster: RedisCluster, fault: str
+) -> None:
+    """After a failover the map routes to the promoted replica, on Valkey as on Redis.
+
+    Valkey 8.1 lists the failed old master first in its shard, as a "master" with health
+    ``fail``: the map used to route to it (a store opened after the failover could not reach
+    those slots until the old master came back). The old master's own picture from before
+    the fault, merged with a survivor's, loses by its older config epoch.
+    """
+    async with open_session_store(config(cluster)) as before:
+        session = await before.create({"n": 1})
+        slot = key_slot(key_of(before, session.id))
+        victim = cluster.master_of_slot(slot)
+        (heir,) = cluster.replicas_of(victim)
+        stale = picture(victim)  # what an old master back from a pause would still say
+        survivor = next(m for m in cluster.masters() if m is not victim)
+        cluster.wait_streaming()
+        if fault == "kill":
+            victim.kill()
+        else:
+            victim.pause()
+        try:
+            cluster.wait_promoted(heir)
+            wait_all_agree(cluster, heir, slot)
+            fresh = picture(survivor)
+            for order in ([stale, fresh], [fresh, stale]):
+                owner = SlotMap.newest(order).master_for(slot)
+                assert owner is not None
+                assert owner.port == heir.port, f"{owner.port} claims slot {slot}"
+            heir_label = f"{heir.host}:{heir.port}"
+            # A store opened now surveys the seeds, the failed master among them.
+            async with open_session_store(config(cluster)) as after:
+                assert after._provider.manager._topology.writer(slot).node == heir_label
+                loaded = await after.load(session.id)
+                assert loaded is not None
+                assert loaded.data == {"n": 1}
+            if fault == "kill":
+                # The store that knew the old master finds the heir by itself (connection
+                # refused, then surveys), within one call's timeout.
+                assert (await before.load(session.id)) is not None
+                assert before._provider.manager._topology.writer(slot).node == heir_label
+        finally:
+            if fault != "kill":
+                victim.resume()
 
 
 async def test_a_node_that_leaves_the_map_loses_its_pool_and_one_that_joins_gets_one(

