@@ -54,7 +54,9 @@ def test_three_masters_hold_every_slot_each_with_one_replica(cluster: RedisClust
     masters = cluster.masters()
     assert len(masters) == 3
     assert sum(owned_slots(m.port, cluster) for m in masters) == 16384
-    assert all(owned_slots(m.port, cluster) > 5000 for m in masters)
+    # Every master serves slots. Not "about a third each": the cluster is shared by the whole
+    # session, and resharding tests that ran before may have moved thousands of slots.
+    assert all(owned_slots(m.port, cluster) > 0 for m in masters)
     replicas = [cluster.replicas_of(m) for m in masters]
     assert [len(r) for r in replicas] == [1, 1, 1]
     assert {r[0].port for r in replicas} | {m.port for m in masters} == {
