@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -43,7 +42,7 @@ from ._config_loading import load_config, resolve_config
 from ._cookies import cookie_spec as _cookie_spec
 from ._cookies import id_shaped, session_cookies
 from ._errors import SessionConflict, StoreClosed, StoreUnavailable, UsageError
-from ._merge import MergeConflict, merge
+from ._merge import MergeConflict, merge, snapshot
 from ._opener import ConfigSource, open_session_store
 from ._store import Session, SessionStore
 from ._web_session import WebSession
@@ -528,7 +527,7 @@ class WebSessions:
                     "time; this request's changes were not saved"
                 )
                 raise SessionConflict(msg) from exc
-            base, ours, session = copy.deepcopy(fresh.data), merged, fresh
+            base, ours, session = snapshot(fresh.data), merged, fresh
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
     # -- helpers for login flows --
