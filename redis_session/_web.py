@@ -39,8 +39,8 @@ import attrs
 
 from ._config import SessionConfig
 from ._config_loading import load_config, resolve_config
+from ._cookies import CookieSpec, id_shaped, session_cookies
 from ._cookies import cookie_spec as _cookie_spec
-from ._cookies import id_shaped, session_cookies
 from ._errors import SessionConflict, StoreClosed, StoreUnavailable, UsageError
 from ._merge import MergeConflict, merge, snapshot
 from ._opener import ConfigSource, open_session_store
@@ -75,6 +75,9 @@ _CANDIDATES = 3
 #: again: Redis is not hammered (nor the log filled) while it is down, and the app still heals
 #: within this pause of Redis returning.
 _REOPEN_PAUSE = 1.0
+#: Cookie rules kept per ``Host`` value (working them out is most of a cookie-only request's
+#: own cost). The header is the client's to choose, so the cache is bounded: emptied when full.
+_SPECS_KEPT = 256
 
 _SessionData = dict[str, Any]
 _Store = SessionStore[_SessionData]
@@ -267,6 +270,7 @@ class WebSessions:
         _check_same_site(cfg, secure=secure)
         self.secure = secure
         self.excluded = _exclusion(exclude)
+        self._specs: dict[str | None, CookieSpec] = {}
         self._opening: asyncio.Future[SessionStore[_SessionData]] | None = None
         # The last failed open and the loop time before which no new attempt is made.
         self._failure: StoreUnavailable | None = None
@@ -371,7 +375,7 @@ class WebSessions:
         answer 503 and leave the cookie alone. With ``unavailable_ok`` it returns the session
         in state ``"unavailable"`` instead (for an app that renders a page without it).
         """
-        spec = _cookie_spec(self.config, host, secure=self.secure)
+        spec = self._cookie_spec(host)
         values = session_cookies(cookie_header, spec.name)
         if not values:
             ws = WebSession(self, spec, None, "anonymous")
@@ -388,6 +392,14 @@ class WebSessions:
                 if not unavailable_ok:
                     raise
         return ws
+
+    def _cookie_spec(self, host: str | None) -> CookieSpec:
+        spec = self._specs.get(host)
+        if spec is None:
+            if len(self._specs) >= _SPECS_KEPT:
+                self._specs.clear()
+            spec = self._specs[host] = _cookie_spec(self.config, host, secure=self.secure)
+        return spec
 
     async def load(self, ws: WebSession) -> WebSession:
         """Load the session of a request that has not loaded it yet (an excluded path)."""
