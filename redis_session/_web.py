@@ -482,7 +482,10 @@ class WebSessions:
 
     def changed_after_finish(self, ws: WebSession) -> bool:
         """Whether the app changed the session after its response started (lost; logged)."""
-        if ws.finished and ws.state in ("loaded", "anonymous") and ws.changed:
+        # Runs after every request, where the data is almost always unchanged: the quick
+        # test, not the walk :attr:`WebSession.changed` needs to tell True from 1 (a late
+        # change of type alone goes unwarned; it is lost all the same).
+        if ws.finished and ws.state in ("loaded", "anonymous") and ws.changed_by_value:
             logger.warning(
                 "the session was changed after the response started; the change is not saved "
                 "(change the session before sending the response)"

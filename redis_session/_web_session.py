@@ -90,6 +90,14 @@ class WebSession(MutableMapping[str, Any]):
         # the walk that tells ``True`` from ``1``.
         return data != base or not same(data, base)
 
+    @property
+    def changed_by_value(self) -> bool:
+        """Whether the data differs from what was loaded by ``==``: the quick test (in C).
+
+        A change of type alone (``True`` written over ``1``) is not seen; :attr:`changed` sees it.
+        """
+        return self._data != self._base
+
     def attach(self, session: Session[dict[str, Any]] | None) -> None:
         """Make ``session`` (or none) the stored session behind this request's data."""
         self._session = session
