@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -40,10 +39,10 @@ import attrs
 
 from ._config import SessionConfig
 from ._config_loading import load_config, resolve_config
+from ._cookies import CookieSpec, id_shaped, session_cookies
 from ._cookies import cookie_spec as _cookie_spec
-from ._cookies import id_shaped, session_cookies
 from ._errors import SessionConflict, StoreClosed, StoreUnavailable, UsageError
-from ._merge import MergeConflict, merge
+from ._merge import MergeConflict, merge, snapshot
 from ._opener import ConfigSource, open_session_store
 from ._store import Session, SessionStore
 from ._web_session import WebSession
@@ -76,6 +75,9 @@ _CANDIDATES = 3
 #: again: Redis is not hammered (nor the log filled) while it is down, and the app still heals
 #: within this pause of Redis returning.
 _REOPEN_PAUSE = 1.0
+#: Cookie rules kept per ``Host`` value (working them out is most of a cookie-only request's
+#: own cost). The header is the client's to choose, so the cache is bounded: emptied when full.
+_SPECS_KEPT = 256
 
 _SessionData = dict[str, Any]
 _Store = SessionStore[_SessionData]
@@ -268,6 +270,7 @@ class WebSessions:
         _check_same_site(cfg, secure=secure)
         self.secure = secure
         self.excluded = _exclusion(exclude)
+        self._specs: dict[str | None, CookieSpec] = {}
         self._opening: asyncio.Future[SessionStore[_SessionData]] | None = None
         # The last failed open and the loop time before which no new attempt is made.
         self._failure: StoreUnavailable | None = None
@@ -372,7 +375,7 @@ class WebSessions:
         answer 503 and leave the cookie alone. With ``unavailable_ok`` it returns the session
         in state ``"unavailable"`` instead (for an app that renders a page without it).
         """
-        spec = _cookie_spec(self.config, host, secure=self.secure)
+        spec = self._cookie_spec(host)
         values = session_cookies(cookie_header, spec.name)
         if not values:
             ws = WebSession(self, spec, None, "anonymous")
@@ -389,6 +392,14 @@ class WebSessions:
                 if not unavailable_ok:
                     raise
         return ws
+
+    def _cookie_spec(self, host: str | None) -> CookieSpec:
+        spec = self._specs.get(host)
+        if spec is None:
+            if len(self._specs) >= _SPECS_KEPT:
+                self._specs.clear()
+            spec = self._specs[host] = _cookie_spec(self.config, host, secure=self.secure)
+        return spec
 
     async def load(self, ws: WebSession) -> WebSession:
         """Load the session of a request that has not loaded it yet (an excluded path)."""
@@ -471,7 +482,10 @@ class WebSessions:
 
     def changed_after_finish(self, ws: WebSession) -> bool:
         """Whether the app changed the session after its response started (lost; logged)."""
-        if ws.finished and ws.state in ("loaded", "anonymous") and ws.changed:
+        # Runs after every request, where the data is almost always unchanged: the quick
+        # test, not the walk :attr:`WebSession.changed` needs to tell True from 1 (a late
+        # change of type alone goes unwarned; it is lost all the same).
+        if ws.finished and ws.state in ("loaded", "anonymous") and ws.changed_by_value:
             logger.warning(
                 "the session was changed after the response started; the change is not saved "
                 "(change the session before sending the response)"
@@ -528,7 +542,7 @@ class WebSessions:
                     "time; this request's changes were not saved"
                 )
                 raise SessionConflict(msg) from exc
-            base, ours, session = copy.deepcopy(fresh.data), merged, fresh
+            base, ours, session = snapshot(fresh.data), merged, fresh
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
     # -- helpers for login flows --

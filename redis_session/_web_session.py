@@ -19,13 +19,12 @@ library exists to avoid.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Literal
 
 from ._cookies import CookieSpec
 from ._errors import StoreUnavailable, UsageError
-from ._merge import same
+from ._merge import same, snapshot
 from ._store import Session
 
 __all__ = ["SessionState", "WebSession"]
@@ -86,7 +85,18 @@ class WebSession(MutableMapping[str, Any]):
 
         By type and value (``_merge.same``): ``True`` written over ``1`` is a change.
         """
-        return not same(self._data, self._base)
+        data, base = self._data, self._base
+        # ``!=`` runs in C and refutes at once (``same`` implies ``==``); only equal data needs
+        # the walk that tells ``True`` from ``1``.
+        return data != base or not same(data, base)
+
+    @property
+    def changed_by_value(self) -> bool:
+        """Whether the data differs from what was loaded by ``==``: the quick test (in C).
+
+        A change of type alone (``True`` written over ``1``) is not seen; :attr:`changed` sees it.
+        """
+        return self._data != self._base
 
     def attach(self, session: Session[dict[str, Any]] | None) -> None:
         """Make ``session`` (or none) the stored session behind this request's data."""
@@ -95,7 +105,7 @@ class WebSession(MutableMapping[str, Any]):
         self._data = session.data if session is not None else {}
         # The base must not share nested objects with the data, or an in-place change of a
         # nested list would change both and go unnoticed.
-        self._base = copy.deepcopy(self._data)
+        self._base = snapshot(self._data)
 
     def mark_unavailable(self) -> None:
         """Record that the store was down when this request needed its session."""

@@ -92,19 +92,25 @@ def _default_conflict(exc: Exception) -> ASGIApp:
     return _plain(conflict_response())
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    values = [v for k, v in scope.get("headers", ()) if k.lower() == name]
-    if not values:
-        return None
+def _host_and_cookie(scope: Scope) -> tuple[str | None, str | None]:
+    """Return the request's ``Host`` and ``Cookie`` header values (one pass over the headers)."""
+    hosts: list[bytes] = []
+    cookies: list[bytes] = []
+    for k, v in scope.get("headers", ()):
+        # ASGI servers send lower-case names; lowered anyway for a hand-built scope.
+        name = k if k in (b"host", b"cookie") else k.lower()
+        if name == b"cookie":
+            cookies.append(v)
+        elif name == b"host":
+            hosts.append(v)
+    if hosts:
+        host: str | None = "; ".join(v.decode("latin-1") for v in hosts)
+    else:
+        server = scope.get("server")
+        host = str(server[0]) if server else None
     # HTTP/2 may split Cookie into several fields; they join with "; " (RFC 9113 §8.2.3).
-    return "; ".join(v.decode("latin-1") for v in values)
-
-
-def _host(scope: Scope) -> str | None:
-    host = _header(scope, b"host")
-    if host is None and scope.get("server"):
-        host = str(scope["server"][0])
-    return host
+    cookie = "; ".join(v.decode("latin-1") for v in cookies) if cookies else None
+    return host, cookie
 
 
 class SessionMiddleware:
@@ -177,11 +183,9 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
 
     async def _begin(self, scope: Scope, *, unavailable_ok: bool) -> WebSession:
+        host, cookie = _host_and_cookie(scope)
         return await self.sessions.begin(
-            scope.get("path", "/"),
-            _host(scope),
-            _header(scope, b"cookie"),
-            unavailable_ok=unavailable_ok,
+            scope.get("path", "/"), host, cookie, unavailable_ok=unavailable_ok
         )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -944,3 +944,52 @@ async def test_login_attaches_the_user(cfg: dict[str, Any]) -> None:
                 await other.post("/login", params={"owner": "ann"})
     finally:
         await mw.aclose()
+
+
+async def test_split_cookie_fields_and_a_missing_host_header(cfg: dict[str, Any]) -> None:
+    """The session cookie is found in any Cookie field (HTTP/2 splits them), under a name a
+    hand-built scope may not lower-case; without a Host header the cookie follows the
+    server's name (a host-only cookie)."""
+    async with await open_session_store(cfg) as store:
+        sid = (await store.create({"user": "ann"})).id
+        seen: list[Any] = []
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            seen.append(dict(scope["session"]))
+            scope["session"]["n"] = 1
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        for headers in (
+            [(b"cookie", b"a=b"), (b"cookie", f"{NAME}={sid}".encode())],
+            [(b"Cookie", f"theme=dark; {NAME}={sid}".encode())],
+        ):
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "method": "GET",
+                "path": "/",
+                "raw_path": b"/",
+                "query_string": b"",
+                "root_path": "",
+                "scheme": "https",
+                "headers": headers,
+                "server": ("app.example.com", 443),
+            }
+            await SessionMiddleware(app, store)(scope, receive, send)
+        assert seen == [{"user": "ann"}, {"user": "ann", "n": 1}]
+        session = await store.load(sid)
+        assert session is not None
+        assert session.data == {"user": "ann", "n": 1}
+        assert all(m.get("status", 200) == 200 for m in sent)
+        ws_cookie = scope["redis_session"].cookie
+        assert ws_cookie.domain is None
+        assert ws_cookie.name == NAME

@@ -7,6 +7,7 @@ no web framework at all: the adapters (ASGI, aiohttp) only move headers in and o
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from redis_session import SessionConflict, StoreUnavailable, UsageError, load_config
 from redis_session._cookies import CookieSpec, cookie_spec, id_shaped, session_cookie
-from redis_session._merge import MergeConflict, changed_keys, merge
+from redis_session._merge import MergeConflict, changed_keys, merge, same, snapshot
 from redis_session._web import WebSessions, conflict_response, unavailable_response
 
 from .store_helpers import SECRET, Backend
@@ -163,6 +164,55 @@ def test_merge_their_delete_against_our_change_conflicts() -> None:
 def test_changed_keys_sees_nested_changes() -> None:
     """A change inside a nested value is a change of its top-level key."""
     assert changed_keys({"a": [1], "b": 1}, {"a": [1, 2], "b": 1}) == {"a"}
+
+
+def test_snapshot_shares_nothing_mutable() -> None:
+    """The merge's base: a change in place anywhere in the data is seen against it; leaves
+    nothing can change are shared; types the codec never decodes are deep-copied."""
+    when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    data: dict[str, Any] = {
+        "user": "ann",
+        "n": 1,
+        "ok": True,
+        "f": 1.5,
+        "none": None,
+        "raw": b"\x00",
+        "at": when,
+        "groups": ["a", "b"],
+        "history": [{"ip": "192.0.2.1", "tags": ["x"]}],
+        "pair": ([1], 2),
+        "seen": {1, 2},
+        "ordered": collections.OrderedDict(a=[1]),
+    }
+    copy = snapshot(data)
+    assert same(copy, data)
+    assert copy["user"] is data["user"]
+    assert copy["at"] is data["at"]
+    assert copy["raw"] is data["raw"]
+    assert type(copy["ordered"]) is collections.OrderedDict
+    changes = [
+        lambda d: d["groups"].append("c"),
+        lambda d: d["history"][0]["tags"].append("y"),
+        lambda d: d["history"][0].update(ip="192.0.2.2"),
+        lambda d: d["pair"][0].append(3),
+        lambda d: d["seen"].add(3),
+        lambda d: d["ordered"]["a"].append(2),
+        lambda d: d["history"][0].update(ok=True),
+    ]
+    for change in changes:
+        fresh = snapshot(data)
+        change(data)
+        assert not same(fresh, data)
+        assert not same(data, fresh)
+        data = snapshot(fresh)  # back to before the change, for the next one
+
+
+def test_same_needs_the_same_keys_and_types() -> None:
+    """Same length but another key is a change; so is True over 1 deep inside a list."""
+    assert not same({"a": 1, "b": 2}, {"a": 1, "c": 2})
+    assert not same({"a": [{"x": 1}]}, {"a": [{"x": True}]})
+    assert not same([1, 2], [1, 2, 3])
+    assert same({"a": [{"x": 1}]}, {"a": [{"x": 1}]})
 
 
 # -- the lifecycle --
@@ -554,3 +604,18 @@ async def test_login_with_a_user(backend: Backend) -> None:
     metadata = {i.public_id: i.metadata for i in infos}
     assert metadata == {ws.stored.public_id: {"ip": "10.1.2.3"}, fresh.stored.public_id: {}}
     assert await store.load(s.id) is None
+
+
+async def test_cookie_rules_per_host_are_kept_within_bounds(backend: Backend) -> None:
+    """Many distinct Host values (the client chooses them) never grow the kept rules past
+    their bound, and each request still gets its host's cookie."""
+    store = await backend.open(name="top", same_site="strict", cookies=COOKIES["cookies"])
+    web = WebSessions(store)
+    for i in range(600):
+        ws = await web.begin("/", f"h{i}.example.com", None)
+        assert ws.cookie == CookieSpec("top", "example.com", "Strict", True)
+        assert len(web._specs) <= 256
+    ws = await web.begin("/", "x.app.example.net", None)
+    assert ws.cookie == CookieSpec("app_session", "app.example.net", "None", True)
+    ws = await web.begin("/", "other.org", None)
+    assert ws.cookie == CookieSpec("top", None, "Strict", True)
