@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import cluster, hotpath, macro, report
+from benchmarks import cluster, hotpath, macro, report, web_server
 from benchmarks._server import redis_server, tool_version
 from benchmarks.payloads import DEFAULT_SIZE, SIZES
 
@@ -51,7 +51,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, help="repetitions of every store run")
     parser.add_argument(
         "--only",
-        choices=["hotpath", "store", "cluster"],
+        choices=["hotpath", "store", "cluster", "web"],
         help="run one part (the report is partial)",
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="output directory")
@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                     keys_per_master=lambda: cluster.count_keys(nodes),
                 )
             )
+    if args.only in (None, "web"):
+        progress("web layer under uvicorn (wrk on loopback): no sessions, ours, starsessions")
+        results["web"] = web_server.report_section(web_server.run(args.quick, progress=progress))
     results["meta"]["seconds"] = round(time.perf_counter() - began, 1)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "latest.json").write_text(json.dumps(results, indent=1) + "\n")

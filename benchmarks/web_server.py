@@ -426,7 +426,7 @@ def _median(runs: list[dict[str, Any]], key: str) -> float | None:
 
 def _ratio(runs: dict[str, list[dict[str, Any]]], a: str, b: str, key: str) -> float:
     """Median over the repetitions of ``a``'s ``key`` over ``b``'s in the same repetition."""
-    return statistics.median(x[key] / y[key] for x, y in zip(runs[a], runs[b], strict=True))
+    return float(statistics.median(x[key] / y[key] for x, y in zip(runs[a], runs[b], strict=True)))
 
 
 def run(
@@ -487,7 +487,7 @@ def run(
                             f"{result['errors']} errors"
                         )
     rows = []
-    ratios = []
+    ratios: list[dict[str, Any]] = []
     for loop in loops:
         for variant in VARIANTS:
             r = runs[loop][variant]
@@ -592,6 +592,59 @@ def table(result: dict[str, Any]) -> str:
     target = result["target"]
     lines += ["", f"Target ({target['text']}): {'met' if target['met'] else 'NOT met'}."]
     return "\n".join(lines)
+
+
+def report_section(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with what the runner's report takes from it (see ``report.targets``).
+
+    ``targets``: per loop, ours against starsessions in req/s (must be above 1) and in server
+    CPU per request (must be below 1), and ours against no sessions (reported, no target: the
+    overhead). ``markdown``: this section's lines for latest.md.
+    """
+    checks: list[dict[str, Any]] = []
+    errors = sum(row["errors"] for row in result["rows"])
+    for r in result["ratios"]:
+        loop = r["loop"]
+        rps, cpu = r["ours_vs_starsessions_rps"], r["ours_vs_starsessions_cpu"]
+        checks.append(
+            {
+                "target": f"web ({loop}): our middleware's req/s > starsessions' (no errors)",
+                "measured": rps,
+                "unit": "x",
+                "met": rps > 1.0 and not errors,
+            }
+        )
+        checks.append(
+            {
+                "target": f"web ({loop}): our server CPU per request < starsessions'",
+                "measured": cpu,
+                "unit": "x",
+                "met": cpu < 1.0,
+            }
+        )
+        checks.append(
+            {
+                "target": f"web ({loop}): our server CPU per request against no sessions "
+                "(the overhead; reported)",
+                "measured": r["ours_vs_none_cpu"],
+                "unit": "x",
+                "met": True,
+            }
+        )
+    settings = result["settings"]
+    markdown = [
+        "## Web layer: a Starlette app under uvicorn",
+        "",
+        f"One uvicorn worker per variant ({settings['http']}), {settings['load_generator']} "
+        f"with {settings['connections']} connections on loopback, {settings['sessions']} "
+        f"sessions of {settings['session_bytes_msgpack']} B, each request reads the session "
+        f"and writes one key; {settings['repeat']} repetitions of {settings['seconds']} s, "
+        "variants interleaved, medians, ratios per repetition. starsessions neither encrypts "
+        "nor compare-and-sets.",
+        "",
+        *table(result).splitlines(),
+    ]
+    return {**result, "targets": checks, "markdown": markdown}
 
 
 def main(argv: list[str] | None = None) -> int:
