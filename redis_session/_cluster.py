@@ -349,12 +349,14 @@ class ClusterTopology:
         """Ask ``candidates`` together; return the newest picture of the cluster, if any.
 
         The pictures are merged slot by slot, the claim with the newest config epoch winning
-        (:meth:`SlotMap.newest`; without epochs, the best-scored picture's claim). The survey
-        ends once more than half of the candidates answered and the merged map is complete
-        (every slot covered, no master failed): a hung node does not hold it, and one stale
-        node (not yet told of a failover, or an old master back from a pause, which still
-        claims its slots) is outvoted by the epochs of the others. Otherwise it waits for every
-        answer, each bounded by ``_ASK_TIMEOUT``.
+        (:meth:`SlotMap.newest`; without epochs, the best-scored picture's claim). Only the
+        pictures of one cluster are merged: an answer that shares no node with the others (a
+        seed of another cluster) is left out, since epochs of two clusters do not compare
+        (:func:`_one_cluster`). The survey ends once more than half of the candidates
+        answered and the merged map is complete (every slot covered, no master failed): a
+        hung node does not hold it, and one stale node (not yet told of a failover, or an old
+        master back from a pause, which still claims its slots) is outvoted by the epochs of
+        the others. Otherwise it waits for every answer, each bounded by ``_ASK_TIMEOUT``.
         """
         if not candidates:
             return None
@@ -362,7 +364,8 @@ class ClusterTopology:
         until = min(deadline, loop.time() + _ASK_TIMEOUT)
         asks = {asyncio.ensure_future(self._ask(addr, until)): addr for addr in candidates}
         pending = set(asks)
-        answers: list[tuple[tuple[int, int, int, int], SlotMap]] = []
+        answers: list[tuple[tuple[int, int, int, int], Address, SlotMap]] = []
+        chosen: list[tuple[tuple[int, int, int, int], Address, SlotMap]] = []
         merged: SlotMap | None = None
         try:
             while pending:
@@ -372,23 +375,16 @@ class ClusterTopology:
                     if found is None:
                         continue
                     addr = asks[task]
-                    own = any(
-                        m is not None and m.host is not None and (unbracket(m.host), m.port) == addr
-                        for m in (shard.master for shard in found.shards)
-                    )
-                    score = (
-                        found.uncovered_slots(),
-                        _failed_masters(found),
-                        0 if own else 1,
-                        len(answers),
-                    )
-                    answers.append((score, found))
-                if not answers:
+                    answers.append((_score(found, addr, len(answers)), addr, found))
+                if not answers or (pending and 2 * len(answers) <= len(candidates)):
+                    # Not enough answers to end the survey yet: merging now (milliseconds
+                    # of CPU when the pictures differ) would be thrown away.
                     continue
                 answers.sort(key=lambda a: a[0])
-                merged = SlotMap.newest([found for _, found in answers])
+                chosen = _one_cluster(answers)
+                merged = SlotMap.newest([found for _, _, found in chosen])
                 complete = merged.uncovered_slots() == 0 and _failed_masters(merged) == 0
-                if complete and 2 * len(answers) > len(candidates):
+                if complete and 2 * len(chosen) > len(candidates):
                     break
         finally:
             for task in pending:
@@ -400,7 +396,16 @@ class ClusterTopology:
             for task in asks:
                 if task.done() and not task.cancelled():
                     task.exception()  # seen: an error here is raised once, below or above
+        self._left_out([a for _, a, _ in answers], [a for _, a, _ in chosen])
         return merged
+
+    def _left_out(self, answered: list[Address], kept: list[Address]) -> None:
+        """Record (and log) the nodes whose answers were not merged: of another cluster."""
+        for addr in answered:
+            if addr not in kept:
+                problem = "its map shares no node with the others': a node of another cluster?"
+                self._problems[addr] = problem
+                logger.warning("%s: %s left out of the map: %s", OPTION, node_label(*addr), problem)
 
     async def _ask(self, addr: Address, until: float) -> SlotMap | None:
         """Return ``addr``'s picture of the cluster, or None (its problem is recorded)."""
@@ -595,6 +600,44 @@ async def _facts(pool: NodePool, until: float) -> dict[str, NodeFacts] | None:
     except (CommandError, MalformedTopologyReply) as exc:
         logger.debug("%s: CLUSTER NODES of %s not used: %s", OPTION, pool.node, exc)
         return None
+
+
+def _score(found: SlotMap, addr: Address, arrival: int) -> tuple[int, int, int, int]:
+    """Rank an answer (lower first): complete, no master failed, from a master in it, early."""
+    own = any(
+        m is not None and m.host is not None and (unbracket(m.host), m.port) == addr
+        for m in (shard.master for shard in found.shards)
+    )
+    return (found.uncovered_slots(), _failed_masters(found), 0 if own else 1, arrival)
+
+
+def _one_cluster(
+    answers: list[tuple[tuple[int, int, int, int], Address, SlotMap]],
+) -> list[tuple[tuple[int, int, int, int], Address, SlotMap]]:
+    """Return the answers of one cluster: those of the group most of them belong to.
+
+    Two answers are of one cluster when their maps share a node id (each node lists every node
+    it knows). Config epochs are compared only within a cluster, so a seed of another cluster,
+    however high its epochs, must not win slots. A tie goes to the group of the best-ranked
+    answer (``answers`` are in order of preference); the order within the group is kept.
+    """
+    groups: list[tuple[set[str], list[int]]] = []
+    for i, (_, _, found) in enumerate(answers):
+        ids = {n.node_id for n in found.nodes() if n.node_id is not None}
+        joined = [g for g in groups if not ids or g[0] & ids]
+        if not joined:
+            groups.append((ids, [i]))
+            continue
+        # Joins every group it links (a node known to two groups makes them one).
+        first = joined[0]
+        first[0].update(ids)
+        first[1].append(i)
+        for other in joined[1:]:
+            first[0].update(other[0])
+            first[1].extend(other[1])
+            groups.remove(other)
+    best = max(groups, key=lambda g: (len(g[1]), -min(g[1])))
+    return [answers[i] for i in sorted(best[1])]
 
 
 def _failed_masters(found: SlotMap) -> int:
