@@ -8,6 +8,7 @@ assertion is about speed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ async def test_a_seed_of_another_cluster_is_not_merged_into_the_map(
         for slot in (0, 50, 99, 100, 16383):
             assert topology.writer(slot).node in ours, f"slot {slot}"
         # A refresh (every survey from now on asks the masters of the map) keeps it so.
-        assert await topology._surveyed(__import__("asyncio").get_running_loop().time() + 5)
+        assert await topology._surveyed(asyncio.get_running_loop().time() + 5)
         assert topology.writer(0).node in ours
         assert f"{stranger.host}:{stranger.port}" not in {p.node for p in topology.pools()}
     assert stranger.admin().dbsize() == 0
