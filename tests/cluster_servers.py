@@ -170,6 +170,16 @@ class RedisCluster:
                     return self.node_at((master[0], int(master[1])))
         raise LookupError(f"no node serves slot {slot}")
 
+    def serves(self, node: RedisProcess, slot: int) -> bool:
+        """Whether ``node``'s own ``CLUSTER SLOTS`` names it the master of ``slot``.
+
+        Asked of the node itself: another node may not have heard of a failover yet.
+        """
+        for first, last, master, *_ in node.admin().execute_command("CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                return self.node_at((master[0], int(master[1]))) is node
+        return False
+
     def seeds(self) -> list[dict[str, Any]]:
         """Every node as a ``nodes`` entry of a session config."""
         return [{"host": n.host, "port": n.address[1]} for n in self.nodes]
