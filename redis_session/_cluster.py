@@ -120,6 +120,10 @@ class ClusterTopology:
         self._latency: dict[NodePool, float] = {}
         #: Why a node could not be asked for the map, by address (for the open's error).
         self._problems: dict[Address, str] = {}
+        # False once a node refused CLUSTER NODES for lack of permission (an ACL user without
+        # +cluster|nodes): asking again would only add a denial to every node's ACL LOG per
+        # survey. The map is then read without epochs.
+        self._ask_epochs = True
         self._tasks = Supervisor()
         self._survey: asyncio.Task[bool] | None = None
         #: Checks of the map after a slow write reply, one per pool in question.
@@ -412,9 +416,13 @@ class ClusterTopology:
         pool = self._pool_for(addr)
         try:
             # Both in one batch on the pool's connection: CLUSTER NODES adds the epochs.
-            reply, known = await gather_all(
-                [_reply_or_error(pool, ("CLUSTER", "SHARDS"), until), _facts(pool, until)]
-            )
+            calls = [_reply_or_error(pool, ("CLUSTER", "SHARDS"), until)]
+            if self._ask_epochs:
+                calls.append(_facts(pool, until))
+            reply, *rest = await gather_all(calls)
+            known = rest[0] if rest else None
+            if isinstance(known, CommandError) and "NOPERM" in str(known):
+                self._ask_epochs = False
             facts = known if isinstance(known, dict) else None
             if isinstance(reply, CommandError):
                 if "unknown subcommand" not in str(reply).lower():
@@ -590,14 +598,19 @@ async def _reply_or_error(pool: NodePool, command: tuple[str, ...], until: float
         return exc
 
 
-async def _facts(pool: NodePool, until: float) -> dict[str, NodeFacts] | None:
-    """Read the node's ``CLUSTER NODES`` (config epochs, failures); None where refused.
+async def _facts(pool: NodePool, until: float) -> dict[str, NodeFacts] | CommandError | None:
+    """Read the node's ``CLUSTER NODES`` (config epochs, failures).
 
-    An ACL user without ``+cluster|nodes`` still gets a map, without epochs to compare.
+    The refusal itself where the node refused (the caller stops asking after ``NOPERM``),
+    None where the answer is unreadable. An ACL user without ``+cluster|nodes`` still gets a
+    map, without epochs to compare.
     """
     try:
         return parse_nodes(await pool.execute(pack("CLUSTER", "NODES"), until))
-    except (CommandError, MalformedTopologyReply) as exc:
+    except CommandError as exc:
+        logger.debug("%s: CLUSTER NODES of %s refused: %s", OPTION, pool.node, exc)
+        return exc
+    except MalformedTopologyReply as exc:
         logger.debug("%s: CLUSTER NODES of %s not used: %s", OPTION, pool.node, exc)
         return None
 

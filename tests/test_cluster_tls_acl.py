@@ -382,3 +382,29 @@ async def test_a_ca_file_that_does_not_exist_is_a_config_error(
     assert str(missing) in str(info.value)
     for node in cluster.nodes:
         assert int(node.admin().info("stats")["total_connections_received"]) == 0
+
+
+def _nodes_denials(cluster: RedisCluster) -> int:
+    """How often the app user was refused ``CLUSTER NODES``, summed over every node's ACL LOG."""
+    total = 0
+    for node in cluster.nodes:
+        for entry in node.admin().acl_log(count=100):
+            if entry.get("username") == APP_USER and entry.get("object") == "cluster|nodes":
+                total += int(entry.get("count", 1))
+    return total
+
+
+async def test_a_user_without_cluster_nodes_is_not_asked_again(cluster: RedisCluster) -> None:
+    """The app user lacks ``+cluster|nodes``: after the first refusals, surveys stop asking.
+
+    Every refusal is an entry in the node's ACL LOG; asking in every survey would flood the
+    log operators read for real denials. The map is read without epochs then.
+    """
+    async with open_session_store(config(cluster)) as store:
+        topology = store._provider.manager._topology
+        after_open = _nodes_denials(cluster)
+        for _ in range(5):
+            assert await topology._surveyed(anyio.current_time() + 5)
+        assert _nodes_denials(cluster) == after_open
+        session = await store.create({"n": 1})
+        assert (await store.load(session.id)) is not None
