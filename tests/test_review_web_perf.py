@@ -10,6 +10,7 @@ reproduced a defect (its docstring says what, and how bad) and passes since the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import http.cookiejar
@@ -28,6 +29,7 @@ from starlette.routing import Route
 
 from redis_session import aiohttp as rs_aiohttp
 from redis_session import open_session_store
+from redis_session._merge import merge, same, snapshot
 from redis_session.asgi import SessionMiddleware
 
 from .asgi_helpers import cookie_attributes, set_cookie_headers
@@ -146,9 +148,7 @@ class TestFindings:
         make_gate("nan")
         async with asgi(cfg_for(redis)) as (_, c):
             cookies = {"cookie": f"{NAME}={sid}"}
-            held = asyncio.ensure_future(
-                c.post("/gated?gate=nan&change=count", headers=cookies)
-            )
+            held = asyncio.ensure_future(c.post("/gated?gate=nan&change=count", headers=cookies))
             await asyncio.wait_for(ARRIVED["nan"].wait(), 10)
             other = await c.post("/set?change=other", headers=cookies)
             assert other.status_code == 200
@@ -198,9 +198,7 @@ class TestFindings:
             created = await c.post(f"/set?change={change}")
             assert created.status_code == 200, created.text
             sid = cookie_of(created)
-            again = await c.post(
-                f"/set?change={change}&v=2", headers={"cookie": f"{NAME}={sid}"}
-            )
+            again = await c.post(f"/set?change={change}&v=2", headers={"cookie": f"{NAME}={sid}"})
             assert again.status_code == 200, again.text
         data = await stored(redis, sid)
         assert data is not None
@@ -270,9 +268,7 @@ class TestHolds:
                     (header,) = set_cookie_headers(response)
                     assert cookie_attributes(header)[2].get("domain") == domain, (host, header)
 
-    async def test_cookie_split_over_fields_and_host_from_server(
-        self, redis: RedisProcess
-    ) -> None:
+    async def test_cookie_split_over_fields_and_host_from_server(self, redis: RedisProcess) -> None:
         """A Cookie split over several fields (HTTP/2) finds the session; without Host, the
         scope's ``server`` stands in; duplicate Host fields match no entry (no Domain)."""
         sid = await seed(redis, {"stats": {"avg": 1.0, "n": 1}})
@@ -292,8 +288,8 @@ class TestHolds:
             sent.append(message)
 
         def scope(
-        headers: list[tuple[bytes, bytes]], server: Any, change: bytes = b"count"
-    ) -> dict[str, Any]:
+            headers: list[tuple[bytes, bytes]], server: Any, change: bytes = b"count"
+        ) -> dict[str, Any]:
             return {
                 "type": "http",
                 "asgi": {"version": "3.0"},
@@ -311,7 +307,11 @@ class TestHolds:
         try:
             await mw(
                 scope(
-                    [(b"cookie", b"a=1"), (b"Cookie", f"{NAME}={sid}".encode()), (b"cookie", b"b=2")],
+                    [
+                        (b"cookie", b"a=1"),
+                        (b"Cookie", f"{NAME}={sid}".encode()),
+                        (b"cookie", b"b=2"),
+                    ],
                     ("app.example.com", 443),
                 ),
                 receive,
@@ -334,9 +334,11 @@ class TestHolds:
     async def test_aiohttp_saves_in_place_changes_and_memoryviews(
         self, redis: RedisProcess
     ) -> None:
-        """The aiohttp path runs the same change detection: a nested change in place saves."""
+        """The aiohttp path runs the same change detection: a nested change in place saves
+        (beside a NaN); a memoryview is saved and answered (it was a 500 there too)."""
         sid = await seed(redis, {"stats": {"avg": math.nan, "n": 1}})
-        async with TestClient(TestServer(aiohttp_app(cfg_for(redis))), cookie_jar=DummyCookieJar()) as c:
+        server = TestServer(aiohttp_app(cfg_for(redis)))
+        async with TestClient(server, cookie_jar=DummyCookieJar()) as c:
             response = await c.post("/set?change=count", headers={"cookie": f"{NAME}={sid}"})
             assert response.status == 200
             response = await c.post("/set?change=memoryview", headers={"cookie": f"{NAME}={sid}"})
@@ -350,9 +352,7 @@ class TestHolds:
         """True over 1, 1.0 over 1, bytearray over bytes,
         an aware datetime moved by a microsecond: each saved (read back as stored)."""
         when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
-        sid = await seed(
-            redis, {"t": 1, "f": 1, "b": b"x", "when": when}
-        )
+        sid = await seed(redis, {"t": 1, "f": 1, "b": b"x", "when": when})
         CHANGES["types"] = lambda s: s.update(
             t=True, f=1.0, b=bytearray(b"x"), when=when + dt.timedelta(microseconds=1)
         )
@@ -364,3 +364,62 @@ class TestHolds:
         assert type(data["t"]) is bool
         assert type(data["f"]) is float
         assert data["when"] == when + dt.timedelta(microseconds=1)
+
+
+# -- the comparison and the copy, directly --
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "alike"),
+    [
+        (math.nan, float("nan"), True),
+        ({"s": [math.nan]}, {"s": [float("nan")]}, True),
+        (0.0, -0.0, False),
+        (math.inf, math.inf, True),
+        ({1: "a"}, {True: "a"}, False),
+        ({1: "a"}, {1.0: "a"}, False),
+        ({(1, 2): "a"}, {(True, 2): "a"}, False),
+        ({(1, 2): "a"}, {(1, 2): "a"}, True),
+        ({0.0: "a"}, {-0.0: "a"}, False),
+        ({math.nan: "a"}, {float("nan"): "a"}, True),
+        ({1: "a", "b": 2}, {"b": 2, 1: "a"}, True),  # order alone: no change
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}, True),
+        ({"a": 1}, {"a": True}, False),
+        (memoryview(b"ab"), memoryview(b"ab"), True),
+        (bytearray(b"ab"), b"ab", False),
+    ],
+)
+def test_same_tells_apart_what_the_codec_stores_apart(a: Any, b: Any, alike: bool) -> None:
+    assert same(a, b) is alike
+    assert same(b, a) is alike
+
+
+def test_snapshot_copies_what_deepcopy_cannot() -> None:
+    """A memoryview (alone, in a tuple, in a dict subclass): copied, never shared, never a
+    TypeError; a subclass deepcopy refuses comes back as the type it is stored as."""
+    raw = bytearray(b"abc")
+    data: dict[str, Any] = {
+        "mv": memoryview(raw),
+        "pair": (memoryview(raw), [1]),
+        "ordered": collections.OrderedDict(m=memoryview(raw)),
+        "ints": memoryview(bytearray(8)).cast("i"),
+    }
+    copy = snapshot(data)
+    assert same(copy["mv"], data["mv"])
+    assert same(copy["pair"], data["pair"])
+    assert same(copy["ints"], data["ints"])
+    assert copy["ordered"] == {"m": b"abc"}
+    raw[0] = ord("x")  # the live data changes in place; the copy does not
+    assert not same(copy["mv"], data["mv"])
+    data["pair"][1].append(2)
+    assert not same(copy["pair"], data["pair"])
+
+
+def test_merge_keeps_a_nan_the_other_writer_never_touched() -> None:
+    base = {"stats": {"avg": math.nan, "n": 1}, "a": 0}
+    ours = snapshot(base)
+    ours["stats"]["n"] = 2
+    theirs = {"stats": {"avg": float("nan"), "n": 1}, "a": 1}
+    merged = merge(base, ours, theirs)
+    assert merged["a"] == 1
+    assert merged["stats"]["n"] == 2
