@@ -14,8 +14,10 @@ top-level key.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,20 +40,42 @@ def same(a: Any, b: Any) -> bool:
     """Whether ``a`` and ``b`` would be stored alike: same types and values, recursively.
 
     ``==`` is not enough: ``True == 1 == 1.0`` and ``(1,) != [1]`` aside, the codec stores
-    ``True``, ``1`` and ``1.0`` differently, so replacing one by another is a change to save.
+    ``True``, ``1`` and ``1.0`` differently, so replacing one by another is a change to save;
+    so are ``-0.0`` over ``0.0`` and a map key ``True`` over ``1``. A NaN is the same as a NaN
+    (``nan != nan``, but a NaN freshly loaded is no change by the writer that stored it).
     Cheaper than encoding both sides: it stops at the first difference, and an unchanged value
     (the usual case) is often the very object (``is``), :func:`snapshot` copies included: the
     identity test comes before the call, so shared leaves cost no call at all.
     """
     if a is b:
         return True
-    if type(a) is not type(b):
+    kind = type(a)
+    if kind is not type(b):
         return False
+    # What the codec decodes, by exact type first: cheaper than isinstance.
+    if kind is dict:
+        return _same_items(a, b)
+    if kind is list:
+        return _same_seq(a, b)
+    if kind is str or kind is int:
+        return bool(a == b)
+    return _same_other(a, b)
+
+
+def _same_other(a: Any, b: Any) -> bool:
+    """Compare like ``same`` two values of one type other than dict, list, str and int."""
     if isinstance(a, dict):
         return _same_items(a, b)
     if isinstance(a, list | tuple):
         return _same_seq(a, b)
-    return bool(a == b)
+    return _same_float(a, b) if isinstance(a, float) else bool(a == b)
+
+
+def _same_float(a: float, b: float) -> bool:
+    if a == b:
+        # 0.0 == -0.0, but the sign is stored.
+        return a != 0.0 or math.copysign(1.0, a) == math.copysign(1.0, b)
+    return math.isnan(a) and math.isnan(b)
 
 
 def _same_items(a: dict[Any, Any], b: dict[Any, Any]) -> bool:
@@ -59,10 +83,34 @@ def _same_items(a: dict[Any, Any], b: dict[Any, Any]) -> bool:
         return False
     # Loops, not all(<generator>): a generator frame per element was most of the cost.
     for k, v in a.items():
+        if type(k) is not str:
+            # A lookup finds ``True`` for ``1``: keys of other types are compared by type too.
+            # (A str key finds only a str, or a str subclass, which is stored as a str.)
+            return _same_typed_keys(a, b)
         w = b.get(k, _MISSING)
         if v is not w and (w is _MISSING or not same(v, w)):
             return False
     return True
+
+
+def _same_typed_keys(a: dict[Any, Any], b: dict[Any, Any]) -> bool:
+    """``_same_items`` for maps with keys other than str: keys match by type and value."""
+    typed = {_typed_key(j): w for j, w in b.items()}
+    for k, v in a.items():
+        w = typed.get(_typed_key(k), _MISSING)
+        if w is _MISSING or (v is not w and not same(v, w)):
+            return False
+    return True
+
+
+def _typed_key(key: Any) -> Any:
+    """Return ``key`` as the codec tells it apart: with its type; a float by its bits."""
+    kind = type(key)
+    if kind is tuple:
+        return (tuple, tuple(_typed_key(k) for k in key))
+    if kind is float:
+        return (float, key.hex())
+    return (kind, key)
 
 
 def _same_seq(a: list[Any] | tuple[Any, ...], b: list[Any] | tuple[Any, ...]) -> bool:
@@ -79,8 +127,11 @@ def snapshot(data: Any) -> Any:
 
     What the codec decodes (dicts, lists and immutable leaves) is copied by hand, many times
     faster than :func:`copy.deepcopy` (no memo, no dispatch, no call per leaf); immutable
-    leaves are shared, so :func:`same` finds an unchanged leaf by identity. Anything else (a
-    tuple, a set, a dict subclass, an object the app stored) goes to ``deepcopy``.
+    leaves are shared, so :func:`same` finds an unchanged leaf by identity. Tuples,
+    ``bytearray`` and ``memoryview`` (which the codec stores, and ``deepcopy`` cannot copy)
+    are copied by hand too; anything else (a set, a dict subclass, an object the app stored)
+    goes to ``deepcopy``. Never fails on data the codec stored: the snapshot is taken after
+    the save, where an error would fail a request whose changes went through.
     """
     kind = type(data)
     if kind is dict:
@@ -89,7 +140,40 @@ def snapshot(data: Any) -> Any:
         return [v if type(v) in _IMMUTABLE else snapshot(v) for v in data]
     if kind in _IMMUTABLE:
         return data
-    return copy.deepcopy(data)
+    return _snapshot_other(data)
+
+
+def _snapshot_other(data: Any) -> Any:
+    """Copy like ``snapshot`` what the codec never decodes (the app's own values, saved)."""
+    kind = type(data)
+    if kind is tuple:
+        return tuple(v if type(v) in _IMMUTABLE else snapshot(v) for v in data)
+    if kind is bytearray:
+        return bytearray(data)
+    if kind is memoryview:
+        copied = memoryview(data.tobytes())
+        with contextlib.suppress(TypeError, ValueError):  # as it was shaped, when it can be
+            copied = copied.cast(data.format, data.shape)
+        return copied
+    try:
+        return copy.deepcopy(data)
+    except Exception:  # noqa: BLE001 - whatever deepcopy refuses (a memoryview in a subclass)
+        return _as_stored(data)
+
+
+def _as_stored(data: Any) -> Any:
+    """Return a copy as the codec stores it (a subclass as its base type): the last resort.
+
+    The copy then compares as a change of type: at worst one save more, never a failed request.
+    """
+    if isinstance(data, dict):
+        return {k: snapshot(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [snapshot(v) for v in data]
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    msg = f"cannot copy {type(data).__qualname__} session data"
+    raise TypeError(msg)
 
 
 def changed_keys(base: Mapping[str, Any], ours: Mapping[str, Any]) -> set[str]:

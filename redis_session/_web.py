@@ -76,8 +76,11 @@ _CANDIDATES = 3
 #: within this pause of Redis returning.
 _REOPEN_PAUSE = 1.0
 #: Cookie rules kept per ``Host`` value (working them out is most of a cookie-only request's
-#: own cost). The header is the client's to choose, so the cache is bounded: emptied when full.
+#: own cost). The header is the client's to choose, so the cache is bounded: emptied when full;
+#: and only values no longer than a host name with a port are kept (some servers take a Host
+#: of megabytes, and 256 of those would stay in memory).
 _SPECS_KEPT = 256
+_HOST_KEPT_MAX = 300
 
 _SessionData = dict[str, Any]
 _Store = SessionStore[_SessionData]
@@ -396,9 +399,11 @@ class WebSessions:
     def _cookie_spec(self, host: str | None) -> CookieSpec:
         spec = self._specs.get(host)
         if spec is None:
-            if len(self._specs) >= _SPECS_KEPT:
-                self._specs.clear()
-            spec = self._specs[host] = _cookie_spec(self.config, host, secure=self.secure)
+            spec = _cookie_spec(self.config, host, secure=self.secure)
+            if host is None or len(host) <= _HOST_KEPT_MAX:
+                if len(self._specs) >= _SPECS_KEPT:
+                    self._specs.clear()
+                self._specs[host] = spec
         return spec
 
     async def load(self, ws: WebSession) -> WebSession:

@@ -86,8 +86,9 @@ class WebSession(MutableMapping[str, Any]):
         By type and value (``_merge.same``): ``True`` written over ``1`` is a change.
         """
         data, base = self._data, self._base
-        # ``!=`` runs in C and refutes at once (``same`` implies ``==``); only equal data needs
-        # the walk that tells ``True`` from ``1``.
+        # ``!=`` runs in C and refutes at once (``same`` implies ``==``, but for a NaN the app
+        # wrote anew: one save more at worst); only equal data needs the walk that tells
+        # ``True`` from ``1``.
         return data != base or not same(data, base)
 
     @property
