@@ -29,7 +29,7 @@ from ._errors import (
     StoreUnavailable,
     other_loop_error,
 )
-from ._pool import NodePool
+from ._pool import NodePool, settle_abandoned
 from ._scripts import Script
 from ._slots import key_slot, parse_redirect
 from ._spec import ConnectionSpec, connection_spec
@@ -241,6 +241,9 @@ class ConnectionManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: That loop's stalls (see ``_stalls``).
         self._stalls = StallLedger()
+        #: One server (no Sentinel, no cluster): a reply is acknowledged as it comes, since no
+        #: failover can have moved the writer (``_StaticTopology.writer`` is always its pool).
+        self._single = isinstance(topology, _StaticTopology)
 
     @classmethod
     async def open(cls, cfg: RedisConfig) -> ConnectionManager:
@@ -359,9 +362,18 @@ class ConnectionManager:
                 # A replica gets part of what is left: if it hangs, the retry on the master
                 # (the replica is then left out of routing) still fits within the deadline.
                 until = loop.time() + (deadline - loop.time()) * _REPLICA_SHARE
-            sent_at = loop.time()
+            cluster = self._cluster
+            # Only a cluster asks how long a write took (see _SLOW_REPLY below).
+            sent_at = loop.time() if cluster is not None else 0.0
+            # The pool's future awaited here, not through NodePool.execute: one coroutine
+            # less per command on the hot path.
+            future = pool.submit(loop, packed, until, asking)
             try:
-                reply = await pool.execute(packed, until, asking=asking)
+                try:
+                    reply = await future
+                except BaseException:
+                    settle_abandoned(future)
+                    raise
             except ConnectionLost as exc:
                 failure: StoreUnavailable | CommandError = exc
             except PoolTimeout as exc:
@@ -373,7 +385,6 @@ class ConnectionManager:
                     raise  # the master's pool is full: no other node can take the command
                 failure = exc  # the replica's pool is stuck: go to the master
             except CommandError as exc:
-                cluster = self._cluster
                 if cluster is None or exc.code not in _CLUSTER_REPLIES:
                     failure = _retryable_reply(pool, exc)
                 elif exc.code in ("MOVED", "ASK"):
@@ -395,6 +406,10 @@ class ConnectionManager:
                     redirects = 0
                     continue
             else:
+                if self._single:
+                    # One server: no failover news to hear, no other master to ask.
+                    self._answered()
+                    return reply
                 if (
                     not read_only
                     and topology.follows_failover
@@ -403,7 +418,6 @@ class ConnectionManager:
                     # Just after a stall of our loop, failover news may have arrived with
                     # the reply and still wait unread: hear it before acknowledging.
                     await topology.settle(deadline)
-                cluster = self._cluster
                 if (
                     cluster is not None
                     and not read_only

@@ -36,7 +36,7 @@ from typing import Any
 
 import anyio
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ._backoff import Backoff
 from ._errors import (
@@ -48,9 +48,20 @@ from ._errors import (
 )
 from ._stalls import MAX_EXCUSED, STALL, ledger
 from ._statistics import NodeStatistics
-from ._wire import FAILURES, disconnect, is_dead, pack, reason, stream_of, unread
+from ._wire import (
+    FAILURES,
+    NO_REPLY,
+    disconnect,
+    failed_reply,
+    is_dead,
+    pack,
+    reason,
+    replies_of,
+    stream_of,
+    unread,
+)
 
-__all__ = ["NodePool"]
+__all__ = ["NodePool", "settle_abandoned"]
 
 logger = logging.getLogger("redis_session")
 
@@ -92,7 +103,7 @@ class _Pending:
     excused: int
 
     def __init__(
-        self, packed: bytes, future: asyncio.Future[Any], deadline: float, *, asking: bool
+        self, packed: bytes, future: asyncio.Future[Any], deadline: float, asking: bool
     ) -> None:
         self.packed = packed
         #: ``packed`` starts with ``ASKING``, whose reply is read and dropped before the
@@ -265,33 +276,50 @@ class NodePool:
         :class:`ConnectionLost` when its connection broke, :class:`CommandError` for an error
         reply, :class:`StoreClosed` after :meth:`aclose`.
         """
-        loop = asyncio.get_running_loop()
+        future = self.submit(asyncio.get_running_loop(), packed, deadline, asking)
+        try:
+            # No timer here: the maintenance task fails the future at its deadline.
+            return await future
+        except BaseException:
+            settle_abandoned(future)
+            raise
+
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, packed: bytes, deadline: float, asking: bool
+    ) -> asyncio.Future[Any]:
+        """Queue one packed command from ``loop`` (the running loop); return its reply's future.
+
+        What :meth:`execute` awaits, for a caller that awaits the future itself (the
+        connection manager's hot path: one coroutine less per command). A caller that stops
+        waiting must pass the future to :func:`settle_abandoned`. Raises as :meth:`execute`
+        does before anything is queued.
+        """
         if loop is not self._loop:
             self._bind(loop)  # first use, a later asyncio.run, or a mistake (UsageError)
         if self._closed:
             msg = f"the connection pool for {self.node} is closed"
             raise StoreClosed(msg)
-        if self._maintenance is None or self._maintenance.done():
+        maintenance = self._maintenance
+        if maintenance is None or maintenance.done():
             # Deadlines are enforced by the maintenance task: never wait without it, even on a
             # pool used before start() or after the task died.
             self._ensure_maintenance()
         if asking:
             packed = _ASKING + packed
-        pending = _Pending(packed, loop.create_future(), deadline, asking=asking)
-        self._queue.append(pending)
+        future = loop.create_future()
+        queue = self._queue
+        queue.append(_Pending(packed, future, deadline, asking))
+        # _dispatch() decided for the usual case under load: a worker already woken takes this
+        # command when it runs (a batch holds up to _MAX_BATCH), and no connection can be
+        # added (all are open, or one is parked), so there is nothing to do.
+        if (
+            self._waking
+            and len(queue) <= _MAX_BATCH * self._waking
+            and (self._idle or len(self._conns) >= self._max)
+        ):
+            return future
         self._dispatch()
-        try:
-            # No timer here: the maintenance task fails the future at its deadline.
-            return await pending.future
-        except BaseException:
-            # Usually the future is cancelled with us; a worker skips a queued command whose
-            # future is done, and reads (then drops) the reply of one already sent. If an error
-            # reached the future just before the cancellation did, mark it seen: nobody else
-            # will, and asyncio would log it as never retrieved.
-            future = pending.future
-            if future.done() and not future.cancelled():
-                future.exception()
-            raise
+        return future
 
     def statistics(self) -> NodeStatistics:
         """Return a snapshot of this pool."""
@@ -586,7 +614,7 @@ class NodePool:
     async def _ping(self, c: _Conn) -> bool:
         loop = asyncio.get_running_loop()
         probe = _Pending(
-            pack("PING"), loop.create_future(), loop.time() + self._timeout, asking=False
+            pack("PING"), loop.create_future(), loop.time() + self._timeout, False
         )
         probe.state = _SENT
         # A broken connection ends _run_batch with _WorkerDone; catch it so the failure is
@@ -626,20 +654,34 @@ class NodePool:
             async with asyncio.timeout(None) as timer:
                 c.graces = 0
                 c.check = loop.call_at(loop.time() + self._timeout, self._overdue, c, timer)
-                writer, parser = stream_of(conn)
+                writer, _ = stream_of(conn)
+                gets, fill = replies_of(conn)
                 writer.writelines([p.packed for p in batch])
                 await writer.drain()
                 for p in batch:
                     if p.asking:
                         # ASKING's +OK; it cannot fail, and the command's reply tells anyway.
-                        await parser.read_response()
-                    reply = await parser.read_response()
+                        while (reply := gets()) is NO_REPLY:
+                            await fill()
+                    # Replies parsed straight from hiredis: a coroutine per reply (redis-py's
+                    # read_response) was a tenth of the pool's cost per command.
+                    while (reply := gets()) is NO_REPLY:
+                        await fill()
                     future = p.future
-                    if not future.done():
-                        if isinstance(reply, ResponseError):
+                    if isinstance(reply, RedisError):
+                        lost = failed_reply(reply)
+                        if lost is not None:
+                            raise lost
+                        if future.done():
+                            pass
+                        elif isinstance(reply, ResponseError):
                             future.set_exception(CommandError(str(reply)))
                         else:
-                            future.set_result(reply)
+                            future.set_result(reply)  # as redis-py would have returned it
+                    elif type(reply) is list and (lost := failed_reply(reply)) is not None:
+                        raise lost
+                    elif not future.done():
+                        future.set_result(reply)
                     delivered += 1
         except FAILURES as exc:
             reason = self._describe(exc)
@@ -819,6 +861,18 @@ class NodePool:
         if self._last_error is not None:
             message += f"; connecting to {self.node} fails: {self._last_error}"
         return message
+
+
+def settle_abandoned(future: asyncio.Future[Any]) -> None:
+    """For a caller that stops waiting on a :meth:`NodePool.submit` future (cancelled).
+
+    Usually the future is cancelled with it; a worker skips a queued command whose future is
+    done, and reads (then drops) the reply of one already sent. If an error reached the future
+    just before the cancellation did, mark it seen: nobody else will, and asyncio would log it
+    as never retrieved.
+    """
+    if future.done() and not future.cancelled():
+        future.exception()
 
 
 class _WorkerDone(Exception):

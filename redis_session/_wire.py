@@ -19,13 +19,14 @@ import contextlib
 import select
 import socket
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import anyio
 import hiredis
 import redis.exceptions
 from redis._parsers import _AsyncHiredisParser
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, RedisError, ResponseError
@@ -35,6 +36,7 @@ __all__ = [
     "CLOSED_AFTER_HANDSHAKE",
     "FAILURES",
     "INTERNALS",
+    "NO_REPLY",
     "OUR_MARKERS",
     "PLAIN_PORT",
     "ClosedAfterHandshakeError",
@@ -45,10 +47,12 @@ __all__ = [
     "connection_settings",
     "describe_plain",
     "disconnect",
+    "failed_reply",
     "is_dead",
     "node_label",
     "pack",
     "reason",
+    "replies_of",
     "stream_of",
     "unbracket",
     "unread",
@@ -61,7 +65,10 @@ INTERNALS: tuple[tuple[str, str], ...] = (
     ("redis._parsers", "_AsyncHiredisParser"),
     ("redis._parsers._AsyncHiredisParser", "EXCEPTION_CLASSES"),
     ("redis._parsers._AsyncHiredisParser", "parse_error"),
+    ("redis._parsers._AsyncHiredisParser", "read_from_socket"),
     ("redis._parsers._AsyncHiredisParser (connected)", "_reader"),
+    ("redis._parsers._AsyncHiredisParser (connected)", "_connected"),
+    ("redis._parsers.hiredis", "NOT_ENOUGH_DATA"),
     ("redis.asyncio.connection.AbstractConnection (connected)", "_reader"),
     ("redis.asyncio.connection.AbstractConnection (connected)", "_writer"),
     ("redis.asyncio.connection.AbstractConnection (connected)", "_parser"),
@@ -429,6 +436,35 @@ def stream_of(conn: AbstractConnection) -> tuple[asyncio.StreamWriter, Any]:
     if writer is None:
         raise RedisConnectionError("not connected")
     return writer, conn._parser
+
+
+#: What the ``gets`` of :func:`replies_of` returns while no whole reply has arrived yet.
+NO_REPLY: object = NOT_ENOUGH_DATA
+
+
+def replies_of(conn: AbstractConnection) -> tuple[Callable[[], Any], Callable[[], Awaitable[Any]]]:
+    """Return ``(gets, fill)``: the connection's parsed replies, taken without a coroutine each.
+
+    ``gets()`` returns the next reply, or :data:`NO_REPLY` when its bytes have not all
+    arrived; ``await fill()`` then reads more from the socket (``ConnectionError`` when the
+    server closed it). What redis-py's ``read_response`` does per reply, minus a coroutine and
+    the RESP3 push handling (our connections speak RESP2). Its checks of the reply are the
+    caller's: :func:`failed_reply`. Raises ``ConnectionError`` if not connected.
+    """
+    parser: Any = conn._parser
+    reader = getattr(parser, "_reader", None)
+    if reader is None or not parser._connected:
+        raise RedisConnectionError("not connected")
+    return reader.gets, parser.read_from_socket
+
+
+def failed_reply(reply: Any) -> RedisConnectionError | None:
+    """Return the connection error a reply stands for (redis-py raises those), else ``None``."""
+    if isinstance(reply, RedisConnectionError):
+        return reply
+    if type(reply) is list and reply and isinstance(reply[0], RedisConnectionError):
+        return reply[0]  # inside a transaction's reply, as redis-py checks too
+    return None
 
 
 def is_dead(conn: AbstractConnection) -> bool:
