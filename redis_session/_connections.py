@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -41,6 +41,7 @@ from ._wire import (
     describe_plain,
     node_label,
     pack,
+    pack_tuple,
     unbracket,
 )
 
@@ -328,8 +329,13 @@ class ConnectionManager:
         deadline: float | None = None,
         resent: list[bool] | None = None,
         slot: int = 0,
+        fallback: bytes | Callable[[], bytes] | None = None,
     ) -> Any:
         """Run one command already encoded with :func:`~redis_session._pool.pack`.
+
+        ``fallback``: ``packed`` is an ``EVALSHA``, and ``fallback`` (or what it returns) the
+        same call as ``EVAL`` with the source, sent once when a node answers ``NOSCRIPT``
+        (see :meth:`run_script`).
 
         On a cluster, ``slot`` picks the node; MOVED and ASK are followed (at most
         ``cluster.max_redirects`` of them), TRYAGAIN and CLUSTERDOWN retried until the deadline.
@@ -340,7 +346,9 @@ class ConnectionManager:
         applied" may still have been applied by the first try.
         """
         loop = asyncio.get_running_loop()
-        given = loop.time() + self._timeout if deadline is None else deadline
+        if deadline is None:
+            deadline = loop.time() + self._timeout
+        given = deadline
         deadline = given
         topology = self._topology
         if loop is not self._loop or self._backoff:
@@ -385,6 +393,15 @@ class ConnectionManager:
                     raise  # the master's pool is full: no other node can take the command
                 failure = exc  # the replica's pool is stuck: go to the master
             except CommandError as exc:
+                if exc.code == "NOSCRIPT" and fallback is not None:
+                    # Each node caches scripts for itself: a promoted replica, a node a slot
+                    # moved to or a restarted one answers NOSCRIPT. Sending the source caches
+                    # it there; it proves the script did not run (not a resend), and the
+                    # fallback shares this call's deadline.
+                    packed = fallback if isinstance(fallback, bytes) else fallback()
+                    fallback = None
+                    redirects = 0
+                    continue
                 if cluster is None or exc.code not in _CLUSTER_REPLIES:
                     failure = _retryable_reply(pool, exc)
                 elif exc.code in ("MOVED", "ASK"):
@@ -525,7 +542,7 @@ class ConnectionManager:
         # answers, and will take the command once it is done.
         return self._down_since is not None and now - self._down_since >= _RESTART_WINDOW
 
-    async def run_script(
+    def run_script(
         self,
         script: Script,
         keys: Sequence[Arg],
@@ -534,12 +551,14 @@ class ConnectionManager:
         read_only: bool = False,
         deadline: float | None = None,
         resent: list[bool] | None = None,
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Run a Lua script by its SHA; on NOSCRIPT send the source (which caches it).
 
-        Both tries share one deadline (by default ``redis.timeout`` from now), so a NOSCRIPT
-        late in the first does not give the second a whole timeout more. ``resent`` as for
-        :meth:`execute_packed` (a NOSCRIPT reply proves the script did not run).
+        Await what it returns. Both tries share one deadline (by default ``redis.timeout``
+        from the call), so a NOSCRIPT late in the first does not give the second a whole
+        timeout more. ``resent`` as for :meth:`execute_packed` (a NOSCRIPT reply proves the
+        script did not run). Not a coroutine itself: the command's own coroutine is returned,
+        one layer less per command on the store's hot path.
         """
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self._timeout
@@ -547,20 +566,18 @@ class ConnectionManager:
         slot = 0
         if self._cluster is not None and keys and isinstance(first := keys[0], bytes):
             slot = key_slot(first)
-        try:
-            # Packed here rather than through execute(): this is the store's hot path.
-            packed = pack("EVALSHA", script.sha, len(keys), *keys, *args)
-            return await self.execute_packed(
-                packed, read_only=read_only, deadline=deadline, resent=resent, slot=slot
-            )
-        except CommandError as exc:
-            # Each node caches scripts for itself: a promoted replica, a node a slot moved to
-            # or a restarted one answers NOSCRIPT. Sending the source caches it there.
-            if exc.code != "NOSCRIPT":
-                raise
-        packed = pack("EVAL", script.source, len(keys), *keys, *args)
-        return await self.execute_packed(
-            packed, read_only=read_only, deadline=deadline, resent=resent, slot=slot
+        packed = pack_tuple(("EVALSHA", script.sha, len(keys), *keys, *args))
+
+        def fallback() -> bytes:
+            return pack_tuple(("EVAL", script.source, len(keys), *keys, *args))
+
+        return self.execute_packed(
+            packed,
+            read_only=read_only,
+            deadline=deadline,
+            resent=resent,
+            slot=slot,
+            fallback=fallback,
         )
 
     def statistics(self) -> PoolStatistics:

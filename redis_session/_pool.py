@@ -52,9 +52,9 @@ from ._wire import (
     FAILURES,
     NO_REPLY,
     disconnect,
-    failed_reply,
     is_dead,
     pack,
+    raise_lost,
     reason,
     replies_of,
     stream_of,
@@ -613,9 +613,7 @@ class NodePool:
 
     async def _ping(self, c: _Conn) -> bool:
         loop = asyncio.get_running_loop()
-        probe = _Pending(
-            pack("PING"), loop.create_future(), loop.time() + self._timeout, False
-        )
+        probe = _Pending(pack("PING"), loop.create_future(), loop.time() + self._timeout, False)
         probe.state = _SENT
         # A broken connection ends _run_batch with _WorkerDone; catch it so the failure is
         # logged here (the worker then stops because we return False).
@@ -668,19 +666,13 @@ class NodePool:
                     while (reply := gets()) is NO_REPLY:
                         await fill()
                     future = p.future
-                    if isinstance(reply, RedisError):
-                        lost = failed_reply(reply)
-                        if lost is not None:
-                            raise lost
-                        if future.done():
-                            pass
-                        elif isinstance(reply, ResponseError):
-                            future.set_exception(CommandError(str(reply)))
-                        else:
-                            future.set_result(reply)  # as redis-py would have returned it
-                    elif type(reply) is list and (lost := failed_reply(reply)) is not None:
-                        raise lost
-                    elif not future.done():
+                    if isinstance(reply, RedisError) or type(reply) is list:
+                        raise_lost(reply)  # redis-py raises connection errors, as we do
+                    if future.done():
+                        pass
+                    elif isinstance(reply, ResponseError):
+                        future.set_exception(CommandError(str(reply)))
+                    else:
                         future.set_result(reply)
                     delivered += 1
         except FAILURES as exc:
