@@ -349,9 +349,10 @@ class ConnectionManager:
         if deadline is None:
             deadline = loop.time() + self._timeout
         given = deadline
-        deadline = given
         topology = self._topology
-        if loop is not self._loop or self._backoff:
+        # _retry_at is set (non-zero) exactly while the backoff is (see _answered): a float
+        # test, where the Backoff's __bool__ is a Python call on every command.
+        if loop is not self._loop or self._retry_at:
             await self._prepare(loop, deadline)  # rare: only these two checks per command
         attempt = redirects = 0
         #: The node an ASK redirect sent this command to, for its next try only.
@@ -498,7 +499,7 @@ class ConnectionManager:
 
     def _answered(self) -> None:
         """Note that a command succeeded: a single server that refused connects answers again."""
-        if self._backoff:
+        if self._retry_at:
             self._backoff.reset()
             self._retry_at = 0.0
             self._down_since = None

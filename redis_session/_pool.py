@@ -129,6 +129,7 @@ class _Conn:
         "task",
         "used_at",
         "waiter",
+        "written",
     )
 
     def __init__(self, conn: AbstractConnection) -> None:
@@ -149,6 +150,9 @@ class _Conn:
         #: the batch run on because replies were waiting to be read.
         self.check: asyncio.TimerHandle | None = None
         self.graces = 0
+        #: Commands a caller wrote on this parked connection itself (``NodePool._write_now``):
+        #: the worker, woken, reads their replies before anything else.
+        self.written: list[_Pending] | None = None
 
     def dead(self) -> bool:
         """Whether the server or the network closed the socket while we were not reading."""
@@ -308,7 +312,18 @@ class NodePool:
             packed = _ASKING + packed
         future = loop.create_future()
         queue = self._queue
-        queue.append(_Pending(packed, future, deadline, asking))
+        pending = _Pending(packed, future, deadline, asking)
+        # The pool is quiet (every connection parked): write now rather than one turn of the
+        # event loop later, when the worker runs; at low concurrency that turn is a good part
+        # of a command's latency. Under load this never applies, and batches form as usual.
+        if (
+            not queue
+            and not self._waking
+            and len(self._idle) == len(self._conns) > 0
+            and self._write_now(pending)
+        ):
+            return future
+        queue.append(pending)
         # _dispatch() decided for the usual case under load: a worker already woken takes this
         # command when it runs (a batch holds up to _MAX_BATCH), and no connection can be
         # added (all are open, or one is parked), so there is nothing to do.
@@ -461,6 +476,30 @@ class NodePool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _write_now(self, p: _Pending) -> bool:
+        """Write ``p`` on the longest-parked connection and wake its worker to read the reply.
+
+        The caller still holds no connection: the worker reads the reply (and drops it if
+        nobody waits any more), exactly as for a batch it wrote itself. False (nothing
+        written) when that connection is not fit: it is then queued as usual.
+        """
+        c = self._idle[0]
+        waiter = c.waiter
+        if waiter is None or waiter.done() or not c.connected or c.dead():
+            return False
+        try:
+            writer, _ = stream_of(c.conn)
+            writer.write(p.packed)
+        except FAILURES:
+            return False
+        self._idle.popleft()
+        p.state = _SENT
+        # In flight from now on: the deadline sweep and stall excuses look at c.batch.
+        c.written = c.batch = [p]
+        c.busy = True
+        waiter.set_result(True)
+        return True
+
     def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []
         queue = self._queue
@@ -508,6 +547,11 @@ class NodePool:
             if not c.connected and await self._connect(c) is not None:
                 return
             while not self._closed:
+                written = c.written
+                if written is not None:
+                    c.written = None
+                    await self._run_batch(c, written, written=True)
+                    continue
                 batch = self._take_batch()
                 if batch:
                     if c.dead():
@@ -521,6 +565,14 @@ class NodePool:
         except _WorkerDone:
             return
         finally:
+            if c.written is not None:
+                # Written by a caller, then the worker stopped before reading (the pool is
+                # closing): as for a batch cut short, the command may have run.
+                msg = f"the connection pool for {self.node} closed with this command in flight"
+                for p in c.written:
+                    if not p.future.done():
+                        p.future.set_exception(ConnectionLost(msg, sent=True))
+                c.written = None
             self._forget(c)
             # Also when never marked connected: a connect cancelled half-way (the pool
             # closing) may have a socket open already, which would otherwise leak.
@@ -591,10 +643,13 @@ class NodePool:
             await waiter
         finally:
             c.waiter = None
-            if waiter.done() and not waiter.cancelled() and waiter.result():
-                self._waking -= 1
+            woken = waiter.done() and not waiter.cancelled() and waiter.result()
+            if woken and c.written is None:
+                self._waking -= 1  # woken for queued work (_write_now does not count)
             with contextlib.suppress(ValueError):
                 self._idle.remove(c)
+        if c.written is not None:
+            return True  # a caller wrote on it: read the reply first, whatever else is due
         if c.dead():
             logger.info("connection to %s was closed by the server or network", self.node)
             return False
@@ -634,9 +689,17 @@ class NodePool:
         return False
 
     async def _run_batch(  # noqa: PLR0912, PLR0915 - one try covering write, read and delivery
-        self, c: _Conn, batch: list[_Pending], *, idle_probe: bool = False
+        self,
+        c: _Conn,
+        batch: list[_Pending],
+        *,
+        idle_probe: bool = False,
+        written: bool = False,
     ) -> None:
-        """Write a batch and deliver each reply to its caller; on failure, fail the rest."""
+        """Write a batch and deliver each reply to its caller; on failure, fail the rest.
+
+        ``written``: the batch is on the wire already (see ``_write_now``); only read.
+        """
         conn = c.conn
         c.busy = True
         c.batch = batch
@@ -654,7 +717,8 @@ class NodePool:
                 c.check = loop.call_at(loop.time() + self._timeout, self._overdue, c, timer)
                 writer, _ = stream_of(conn)
                 gets, fill = replies_of(conn)
-                writer.writelines([p.packed for p in batch])
+                if not written:
+                    writer.writelines([p.packed for p in batch])
                 await writer.drain()
                 for p in batch:
                     if p.asking:
