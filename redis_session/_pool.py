@@ -646,7 +646,9 @@ class NodePool:
             woken = waiter.done() and not waiter.cancelled() and waiter.result()
             if woken and c.written is None:
                 self._waking -= 1  # woken for queued work (_write_now does not count)
-            with contextlib.suppress(ValueError):
+            # Whoever woke us for work took us off the list already; a membership test of a
+            # few connections is cheaper than the ValueError of remove() on every batch.
+            if c in self._idle:
                 self._idle.remove(c)
         if c.written is not None:
             return True  # a caller wrote on it: read the reply first, whatever else is due
