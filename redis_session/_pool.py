@@ -90,6 +90,10 @@ _CLEANUP_TIMEOUT = 2.0
 _CONNECT_BACKOFF_MIN = 0.05
 _CONNECT_BACKOFF_MAX = 1.0
 
+#: A batch smaller than this waits one turn of the event loop for more when the pool is
+#: loaded (see ``NodePool._run``).
+_GATHER = 16
+
 _QUEUED, _SENT = 0, 1
 _ASKING = pack("ASKING")
 
@@ -552,6 +556,15 @@ class NodePool:
                     c.written = None
                     await self._run_batch(c, written, written=True)
                     continue
+                if (
+                    0 < len(self._queue) < _GATHER
+                    and len(self._idle) + self._waking < len(self._conns) - 1
+                ):
+                    # Little to send while another connection waits for replies (a loaded
+                    # pool): let the callers still runnable in this turn queue theirs first,
+                    # so one write carries them all. Per-write costs dominate small batches
+                    # (a cluster spreads each turn's commands over its masters).
+                    await asyncio.sleep(0)
                 batch = self._take_batch()
                 if batch:
                     if c.dead():
@@ -565,14 +578,7 @@ class NodePool:
         except _WorkerDone:
             return
         finally:
-            if c.written is not None:
-                # Written by a caller, then the worker stopped before reading (the pool is
-                # closing): as for a batch cut short, the command may have run.
-                msg = f"the connection pool for {self.node} closed with this command in flight"
-                for p in c.written:
-                    if not p.future.done():
-                        p.future.set_exception(ConnectionLost(msg, sent=True))
-                c.written = None
+            self._fail_written(c)
             self._forget(c)
             # Also when never marked connected: a connect cancelled half-way (the pool
             # closing) may have a socket open already, which would otherwise leak.
@@ -580,6 +586,19 @@ class NodePool:
             # Work may be left for a connection that no longer exists; open another.
             if not self._closed:
                 self._dispatch()
+
+    def _fail_written(self, c: _Conn) -> None:
+        """Fail what a caller wrote on ``c`` when its worker stops before reading the replies.
+
+        The pool is closing: as for a batch cut short, the commands may have run.
+        """
+        if c.written is None:
+            return
+        msg = f"the connection pool for {self.node} closed with this command in flight"
+        for p in c.written:
+            if not p.future.done():
+                p.future.set_exception(ConnectionLost(msg, sent=True))
+        c.written = None
 
     async def _connect(self, c: _Conn) -> str | None:
         """Connect ``c``; return None on success, else the reason (already logged)."""
