@@ -329,13 +329,13 @@ class ConnectionManager:
         deadline: float | None = None,
         resent: list[bool] | None = None,
         slot: int = 0,
-        fallback: bytes | Callable[[], bytes] | None = None,
+        fallback: tuple[Arg, ...] | None = None,
     ) -> Any:
         """Run one command already encoded with :func:`~redis_session._pool.pack`.
 
-        ``fallback``: ``packed`` is an ``EVALSHA``, and ``fallback`` (or what it returns) the
-        same call as ``EVAL`` with the source, sent once when a node answers ``NOSCRIPT``
-        (see :meth:`run_script`).
+        ``fallback``: ``packed`` is an ``EVALSHA``, and ``fallback`` the arguments of the same
+        call as ``EVAL`` with the source, packed and sent once when a node answers
+        ``NOSCRIPT`` (see :meth:`run_script`).
 
         On a cluster, ``slot`` picks the node; MOVED and ASK are followed (at most
         ``cluster.max_redirects`` of them), TRYAGAIN and CLUSTERDOWN retried until the deadline.
@@ -357,10 +357,12 @@ class ConnectionManager:
         attempt = redirects = 0
         #: The node an ASK redirect sent this command to, for its next try only.
         asked: NodePool | None = None
+        stalls = self._stalls
         while True:
             # A stall of our own event loop since the call began (it may have made several
             # commands: EVAL after NOSCRIPT, a resend) is not the node's time: move on by it.
-            deadline = given + self._stalls.since(given - self._timeout)
+            began = given - self._timeout
+            deadline = given if stalls.last_end <= began else given + stalls.since(began)
             if asked is not None:
                 pool, asking, asked = asked, True, None
             else:
@@ -399,7 +401,7 @@ class ConnectionManager:
                     # moved to or a restarted one answers NOSCRIPT. Sending the source caches
                     # it there; it proves the script did not run (not a resend), and the
                     # fallback shares this call's deadline.
-                    packed = fallback if isinstance(fallback, bytes) else fallback()
+                    packed = pack_tuple(fallback)
                     fallback = None
                     redirects = 0
                     continue
@@ -426,7 +428,8 @@ class ConnectionManager:
             else:
                 if self._single:
                     # One server: no failover news to hear, no other master to ask.
-                    self._answered()
+                    if self._retry_at:
+                        self._answered()
                     return reply
                 if (
                     not read_only
@@ -568,10 +571,8 @@ class ConnectionManager:
         if self._cluster is not None and keys and isinstance(first := keys[0], bytes):
             slot = key_slot(first)
         packed = pack_tuple(("EVALSHA", script.sha, len(keys), *keys, *args))
-
-        def fallback() -> bytes:
-            return pack_tuple(("EVAL", script.source, len(keys), *keys, *args))
-
+        # Packed only on NOSCRIPT (rare): a tuple, cheaper to build than a closure.
+        fallback = ("EVAL", script.source, len(keys), *keys, *args)
         return self.execute_packed(
             packed,
             read_only=read_only,

@@ -751,7 +751,9 @@ class NodePool:
                     while (reply := gets()) is NO_REPLY:
                         await fill()
                     future = p.future
-                    if isinstance(reply, RedisError) or type(reply) is list:
+                    if isinstance(reply, RedisError) or (
+                        type(reply) is list and reply and isinstance(reply[0], RedisError)
+                    ):
                         raise_lost(reply)  # redis-py raises connection errors, as we do
                     if future.done():
                         pass
