@@ -9,6 +9,14 @@ are inflated by its per-call hook; the split between functions is what to read),
   this library's pool, store, codec, crypto, msgpack, AES-GCM...);
 * the functions with the most own time per pair, and call counts per pair (an extra
   allocation or round trip shows up as a count above what one load + save needs).
+
+``--layers`` instead splits the CPU of a pair without a profiler (whose per-call hook inflates
+small Python calls several times over): process CPU per pair of the whole store, then of the
+same two scripts (a LOAD and a SAVE of the same size, packed in advance) sent straight through
+the connection manager (pool, event loop, sockets: what is left when the store does nothing),
+alternated in one process; and, timed with ``timeit`` (best of many, no I/O), the store's own
+work around each command: a load's id check, key name, reply parsing, decryption, decoding and
+Session, and a save's encoding, encryption and packing.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import statistics
 import time
+import timeit
 from collections import defaultdict
 from typing import Any
 
@@ -25,6 +35,7 @@ import redis
 
 from benchmarks import macro
 from benchmarks._server import HOST, redis_server
+from benchmarks.payloads import make_session
 
 #: (label, substring of the code's file name or function name), first match wins.
 _GROUPS = (
@@ -101,6 +112,85 @@ async def _workload(
     return profiler, result["pairs"], server
 
 
+async def _layers(port: int, tasks: int, size: int, seconds: float, rounds: int) -> None:
+    """Print the CPU per pair of the store, of the manager alone, and the store's own work."""
+    # Private names on purpose: this takes the store apart to time its layers.
+    from redis_session import _redis_provider, _store, _wire  # noqa: PLC0415
+
+    client = await macro.StoreClient.open(port)
+    try:
+        store: Any = client._store
+        pair = await client.prepare(size)
+        manager = store._provider.manager
+        sessions = [await store.create(make_session(size)) for _ in range(macro.POOL_SIZE)]
+        loaded = [await store.load(s.id) for s in sessions]
+        packed = []
+        for s in loaded:
+            load = _wire.pack("EVALSHA", _redis_provider.LOAD.sha, 1, s._key)
+            # Expecting a version that is not stored and giving the stored one as new: the
+            # script answers "already saved" (1) without writing, after the same reads.
+            record = store._seal(s._key, store._encode(1, False, s.data), 0, 0)
+            blob = record.blob
+            save = _wire.pack(
+                "EVALSHA", _redis_provider.SAVE.sha, 1, s._key, b"-", s._version, blob,
+                s._deadline_ms, s._inactivity_ms,
+            )  # fmt: skip
+            packed.append((load, save))
+
+        async def bare(i: int) -> None:
+            load, save = packed[i]
+            await manager.execute_packed(load)
+            if await manager.execute_packed(save) != 1:
+                msg = "the bare SAVE did not answer 1: the layer split is invalid"
+                raise RuntimeError(msg)
+
+        runs: dict[str, list[float]] = {"store (load + save)": [], "manager alone": []}
+        fns = dict(zip(runs, (pair, bare), strict=True))
+        for fn in fns.values():
+            await macro.run_pairs(fn, tasks, warmup=0.2, duration=0.3)
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                result = await macro.run_pairs(fn, tasks, warmup=0.1, duration=seconds)
+                runs[name].append(result["cpu_us_per_pair"])
+        print(f"process CPU per pair at {tasks} tasks, {size} B (median of {rounds}, alternated):")
+        for name, values in runs.items():
+            shown = ", ".join(f"{v:.1f}" for v in values)
+            print(f"  {name:<32} {statistics.median(values):7.1f} us   ({shown})")
+
+        s = loaded[0]
+        reply = await manager.run_script(_redis_provider.LOAD, [s._key], ())
+        keyring, codec, ids = store._keyring, store._codec, store._ids
+
+        def load_side() -> object:
+            sid = s.id
+            ids.valid(sid)
+            key = keyring.redis_key(sid, ids.prefix(sid))
+            _index, record = _redis_provider._found(reply)
+            plain = keyring.decrypt(record.blob, _store._aad(key, record))
+            created, remember, data = codec.decode(plain)
+            return _store.Session(
+                sid, data, created_ms=created, deadline_ms=record.deadline_ms,
+                inactivity_ms=record.inactivity_ms, remember_me=remember,
+                version=record.version, key=key, store=store,
+            )  # fmt: skip
+
+        def save_side() -> bytes:
+            payload = store._encode(s._created_ms, s._remember_me, s.data)
+            record = store._seal(s._key, payload, s._deadline_ms, s._inactivity_ms)
+            return _wire.pack(
+                "EVALSHA", _redis_provider.SAVE.sha, 1, s._key, s._version, record.version,
+                record.blob, record.deadline_ms, record.inactivity_ms,
+            )  # fmt: skip
+
+        print("the store's own work per command (timeit, best of 15 x 2000, no I/O):")
+        for name, fn in (("load: id, key, reply, decrypt, decode", load_side),
+                         ("save: encode, encrypt, pack", save_side)):  # fmt: skip
+            best = min(timeit.repeat(fn, number=2000, repeat=15)) / 2000
+            print(f"  {name:<40} {best * 1e6:6.2f} us")
+    finally:
+        await client.aclose()
+
+
 def main() -> None:
     """Run the profile and print the summary."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_store")
@@ -109,7 +199,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--dump", help="also write the raw pstats to this file")
+    parser.add_argument(
+        "--layers", action="store_true", help="split the CPU per pair by layer, unprofiled"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --layers: alternations")
     args = parser.parse_args()
+    if args.layers:
+        with redis_server() as port:
+            asyncio.run(_layers(port, args.tasks, args.size, args.seconds, args.rounds))
+        return
     with redis_server() as port:
         began = time.perf_counter()
         profiler, pairs, server = asyncio.run(_workload(port, args.tasks, args.size, args.seconds))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -29,7 +29,7 @@ from ._errors import (
     StoreUnavailable,
     other_loop_error,
 )
-from ._pool import NodePool
+from ._pool import NodePool, settle_abandoned
 from ._scripts import Script
 from ._slots import key_slot, parse_redirect
 from ._spec import ConnectionSpec, connection_spec
@@ -41,6 +41,7 @@ from ._wire import (
     describe_plain,
     node_label,
     pack,
+    pack_tuple,
     unbracket,
 )
 
@@ -241,6 +242,9 @@ class ConnectionManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: That loop's stalls (see ``_stalls``).
         self._stalls = StallLedger()
+        #: One server (no Sentinel, no cluster): a reply is acknowledged as it comes, since no
+        #: failover can have moved the writer (``_StaticTopology.writer`` is always its pool).
+        self._single = isinstance(topology, _StaticTopology)
 
     @classmethod
     async def open(cls, cfg: RedisConfig) -> ConnectionManager:
@@ -325,8 +329,13 @@ class ConnectionManager:
         deadline: float | None = None,
         resent: list[bool] | None = None,
         slot: int = 0,
+        fallback: tuple[Arg, ...] | None = None,
     ) -> Any:
         """Run one command already encoded with :func:`~redis_session._pool.pack`.
+
+        ``fallback``: ``packed`` is an ``EVALSHA``, and ``fallback`` the arguments of the same
+        call as ``EVAL`` with the source, packed and sent once when a node answers
+        ``NOSCRIPT`` (see :meth:`run_script`).
 
         On a cluster, ``slot`` picks the node; MOVED and ASK are followed (at most
         ``cluster.max_redirects`` of them), TRYAGAIN and CLUSTERDOWN retried until the deadline.
@@ -337,18 +346,23 @@ class ConnectionManager:
         applied" may still have been applied by the first try.
         """
         loop = asyncio.get_running_loop()
-        given = loop.time() + self._timeout if deadline is None else deadline
-        deadline = given
+        if deadline is None:
+            deadline = loop.time() + self._timeout
+        given = deadline
         topology = self._topology
-        if loop is not self._loop or self._backoff:
+        # _retry_at is set (non-zero) exactly while the backoff is (see _answered): a float
+        # test, where the Backoff's __bool__ is a Python call on every command.
+        if loop is not self._loop or self._retry_at:
             await self._prepare(loop, deadline)  # rare: only these two checks per command
         attempt = redirects = 0
         #: The node an ASK redirect sent this command to, for its next try only.
         asked: NodePool | None = None
+        stalls = self._stalls
         while True:
             # A stall of our own event loop since the call began (it may have made several
             # commands: EVAL after NOSCRIPT, a resend) is not the node's time: move on by it.
-            deadline = given + self._stalls.since(given - self._timeout)
+            began = given - self._timeout
+            deadline = given if stalls.last_end <= began else given + stalls.since(began)
             if asked is not None:
                 pool, asking, asked = asked, True, None
             else:
@@ -359,9 +373,18 @@ class ConnectionManager:
                 # A replica gets part of what is left: if it hangs, the retry on the master
                 # (the replica is then left out of routing) still fits within the deadline.
                 until = loop.time() + (deadline - loop.time()) * _REPLICA_SHARE
-            sent_at = loop.time()
+            cluster = self._cluster
+            # Only a cluster asks how long a write took (see _SLOW_REPLY below).
+            sent_at = loop.time() if cluster is not None else 0.0
+            # The pool's future awaited here, not through NodePool.execute: one coroutine
+            # less per command on the hot path.
+            future = pool.submit(loop, packed, until, asking)
             try:
-                reply = await pool.execute(packed, until, asking=asking)
+                try:
+                    reply = await future
+                except BaseException:
+                    settle_abandoned(future)
+                    raise
             except ConnectionLost as exc:
                 failure: StoreUnavailable | CommandError = exc
             except PoolTimeout as exc:
@@ -373,7 +396,15 @@ class ConnectionManager:
                     raise  # the master's pool is full: no other node can take the command
                 failure = exc  # the replica's pool is stuck: go to the master
             except CommandError as exc:
-                cluster = self._cluster
+                if exc.code == "NOSCRIPT" and fallback is not None:
+                    # Each node caches scripts for itself: a promoted replica, a node a slot
+                    # moved to or a restarted one answers NOSCRIPT. Sending the source caches
+                    # it there; it proves the script did not run (not a resend), and the
+                    # fallback shares this call's deadline.
+                    packed = pack_tuple(fallback)
+                    fallback = None
+                    redirects = 0
+                    continue
                 if cluster is None or exc.code not in _CLUSTER_REPLIES:
                     failure = _retryable_reply(pool, exc)
                 elif exc.code in ("MOVED", "ASK"):
@@ -395,6 +426,11 @@ class ConnectionManager:
                     redirects = 0
                     continue
             else:
+                if self._single:
+                    # One server: no failover news to hear, no other master to ask.
+                    if self._retry_at:
+                        self._answered()
+                    return reply
                 if (
                     not read_only
                     and topology.follows_failover
@@ -403,7 +439,6 @@ class ConnectionManager:
                     # Just after a stall of our loop, failover news may have arrived with
                     # the reply and still wait unread: hear it before acknowledging.
                     await topology.settle(deadline)
-                cluster = self._cluster
                 if (
                     cluster is not None
                     and not read_only
@@ -467,7 +502,7 @@ class ConnectionManager:
 
     def _answered(self) -> None:
         """Note that a command succeeded: a single server that refused connects answers again."""
-        if self._backoff:
+        if self._retry_at:
             self._backoff.reset()
             self._retry_at = 0.0
             self._down_since = None
@@ -511,7 +546,7 @@ class ConnectionManager:
         # answers, and will take the command once it is done.
         return self._down_since is not None and now - self._down_since >= _RESTART_WINDOW
 
-    async def run_script(
+    def run_script(
         self,
         script: Script,
         keys: Sequence[Arg],
@@ -520,12 +555,14 @@ class ConnectionManager:
         read_only: bool = False,
         deadline: float | None = None,
         resent: list[bool] | None = None,
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Run a Lua script by its SHA; on NOSCRIPT send the source (which caches it).
 
-        Both tries share one deadline (by default ``redis.timeout`` from now), so a NOSCRIPT
-        late in the first does not give the second a whole timeout more. ``resent`` as for
-        :meth:`execute_packed` (a NOSCRIPT reply proves the script did not run).
+        Await what it returns. Both tries share one deadline (by default ``redis.timeout``
+        from the call), so a NOSCRIPT late in the first does not give the second a whole
+        timeout more. ``resent`` as for :meth:`execute_packed` (a NOSCRIPT reply proves the
+        script did not run). Not a coroutine itself: the command's own coroutine is returned,
+        one layer less per command on the store's hot path.
         """
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self._timeout
@@ -533,20 +570,16 @@ class ConnectionManager:
         slot = 0
         if self._cluster is not None and keys and isinstance(first := keys[0], bytes):
             slot = key_slot(first)
-        try:
-            # Packed here rather than through execute(): this is the store's hot path.
-            packed = pack("EVALSHA", script.sha, len(keys), *keys, *args)
-            return await self.execute_packed(
-                packed, read_only=read_only, deadline=deadline, resent=resent, slot=slot
-            )
-        except CommandError as exc:
-            # Each node caches scripts for itself: a promoted replica, a node a slot moved to
-            # or a restarted one answers NOSCRIPT. Sending the source caches it there.
-            if exc.code != "NOSCRIPT":
-                raise
-        packed = pack("EVAL", script.source, len(keys), *keys, *args)
-        return await self.execute_packed(
-            packed, read_only=read_only, deadline=deadline, resent=resent, slot=slot
+        packed = pack_tuple(("EVALSHA", script.sha, len(keys), *keys, *args))
+        # Packed only on NOSCRIPT (rare): a tuple, cheaper to build than a closure.
+        fallback = ("EVAL", script.source, len(keys), *keys, *args)
+        return self.execute_packed(
+            packed,
+            read_only=read_only,
+            deadline=deadline,
+            resent=resent,
+            slot=slot,
+            fallback=fallback,
         )
 
     def statistics(self) -> PoolStatistics:

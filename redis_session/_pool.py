@@ -36,7 +36,7 @@ from typing import Any
 
 import anyio
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ._backoff import Backoff
 from ._errors import (
@@ -48,9 +48,20 @@ from ._errors import (
 )
 from ._stalls import MAX_EXCUSED, STALL, ledger
 from ._statistics import NodeStatistics
-from ._wire import FAILURES, disconnect, is_dead, pack, reason, stream_of, unread
+from ._wire import (
+    FAILURES,
+    NO_REPLY,
+    disconnect,
+    is_dead,
+    pack,
+    raise_lost,
+    reason,
+    replies_of,
+    stream_of,
+    unread,
+)
 
-__all__ = ["NodePool"]
+__all__ = ["NodePool", "settle_abandoned"]
 
 logger = logging.getLogger("redis_session")
 
@@ -79,6 +90,10 @@ _CLEANUP_TIMEOUT = 2.0
 _CONNECT_BACKOFF_MIN = 0.05
 _CONNECT_BACKOFF_MAX = 1.0
 
+#: A batch smaller than this waits one turn of the event loop for more when the pool is
+#: loaded (see ``NodePool._run``).
+_GATHER = 16
+
 _QUEUED, _SENT = 0, 1
 _ASKING = pack("ASKING")
 
@@ -92,7 +107,7 @@ class _Pending:
     excused: int
 
     def __init__(
-        self, packed: bytes, future: asyncio.Future[Any], deadline: float, *, asking: bool
+        self, packed: bytes, future: asyncio.Future[Any], deadline: float, asking: bool
     ) -> None:
         self.packed = packed
         #: ``packed`` starts with ``ASKING``, whose reply is read and dropped before the
@@ -118,6 +133,7 @@ class _Conn:
         "task",
         "used_at",
         "waiter",
+        "written",
     )
 
     def __init__(self, conn: AbstractConnection) -> None:
@@ -138,6 +154,9 @@ class _Conn:
         #: the batch run on because replies were waiting to be read.
         self.check: asyncio.TimerHandle | None = None
         self.graces = 0
+        #: Commands a caller wrote on this parked connection itself (``NodePool._write_now``):
+        #: the worker, woken, reads their replies before anything else.
+        self.written: list[_Pending] | None = None
 
     def dead(self) -> bool:
         """Whether the server or the network closed the socket while we were not reading."""
@@ -265,33 +284,61 @@ class NodePool:
         :class:`ConnectionLost` when its connection broke, :class:`CommandError` for an error
         reply, :class:`StoreClosed` after :meth:`aclose`.
         """
-        loop = asyncio.get_running_loop()
+        future = self.submit(asyncio.get_running_loop(), packed, deadline, asking)
+        try:
+            # No timer here: the maintenance task fails the future at its deadline.
+            return await future
+        except BaseException:
+            settle_abandoned(future)
+            raise
+
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, packed: bytes, deadline: float, asking: bool
+    ) -> asyncio.Future[Any]:
+        """Queue one packed command from ``loop`` (the running loop); return its reply's future.
+
+        What :meth:`execute` awaits, for a caller that awaits the future itself (the
+        connection manager's hot path: one coroutine less per command). A caller that stops
+        waiting must pass the future to :func:`settle_abandoned`. Raises as :meth:`execute`
+        does before anything is queued.
+        """
         if loop is not self._loop:
             self._bind(loop)  # first use, a later asyncio.run, or a mistake (UsageError)
         if self._closed:
             msg = f"the connection pool for {self.node} is closed"
             raise StoreClosed(msg)
-        if self._maintenance is None or self._maintenance.done():
+        maintenance = self._maintenance
+        if maintenance is None or maintenance.done():
             # Deadlines are enforced by the maintenance task: never wait without it, even on a
             # pool used before start() or after the task died.
             self._ensure_maintenance()
         if asking:
             packed = _ASKING + packed
-        pending = _Pending(packed, loop.create_future(), deadline, asking=asking)
-        self._queue.append(pending)
+        future = loop.create_future()
+        queue = self._queue
+        pending = _Pending(packed, future, deadline, asking)
+        # The pool is quiet (every connection parked): write now rather than one turn of the
+        # event loop later, when the worker runs; at low concurrency that turn is a good part
+        # of a command's latency. Under load this never applies, and batches form as usual.
+        if (
+            not queue
+            and not self._waking
+            and len(self._idle) == len(self._conns) > 0
+            and self._write_now(pending)
+        ):
+            return future
+        queue.append(pending)
+        # _dispatch() decided for the usual case under load: a worker already woken takes this
+        # command when it runs (a batch holds up to _MAX_BATCH), and no connection can be
+        # added (all are open, or one is parked), so there is nothing to do.
+        if (
+            self._waking
+            and len(queue) <= _MAX_BATCH * self._waking
+            and (self._idle or len(self._conns) >= self._max)
+        ):
+            return future
         self._dispatch()
-        try:
-            # No timer here: the maintenance task fails the future at its deadline.
-            return await pending.future
-        except BaseException:
-            # Usually the future is cancelled with us; a worker skips a queued command whose
-            # future is done, and reads (then drops) the reply of one already sent. If an error
-            # reached the future just before the cancellation did, mark it seen: nobody else
-            # will, and asyncio would log it as never retrieved.
-            future = pending.future
-            if future.done() and not future.cancelled():
-                future.exception()
-            raise
+        return future
 
     def statistics(self) -> NodeStatistics:
         """Return a snapshot of this pool."""
@@ -433,6 +480,30 @@ class NodePool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _write_now(self, p: _Pending) -> bool:
+        """Write ``p`` on the longest-parked connection and wake its worker to read the reply.
+
+        The caller still holds no connection: the worker reads the reply (and drops it if
+        nobody waits any more), exactly as for a batch it wrote itself. False (nothing
+        written) when that connection is not fit: it is then queued as usual.
+        """
+        c = self._idle[0]
+        waiter = c.waiter
+        if waiter is None or waiter.done() or not c.connected or c.dead():
+            return False
+        try:
+            writer, _ = stream_of(c.conn)
+            writer.write(p.packed)
+        except FAILURES:
+            return False
+        self._idle.popleft()
+        p.state = _SENT
+        # In flight from now on: the deadline sweep and stall excuses look at c.batch.
+        c.written = c.batch = [p]
+        c.busy = True
+        waiter.set_result(True)
+        return True
+
     def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []
         queue = self._queue
@@ -480,6 +551,20 @@ class NodePool:
             if not c.connected and await self._connect(c) is not None:
                 return
             while not self._closed:
+                written = c.written
+                if written is not None:
+                    c.written = None
+                    await self._run_batch(c, written, written=True)
+                    continue
+                if (
+                    0 < len(self._queue) < _GATHER
+                    and len(self._idle) + self._waking < len(self._conns) - 1
+                ):
+                    # Little to send while another connection waits for replies (a loaded
+                    # pool): let the callers still runnable in this turn queue theirs first,
+                    # so one write carries them all. Per-write costs dominate small batches
+                    # (a cluster spreads each turn's commands over its masters).
+                    await asyncio.sleep(0)
                 batch = self._take_batch()
                 if batch:
                     if c.dead():
@@ -493,6 +578,7 @@ class NodePool:
         except _WorkerDone:
             return
         finally:
+            self._fail_written(c)
             self._forget(c)
             # Also when never marked connected: a connect cancelled half-way (the pool
             # closing) may have a socket open already, which would otherwise leak.
@@ -500,6 +586,19 @@ class NodePool:
             # Work may be left for a connection that no longer exists; open another.
             if not self._closed:
                 self._dispatch()
+
+    def _fail_written(self, c: _Conn) -> None:
+        """Fail what a caller wrote on ``c`` when its worker stops before reading the replies.
+
+        The pool is closing: as for a batch cut short, the commands may have run.
+        """
+        if c.written is None:
+            return
+        msg = f"the connection pool for {self.node} closed with this command in flight"
+        for p in c.written:
+            if not p.future.done():
+                p.future.set_exception(ConnectionLost(msg, sent=True))
+        c.written = None
 
     async def _connect(self, c: _Conn) -> str | None:
         """Connect ``c``; return None on success, else the reason (already logged)."""
@@ -563,10 +662,15 @@ class NodePool:
             await waiter
         finally:
             c.waiter = None
-            if waiter.done() and not waiter.cancelled() and waiter.result():
-                self._waking -= 1
-            with contextlib.suppress(ValueError):
+            woken = waiter.done() and not waiter.cancelled() and waiter.result()
+            if woken and c.written is None:
+                self._waking -= 1  # woken for queued work (_write_now does not count)
+            # Whoever woke us for work took us off the list already; a membership test of a
+            # few connections is cheaper than the ValueError of remove() on every batch.
+            if c in self._idle:
                 self._idle.remove(c)
+        if c.written is not None:
+            return True  # a caller wrote on it: read the reply first, whatever else is due
         if c.dead():
             logger.info("connection to %s was closed by the server or network", self.node)
             return False
@@ -585,9 +689,7 @@ class NodePool:
 
     async def _ping(self, c: _Conn) -> bool:
         loop = asyncio.get_running_loop()
-        probe = _Pending(
-            pack("PING"), loop.create_future(), loop.time() + self._timeout, asking=False
-        )
+        probe = _Pending(pack("PING"), loop.create_future(), loop.time() + self._timeout, False)
         probe.state = _SENT
         # A broken connection ends _run_batch with _WorkerDone; catch it so the failure is
         # logged here (the worker then stops because we return False).
@@ -608,9 +710,17 @@ class NodePool:
         return False
 
     async def _run_batch(  # noqa: PLR0912, PLR0915 - one try covering write, read and delivery
-        self, c: _Conn, batch: list[_Pending], *, idle_probe: bool = False
+        self,
+        c: _Conn,
+        batch: list[_Pending],
+        *,
+        idle_probe: bool = False,
+        written: bool = False,
     ) -> None:
-        """Write a batch and deliver each reply to its caller; on failure, fail the rest."""
+        """Write a batch and deliver each reply to its caller; on failure, fail the rest.
+
+        ``written``: the batch is on the wire already (see ``_write_now``); only read.
+        """
         conn = c.conn
         c.busy = True
         c.batch = batch
@@ -626,20 +736,31 @@ class NodePool:
             async with asyncio.timeout(None) as timer:
                 c.graces = 0
                 c.check = loop.call_at(loop.time() + self._timeout, self._overdue, c, timer)
-                writer, parser = stream_of(conn)
-                writer.writelines([p.packed for p in batch])
+                writer, _ = stream_of(conn)
+                gets, fill = replies_of(conn)
+                if not written:
+                    writer.writelines([p.packed for p in batch])
                 await writer.drain()
                 for p in batch:
                     if p.asking:
                         # ASKING's +OK; it cannot fail, and the command's reply tells anyway.
-                        await parser.read_response()
-                    reply = await parser.read_response()
+                        while (reply := gets()) is NO_REPLY:
+                            await fill()
+                    # Replies parsed straight from hiredis: a coroutine per reply (redis-py's
+                    # read_response) was a tenth of the pool's cost per command.
+                    while (reply := gets()) is NO_REPLY:
+                        await fill()
                     future = p.future
-                    if not future.done():
-                        if isinstance(reply, ResponseError):
-                            future.set_exception(CommandError(str(reply)))
-                        else:
-                            future.set_result(reply)
+                    if isinstance(reply, RedisError) or (
+                        type(reply) is list and reply and isinstance(reply[0], RedisError)
+                    ):
+                        raise_lost(reply)  # redis-py raises connection errors, as we do
+                    if future.done():
+                        pass
+                    elif isinstance(reply, ResponseError):
+                        future.set_exception(CommandError(str(reply)))
+                    else:
+                        future.set_result(reply)
                     delivered += 1
         except FAILURES as exc:
             reason = self._describe(exc)
@@ -819,6 +940,18 @@ class NodePool:
         if self._last_error is not None:
             message += f"; connecting to {self.node} fails: {self._last_error}"
         return message
+
+
+def settle_abandoned(future: asyncio.Future[Any]) -> None:
+    """For a caller that stops waiting on a :meth:`NodePool.submit` future (cancelled).
+
+    Usually the future is cancelled with it; a worker skips a queued command whose future is
+    done, and reads (then drops) the reply of one already sent. If an error reached the future
+    just before the cancellation did, mark it seen: nobody else will, and asyncio would log it
+    as never retrieved.
+    """
+    if future.done() and not future.cancelled():
+        future.exception()
 
 
 class _WorkerDone(Exception):

@@ -695,9 +695,12 @@ def _found(reply: Any) -> Found:
 
 def _owned(record: Record, owner: Any) -> Record:
     """Add the user and public id (``u``, ``p``) a reply carries for a session of a user."""
-    if not record.version or [type(x) for x in owner] != [bytes, bytes]:
+    if not record.version or len(owner) != 2:
         return record
-    return attrs.evolve(record, user=owner[0], public_id=owner[1])
+    user, public_id = owner
+    if type(user) is not bytes or type(public_id) is not bytes:
+        return record
+    return attrs.evolve(record, user=user, public_id=public_id)
 
 
 def _warn_other_type(reply: bytes) -> None:

@@ -28,10 +28,13 @@ _MAX_KEPT = 16
 class StallLedger:
     """The recent stalls of one event loop, as (start, end) in loop time, oldest first."""
 
-    __slots__ = ("__weakref__", "_stalls")
+    __slots__ = ("__weakref__", "_stalls", "last_end")
 
     def __init__(self) -> None:
         self._stalls: list[tuple[float, float]] = []
+        #: When the newest stall ended (loop time; 0.0 for none): every command compares its
+        #: start with it, an attribute read where :meth:`since` is a call.
+        self.last_end = 0.0
 
     def record(self, start: float, end: float) -> None:
         """Note that the loop was blocked from ``start`` to ``end``.
@@ -47,6 +50,7 @@ class StallLedger:
             stalls.append((start, end))
         while stalls and (len(stalls) > _MAX_KEPT or stalls[0][1] < end - _KEEP):
             del stalls[0]
+        self.last_end = stalls[-1][1]
 
     def ended_after(self, moment: float) -> bool:
         """Whether the last stall ended after ``moment``."""

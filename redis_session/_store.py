@@ -75,6 +75,10 @@ _PUBLIC_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{38}")
 #: tries: with full jitter, a hundred concurrent updates of one session all get through.
 _UPDATE_ATTEMPTS = 64
 _UPDATE_PAUSE_MAX = 0.05
+#: A record's version: 8 random bytes, written as 16 hex characters.
+_VERSION_BYTES = 8
+#: An AES-GCM nonce (see ``_crypto``), drawn with the version.
+_NONCE_BYTES = 12
 _CONFLICT = (
     "the session was saved, regenerated or deleted elsewhere since it was loaded, or it expired"
 )
@@ -86,10 +90,6 @@ def _datetime(ms: int) -> dt.datetime:
 
 def _ms(delta: dt.timedelta) -> int:
     return delta // dt.timedelta(milliseconds=1)
-
-
-def _new_version() -> bytes:
-    return os.urandom(8).hex().encode()
 
 
 def _plain_id(session_id: object, method: str) -> str:
@@ -492,12 +492,14 @@ class SessionStore(Generic[T]):
         self, session_id: str | None, method: str
     ) -> Session[T] | Moved | None:
         # load's hot path builds no Lookup; MOVED only when the provider found a tombstone.
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if session_id is None:
             # The common case of a request without a cookie: no session, not a bug. delete()
             # still refuses None, where silently doing nothing would leave a logout undone.
             return None
-        session_id = _plain_id(session_id, method)
+        if type(session_id) is not str:
+            session_id = _plain_id(session_id, method)
         ids = self._ids
         if not ids.valid(session_id):
             return None
@@ -559,9 +561,11 @@ class SessionStore(Generic[T]):
         so reload before retrying. Raises :class:`~redis_session.UsageError` for anything but
         a :class:`Session` this store created or loaded.
         """
-        self._check_open()
-        self._check_session(session, "save")
-        payload = self._encode(session._created_ms, session.remember_me, session.data)
+        if self._closed:
+            self._check_open()
+        if type(session) is not Session or session._store is not self:
+            self._check_session(session, "save")
+        payload = self._encode(session._created_ms, session._remember_me, session.data)
         keyring = self._keyring
         # Without previous secrets the key a session was loaded under is the current one; only
         # during a rotation can it differ (and the session then moves). Saves an HMAC.
@@ -885,14 +889,18 @@ class SessionStore(Generic[T]):
         inactivity_ms: int,
         owner: tuple[bytes, bytes] | None = None,
     ) -> Record:
-        version = _new_version()
+        # The version and the nonce from one system call.
+        fresh = os.urandom(_VERSION_BYTES + _NONCE_BYTES)
+        version = fresh[:_VERSION_BYTES].hex().encode()
+        nonce = fresh[_VERSION_BYTES:]
         aad = associated_data(key, version, deadline_ms, inactivity_ms)
         if owner is None:
-            return Record(version, deadline_ms, inactivity_ms, self._keyring.encrypt(payload, aad))
+            blob = self._keyring.encrypt(payload, aad, nonce)
+            return Record(version, deadline_ms, inactivity_ms, blob)
         # A session of a user is bound to its user and public id too: a blob copied into
         # another user's session, or a public id edited, does not decrypt.
         aad = b"|".join((aad, *owner))
-        blob = self._keyring.encrypt(payload, aad)
+        blob = self._keyring.encrypt(payload, aad, nonce)
         return Record(version, deadline_ms, inactivity_ms, blob, *owner)
 
     # -- sessions of users (docs/users.md) ----------------------------------------------------

@@ -19,13 +19,14 @@ import contextlib
 import select
 import socket
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import anyio
 import hiredis
 import redis.exceptions
 from redis._parsers import _AsyncHiredisParser
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, RedisError, ResponseError
@@ -35,6 +36,7 @@ __all__ = [
     "CLOSED_AFTER_HANDSHAKE",
     "FAILURES",
     "INTERNALS",
+    "NO_REPLY",
     "OUR_MARKERS",
     "PLAIN_PORT",
     "ClosedAfterHandshakeError",
@@ -48,7 +50,10 @@ __all__ = [
     "is_dead",
     "node_label",
     "pack",
+    "pack_tuple",
+    "raise_lost",
     "reason",
+    "replies_of",
     "stream_of",
     "unbracket",
     "unread",
@@ -61,7 +66,10 @@ INTERNALS: tuple[tuple[str, str], ...] = (
     ("redis._parsers", "_AsyncHiredisParser"),
     ("redis._parsers._AsyncHiredisParser", "EXCEPTION_CLASSES"),
     ("redis._parsers._AsyncHiredisParser", "parse_error"),
+    ("redis._parsers._AsyncHiredisParser", "read_from_socket"),
     ("redis._parsers._AsyncHiredisParser (connected)", "_reader"),
+    ("redis._parsers._AsyncHiredisParser (connected)", "_connected"),
+    ("redis._parsers.hiredis", "NOT_ENOUGH_DATA"),
     ("redis.asyncio.connection.AbstractConnection (connected)", "_reader"),
     ("redis.asyncio.connection.AbstractConnection (connected)", "_writer"),
     ("redis.asyncio.connection.AbstractConnection (connected)", "_parser"),
@@ -91,6 +99,12 @@ def reason(exc: BaseException) -> str:
 def pack(*args: bytes | str | int | float) -> bytes:
     """Encode one command in RESP, in the caller's task (hiredis does it in C)."""
     packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # stub types one-tuples
+    return packed
+
+
+def pack_tuple(args: tuple[bytes | str | int | float, ...]) -> bytes:
+    """:func:`pack` for arguments already in a tuple (one Python call less on the hot path)."""
+    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]
     return packed
 
 
@@ -429,6 +443,34 @@ def stream_of(conn: AbstractConnection) -> tuple[asyncio.StreamWriter, Any]:
     if writer is None:
         raise RedisConnectionError("not connected")
     return writer, conn._parser
+
+
+#: What the ``gets`` of :func:`replies_of` returns while no whole reply has arrived yet.
+NO_REPLY: object = NOT_ENOUGH_DATA
+
+
+def replies_of(conn: AbstractConnection) -> tuple[Callable[[], Any], Callable[[], Awaitable[Any]]]:
+    """Return ``(gets, fill)``: the connection's parsed replies, taken without a coroutine each.
+
+    ``gets()`` returns the next reply, or :data:`NO_REPLY` when its bytes have not all
+    arrived; ``await fill()`` then reads more from the socket (``ConnectionError`` when the
+    server closed it). What redis-py's ``read_response`` does per reply, minus a coroutine and
+    the RESP3 push handling (our connections speak RESP2). Its checks of the reply are the
+    caller's: :func:`raise_lost`. Raises ``ConnectionError`` if not connected.
+    """
+    parser: Any = conn._parser
+    reader = getattr(parser, "_reader", None)
+    if reader is None or not parser._connected:
+        raise RedisConnectionError("not connected")
+    return reader.gets, parser.read_from_socket
+
+
+def raise_lost(reply: Any) -> None:
+    """Raise the connection error a reply stands for, as redis-py's ``read_response`` does."""
+    if isinstance(reply, RedisConnectionError):
+        raise reply
+    if type(reply) is list and reply and isinstance(reply[0], RedisConnectionError):
+        raise reply[0]  # inside a transaction's reply, as redis-py checks too
 
 
 def is_dead(conn: AbstractConnection) -> bool:

@@ -189,13 +189,18 @@ async def test_cancel_after_reply(fresh_redis: RedisProcess) -> None:
 
         fresh_redis.pause()
         try:
+            # The first command on a quiet pool is written by its caller, alone
+            # (NodePool._write_now): one in flight first, so a and b share the next batch.
+            first = asyncio.ensure_future(manager.execute("ECHO", "first"))
+            await anyio.sleep(0.05)
             a_task = asyncio.ensure_future(a())
             b_task = asyncio.ensure_future(b())
-            await anyio.sleep(0.1)  # both written in one batch, replies pending
+            await anyio.sleep(0.1)  # queued behind it, then written in one batch
             assert manager.statistics().in_use == 1
         finally:
             fresh_redis.resume()
-        await asyncio.wait([a_task, b_task], timeout=5)
+        await asyncio.wait([first, a_task, b_task], timeout=5)
+        assert first.result() == b"first"
         assert a_task.result() is None
         assert b_task.cancelled()
         assert got == {"a": b"a"}

@@ -116,7 +116,9 @@ async def test_batches_are_bounded_by_bytes_written(redis: RedisProcess) -> None
             for i in range(64):
                 tg.start_soon(manager.execute, "SET", f"big{i}", value)
         assert await manager.execute("STRLEN", "big63") == len(value)
-    assert sum(sizes) > 64 * 100_000
+    # The first SET finds the pool quiet and is written by its caller (NodePool._write_now);
+    # the other 63 go through batches.
+    assert sum(sizes) > 63 * 100_000
     assert max(sizes) <= 1024 * 1024, sizes
     assert len(sizes) >= 8
 
