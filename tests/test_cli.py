@@ -37,6 +37,7 @@ READ_ONLY = {
     "client|setname",
     "config|get",
     "cluster|shards",
+    "cluster|nodes",  # the survey reads config epochs from it
     "readonly",
     "role",
     "select",
