@@ -93,6 +93,29 @@ def _default(obj: object) -> object:
     raise SessionDataError(msg)
 
 
+def _ext_type(code: int, data: memoryview) -> msgpack.ExtType:
+    return msgpack.ExtType(code, bytes(data))
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if type(key) is list else key
+
+
+def _tuple_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    return {_hashable(key): value for key, value in pairs}
+
+
+def _unpack_deep(payload: bytes) -> Any:
+    """Decode with msgpack, whose nesting bound is a fixed stack (see :meth:`Codec.decode`)."""
+    try:
+        return msgpack.unpackb(payload, timestamp=3, strict_map_key=False)
+    except TypeError:
+        # A tuple map key was stored as an array, which reads back as an unhashable list.
+        return msgpack.unpackb(
+            payload, timestamp=3, strict_map_key=False, object_pairs_hook=_tuple_keys
+        )
+
+
 class Codec(Generic[T]):
     """Encodes session payloads of one ``data_type`` to bytes and back.
 
@@ -112,7 +135,9 @@ class Codec(Generic[T]):
         # tuples, and Timestamps as aware UTC datetimes, as decode() promises. The payloads
         # are ours (authenticated), written by the packer above: no other extension types, and
         # whole microseconds (msgpack truncates other nanoseconds, msgspec rounds them).
-        self._decoder = msgspec.msgpack.Decoder()
+        # Any other extension value was stored from a msgpack ExtType (the packer takes those
+        # as is): read it back as one, not as msgspec's Ext, which the packer refuses.
+        self._decoder = msgspec.msgpack.Decoder(ext_hook=_ext_type)
         self._unstructure: Callable[[Any], Any] | None
         self._structure: Callable[[Any, Any], T] | None
         if data_type is dict:
@@ -154,7 +179,13 @@ class Codec(Generic[T]):
     def decode(self, payload: bytes) -> tuple[int, bool, T] | None:
         """Return ``(created_at_ms, remember_me, data)``, or ``None`` for any unusable payload."""
         try:
-            obj = self._decoder.decode(payload)
+            try:
+                obj = self._decoder.decode(payload)
+            except RecursionError:
+                # msgspec bounds nesting by what is left of the interpreter's recursion limit,
+                # so deep data (which the packer took) could read as "no session" from a deep
+                # call stack; msgpack's bound does not depend on the caller. Rare: deep data.
+                obj = _unpack_deep(payload)
             created, remember_me, raw = obj
             if type(obj) is not list or type(created) is not int or type(remember_me) is not bool:
                 return None

@@ -498,6 +498,10 @@ class NodePool:
             return False
         self._idle.popleft()
         p.state = _SENT
+        if len(p.packed) > self._reply_estimate:
+            # As _take_batch does: a large write (a save) predicts large replies (loads of the
+            # same session), which the batches formed once load comes must be bounded for.
+            self._learn_reply_size(len(p.packed))
         # In flight from now on: the deadline sweep and stall excuses look at c.batch.
         c.written = c.batch = [p]
         c.busy = True

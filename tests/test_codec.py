@@ -185,3 +185,44 @@ def test_data_type_must_be_dict_or_attrs() -> None:
     """Only dict and attrs classes are accepted as data_type."""
     with pytest.raises(TypeError, match="data_type"):
         Codec(list)
+
+
+def test_extension_values_read_back_as_stored() -> None:
+    # The packer stores a msgpack ExtType as is; reading it back must give the same value
+    # (not msgspec's own Ext), so that saving the loaded session again works.
+    codec = Codec(dict)
+    data = {"a": msgpack.ExtType(5, b"x"), "b": [msgpack.ExtType(127, b"")]}
+    decoded = codec.decode(codec.encode(1, False, data))
+    assert decoded == (1, False, data)
+    assert codec.decode(codec.encode(*decoded)) == decoded
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _call_deep(frames: int, fn: object) -> object:
+    # Runs fn() under `frames` extra Python frames: a load called deep in an app's stack.
+    if frames == 0:
+        return fn()  # type: ignore[operator]
+    return _call_deep(frames - 1, fn)
+
+
+@pytest.mark.parametrize("depth", [400, 1000])
+def test_deep_data_that_saved_loads_again_anywhere_in_the_stack(depth: int) -> None:
+    # msgspec bounds nesting by the interpreter's recursion limit minus the caller's stack
+    # depth; msgpack by a fixed stack. Whatever encode() accepted must decode, however deep
+    # the caller is.
+    codec = Codec(dict)
+    data = {"a": _nested(depth)}
+    payload = codec.encode(1, True, data)
+    # Compared re-encoded: == on the nested lists would itself hit the recursion limit.
+    decoded = codec.decode(payload)
+    assert decoded is not None
+    assert codec.encode(*decoded) == payload
+    decoded = _call_deep(700, lambda: codec.decode(payload))  # type: ignore[assignment]
+    assert decoded is not None
+    assert codec.encode(*decoded) == payload
