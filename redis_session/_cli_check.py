@@ -245,7 +245,19 @@ def _load(source: str | PathLike[str], report: CheckReport) -> SessionConfig | N
                 report.add(ERROR, "config", problem.message, option=problem.path or None)
             return None
     for warning in caught:
-        report.add(WARNING, "config", str(warning.message))
+        if issubclass(warning.category, FutureWarning):
+            # The config's own deprecation warnings (Authelia's old option names).
+            report.add(WARNING, "config", str(warning.message))
+        else:
+            # Not about the configuration (a ResourceWarning of the garbage collector running
+            # meanwhile, a library's DeprecationWarning): passed on, not reported as a finding.
+            warnings.warn_explicit(
+                warning.message,
+                warning.category,
+                warning.filename,
+                warning.lineno,
+                source=warning.source,
+            )
     return cfg
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+import redis_session._cli_check as check_module
 from redis_session import open_session_store
 from redis_session.__main__ import main
 from redis_session._cli_check import data_needs, script_commands
@@ -672,3 +674,28 @@ def test_sessions_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
             main(["sessions", "revoke", *argv, config])
         assert exited.value.code == 2
     capsys.readouterr()
+
+
+def test_check_reports_config_deprecations_not_unrelated_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warning raised while the config loads but not about it is passed on, not a finding.
+
+    Seen in CI: the garbage collector ran during the load and its ResourceWarnings about
+    other tests' sockets became four "config" warnings of ``check``.
+    """
+    real = check_module.load_config
+
+    def load_while_gc_warns(source: Any) -> Any:
+        warnings.warn("unclosed transport (not ours)", ResourceWarning, stacklevel=1)
+        return real(source)
+
+    monkeypatch.setattr(check_module, "load_config", load_while_gc_warns)
+    with pytest.warns(ResourceWarning, match="not ours"):
+        status, document = run(capsys, "check", write_config(tmp_path, None, domain="a.example"))
+    assert status == 0
+    config = [
+        (f["status"], f["message"][:22]) for f in document["findings"] if f["check"] == "config"
+    ]
+    # The deprecated `domain` is still reported, once; the ResourceWarning is not.
+    assert config == [("warning", "deprecated since Authe")]
