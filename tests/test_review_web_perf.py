@@ -28,13 +28,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from redis_session import aiohttp as rs_aiohttp
-from redis_session import open_session_store
 from redis_session._merge import merge, same, snapshot
 from redis_session.asgi import SessionMiddleware
 
 from .asgi_helpers import cookie_attributes, set_cookie_headers
 from .servers import RedisProcess
-from .store_helpers import SECRET
+from .test_review_web import cfg_for, seed, stored
 
 pytestmark = pytest.mark.anyio
 
@@ -46,27 +45,6 @@ ARRIVED: dict[str, asyncio.Event] = {}
 
 def make_gate(name: str) -> None:
     GATES[name], ARRIVED[name] = asyncio.Event(), asyncio.Event()
-
-
-def cfg_for(proc: RedisProcess, **overrides: Any) -> dict[str, Any]:
-    return {"secret": SECRET, "redis": proc.redis_section(), **overrides}
-
-
-async def seed(proc: RedisProcess, data: dict[str, Any]) -> str:
-    store = await open_session_store(cfg_for(proc))
-    try:
-        return (await store.create(data)).id
-    finally:
-        await store.aclose()
-
-
-async def stored(proc: RedisProcess, sid: str) -> dict[str, Any] | None:
-    store = await open_session_store(cfg_for(proc))
-    try:
-        session = await store.load(sid)
-        return None if session is None else session.data
-    finally:
-        await store.aclose()
 
 
 # -- a Starlette app: each route makes one kind of change, in place as apps do --
@@ -144,7 +122,7 @@ class TestFindings:
         ``==``, and ``nan != nan``: the merge took a freshly loaded NaN for a change by the
         other writer. A request that changed ``stats.n`` (beside ``stats.avg = nan``) while
         another changed an unrelated key got 409 and lost its change."""
-        sid = await seed(redis, {"stats": {"avg": math.nan, "n": 1}})
+        sid = await seed(redis, stats={"avg": math.nan, "n": 1})
         make_gate("nan")
         async with asgi(cfg_for(redis)) as (_, c):
             cookies = {"cookie": f"{NAME}={sid}"}
@@ -164,7 +142,7 @@ class TestFindings:
     async def test_negative_zero_over_zero_is_saved(self, redis: RedisProcess) -> None:
         """LOW (a write silently lost). ``0.0 == -0.0``, but the codec stores them apart
         (the sign bit): writing ``-0.0`` over ``0.0`` was not seen as a change."""
-        sid = await seed(redis, {"x": 0.0})
+        sid = await seed(redis, x=0.0)
         async with asgi(cfg_for(redis)) as (_, c):
             response = await c.post(
                 "/set?change=negative-zero", headers={"cookie": f"{NAME}={sid}"}
@@ -178,7 +156,7 @@ class TestFindings:
         """LOW (a write silently lost). ``same`` looked keys up (``1`` finds ``True``), so a
         nested map whose key ``1`` became ``True`` compared as unchanged, though the codec
         stores the two keys apart (and ``same`` exists to tell ``True`` from ``1``)."""
-        sid = await seed(redis, {"m": {1: "a"}})
+        sid = await seed(redis, m={1: "a"})
         async with asgi(cfg_for(redis)) as (_, c):
             response = await c.post("/set?change=retype-key", headers={"cookie": f"{NAME}={sid}"})
         assert response.status_code == 200
@@ -271,7 +249,7 @@ class TestHolds:
     async def test_cookie_split_over_fields_and_host_from_server(self, redis: RedisProcess) -> None:
         """A Cookie split over several fields (HTTP/2) finds the session; without Host, the
         scope's ``server`` stands in; duplicate Host fields match no entry (no Domain)."""
-        sid = await seed(redis, {"stats": {"avg": 1.0, "n": 1}})
+        sid = await seed(redis, stats={"avg": 1.0, "n": 1})
         mw = SessionMiddleware(
             Starlette(routes=ROUTES),
             cfg_for(
@@ -336,7 +314,7 @@ class TestHolds:
     ) -> None:
         """The aiohttp path runs the same change detection: a nested change in place saves
         (beside a NaN); a memoryview is saved and answered (it was a 500 there too)."""
-        sid = await seed(redis, {"stats": {"avg": math.nan, "n": 1}})
+        sid = await seed(redis, stats={"avg": math.nan, "n": 1})
         server = TestServer(aiohttp_app(cfg_for(redis)))
         async with TestClient(server, cookie_jar=DummyCookieJar()) as c:
             response = await c.post("/set?change=count", headers={"cookie": f"{NAME}={sid}"})
@@ -352,7 +330,7 @@ class TestHolds:
         """True over 1, 1.0 over 1, bytearray over bytes,
         an aware datetime moved by a microsecond: each saved (read back as stored)."""
         when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
-        sid = await seed(redis, {"t": 1, "f": 1, "b": b"x", "when": when})
+        sid = await seed(redis, t=1, f=1, b=b"x", when=when)
         CHANGES["types"] = lambda s: s.update(
             t=True, f=1.0, b=bytearray(b"x"), when=when + dt.timedelta(microseconds=1)
         )
