@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import datetime as dt
 import inspect
@@ -165,6 +166,11 @@ def _aad(key: bytes, record: Record) -> bytes:
     return b"|".join((aad, record.user, record.public_id))
 
 
+def _plain_aad(key: bytes, record: Record) -> bytes:
+    """:func:`_aad` of a record without a user, in one step: :func:`associated_data`'s bytes."""
+    return b"%s|%s|%d|%d" % (key, record.version, record.deadline_ms, record.inactivity_ms)
+
+
 def _metadata_aad(base: bytes, public_id: bytes) -> bytes:
     return b"metadata|%s|%s" % (base, public_id)
 
@@ -208,11 +214,11 @@ class Session(Generic[T]):
         "data",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - positional on load's hot path (see created_ms)
         self,
         session_id: str,
         data: T,
-        *,
+        # Not keyword-only: load builds one per call, and a positional call is cheaper.
         created_ms: int,
         deadline_ms: int,
         inactivity_ms: int,
@@ -356,6 +362,8 @@ class SessionStore(Generic[T]):
         self._provider = provider
         self._codec = codec
         self._keyring = keyring
+        #: keyring.has_previous, read once: a keyring's secrets never change.
+        self._rotating = keyring.has_previous
         self._ids = IdLayout(f"{cfg.name}:".encode(), tagged=provider.sharded)
         self._expiration_ms = _ms(cfg.expiration)
         self._remember_me_ms = _ms(cfg.remember_me)
@@ -473,8 +481,20 @@ class SessionStore(Generic[T]):
         Raises :class:`~redis_session.StoreUnavailable` when Redis is down, and
         :class:`~redis_session.UsageError` if ``session_id`` is neither a ``str`` nor ``None``.
         """
-        found = await self._find(session_id, "load")
-        return None if found is MOVED else found
+        # _find's steps, without its coroutine (one layer less on the hot path).
+        if self._closed:
+            self._check_open()
+        if session_id is None:
+            return None
+        if type(session_id) is not str:
+            session_id = _plain_id(session_id, "load")
+        keys = self._keys_of(session_id)
+        if keys is None:
+            return None
+        found = await self._provider.load(keys)
+        if found is None or found is MOVED:
+            return None
+        return self._opened(session_id, keys, found)
 
     async def lookup(self, session_id: str | None) -> Lookup[T]:
         """Load the session as :meth:`load` does, and say why there is none (one round trip).
@@ -488,10 +508,8 @@ class SessionStore(Generic[T]):
             return _MOVED
         return _MISS if found is None else Lookup(found)
 
-    async def _find(  # noqa: PLR0911 - one return per way to find no session
-        self, session_id: str | None, method: str
-    ) -> Session[T] | Moved | None:
-        # load's hot path builds no Lookup; MOVED only when the provider found a tombstone.
+    async def _find(self, session_id: str | None, method: str) -> Session[T] | Moved | None:
+        # MOVED only when the provider found a tombstone. load() runs the same steps itself.
         if self._closed:
             self._check_open()
         if session_id is None:
@@ -500,26 +518,38 @@ class SessionStore(Generic[T]):
             return None
         if type(session_id) is not str:
             session_id = _plain_id(session_id, method)
+        keys = self._keys_of(session_id)
+        if keys is None:
+            return None
+        found = await self._provider.load(keys)
+        if found is None or found is MOVED:
+            return found
+        return self._opened(session_id, keys, found)
+
+    def _keys_of(self, session_id: str) -> list[bytes] | None:
+        """Return the key names a load of ``session_id`` looks under; None if it is malformed."""
         ids = self._ids
         if not ids.valid(session_id):
             return None
         keyring = self._keyring
         prefix = ids.prefix(session_id)
         keys = [keyring.redis_key(session_id, prefix)]
-        if keyring.has_previous:
+        if self._rotating:
             # During a secret rotation, sessions written before it live under their old key
             # name until their next save moves them. All names go in one atomic lookup, so a
             # load racing with that move finds the session under one name or the other.
             keys += keyring.previous_redis_keys(session_id, prefix)
-        found = await self._provider.load(keys)
-        if found is None:
-            return None
-        if found is MOVED:
-            return MOVED
+        return keys
+
+    def _opened(
+        self, session_id: str, keys: list[bytes], found: tuple[int, Record]
+    ) -> Session[T] | None:
+        """Return the session a load found (decrypted, decoded); None (logged) if unusable."""
         index, record = found
         key = keys[index]
-        aad = _aad(key, record)
-        plaintext = keyring.decrypt(record.blob, aad)
+        public_id = record.public_id
+        aad = _plain_aad(key, record) if public_id is None else _aad(key, record)
+        plaintext = self._keyring.decrypt(record.blob, aad)
         if plaintext is None:
             logger.warning(
                 "ignoring a stored session that does not decrypt: tampered with, or written "
@@ -534,20 +564,12 @@ class SessionStore(Generic[T]):
             )
             return None
         created, remember_me, data = decoded
-        public_id = record.public_id
+        # Positional: a keyword call costs more, and one is built per load.
         return Session(
-            session_id,
-            data,
-            created_ms=created,
-            deadline_ms=record.deadline_ms,
-            inactivity_ms=record.inactivity_ms,
-            remember_me=remember_me,
-            version=record.version,
-            key=key,
-            store=self,
-            user=record.user,
-            public_id=None if public_id is None else public_id.decode(),
-        )
+            session_id, data, created, record.deadline_ms, record.inactivity_ms, remember_me,
+            record.version, key, self, record.user,
+            None if public_id is None else public_id.decode(),
+        )  # fmt: skip
 
     async def save(self, session: Session[T]) -> None:
         """Persist ``session.data``, if nobody else changed the session since it was loaded.
@@ -571,11 +593,15 @@ class SessionStore(Generic[T]):
         # during a rotation can it differ (and the session then moves). Saves an HMAC.
         key = (
             keyring.redis_key(session.id, self._ids.prefix(session.id))
-            if keyring.has_previous
+            if self._rotating
             else session._key
         )
         record = self._seal(
-            key, payload, session._deadline_ms, session._inactivity_ms, self._owner(session)
+            key,
+            payload,
+            session._deadline_ms,
+            session._inactivity_ms,
+            None if session._user is None else self._owner(session),
         )
         if key == session._key:
             saved = await self._provider.save(key, session._version, record)
@@ -891,12 +917,14 @@ class SessionStore(Generic[T]):
     ) -> Record:
         # The version and the nonce from one system call.
         fresh = os.urandom(_VERSION_BYTES + _NONCE_BYTES)
-        version = fresh[:_VERSION_BYTES].hex().encode()
+        version = binascii.b2a_hex(fresh[:_VERSION_BYTES])
         nonce = fresh[_VERSION_BYTES:]
-        aad = associated_data(key, version, deadline_ms, inactivity_ms)
         if owner is None:
+            # associated_data's bytes, in one step.
+            aad = b"%s|%s|%d|%d" % (key, version, deadline_ms, inactivity_ms)
             blob = self._keyring.encrypt(payload, aad, nonce)
             return Record(version, deadline_ms, inactivity_ms, blob)
+        aad = associated_data(key, version, deadline_ms, inactivity_ms)
         # A session of a user is bound to its user and public id too: a blob copied into
         # another user's session, or a public id edited, does not decrypt.
         aad = b"|".join((aad, *owner))

@@ -23,8 +23,9 @@ from redis_session._config_loading import load_config
 from redis_session._crypto import KeyRing
 from redis_session._opener import open_session_store
 from redis_session._provider import CLOCK, CREATED, TAKEN
-from redis_session._redis_provider import LOAD, RedisProvider
+from redis_session._redis_provider import _LOAD_ONE, _SAVE_PACKED, LOAD, SAVE, RedisProvider
 from redis_session._store import Session, SessionStore
+from redis_session._wire import pack
 
 from .pool_helpers import eventually
 from .store_helpers import SECRET, Backend, raw_client
@@ -857,6 +858,11 @@ class _ReplicaRouting:
                 return None
         return await self._manager.run_script(*args, read_only=read_only, **kwargs)
 
+    async def execute_packed(self, packed: bytes, **kwargs: Any) -> Any:
+        # What the provider sends itself (a save): never read-only.
+        assert not kwargs.get("read_only")
+        return await self._manager.execute_packed(packed, **kwargs)
+
     def statistics(self) -> Any:
         return self._manager.statistics()
 
@@ -934,6 +940,20 @@ async def test_load_script_on_expired_record_deletes(redis: Any) -> None:
         redis.admin().hset(s._key, "e", seconds * 1000 + micros // 1000 - 1)
         assert await provider.manager.run_script(LOAD, (s._key,), ()) is None
         assert redis.admin().exists(s._key) == 0
+
+
+@pytest.mark.parametrize("clock", [(0, 0), (1_732_340_000_000, 3_600_000), (2**63 - 1, 1)])
+def test_hot_path_commands_pack_as_hiredis(clock: tuple[int, int]) -> None:
+    """The provider's own packing of LOAD and SAVE gives the bytes hiredis packs."""
+    key = b"rs:" + base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=")
+    assert _LOAD_ONE % (len(key), key) == pack("EVALSHA", LOAD.sha, 1, key)
+    expected, version, blob = b"0123456789abcdef", b"fedcba9876543210", bytes(range(256)) * 5
+    e, i = (b"%d" % n for n in clock)
+    mine = _SAVE_PACKED % (
+        len(key), key, len(expected), expected, len(version), version,
+        len(blob), blob, len(e), e, len(i), i,
+    )  # fmt: skip
+    assert mine == pack("EVALSHA", SAVE.sha, 1, key, expected, version, blob, *clock)
 
 
 def test_keyring_of_store_hides_secret() -> None:
