@@ -23,7 +23,15 @@ from redis_session._config_loading import load_config
 from redis_session._crypto import KeyRing
 from redis_session._opener import open_session_store
 from redis_session._provider import CLOCK, CREATED, TAKEN
-from redis_session._redis_provider import _LOAD_ONE, _SAVE_PACKED, LOAD, SAVE, RedisProvider
+from redis_session._redis_provider import (
+    _LOAD_ONE,
+    _SAVE_PACKED,
+    LOAD,
+    SAVE,
+    RedisProvider,
+    _found,
+    _found_slowly,
+)
 from redis_session._store import Session, SessionStore
 from redis_session._wire import pack
 
@@ -954,6 +962,35 @@ def test_hot_path_commands_pack_as_hiredis(clock: tuple[int, int]) -> None:
         len(blob), blob, len(e), e, len(i), i,
     )  # fmt: skip
     assert mine == pack("EVALSHA", SAVE.sha, 1, key, expected, version, blob, *clock)
+
+
+_V, _BLOB = b"0123456789abcdef", b"\x01" + bytes(40)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        [_V, b"1700000000000", b"3600000", _BLOB, 1, None],
+        [_V, b"1700000000000", b"0", _BLOB, 2, None],
+        [_V, b"1700000000000", b"0", _BLOB, 1, b"rs:u:x"],
+        [_V, b"1700000000000", b"3600000", _BLOB, 1],
+        [_V, b"1700000000000", b"3600000", _BLOB, 1, b"rs:u:x", b"pid"],
+        [_V, b"soon", b"3600000", _BLOB, 1, None],
+        [_V, b"1700000000000", None, _BLOB, 1, None],
+        [_V, b"1700000000000", b"0", None, 1, None],
+        [_V, b"1700000000000", b"0", 7, 1, None],
+        [_V, b"1700000000000", b"0", _BLOB, b"1", None],
+        [_V, b"1700000000000", b"0", _BLOB, None, None],
+        [None, None, None, None, None, None],
+        None,
+        0,
+        b"list",
+        [],
+    ],
+)
+def test_load_reply_fast_path_agrees(reply: Any) -> None:
+    """The one-step reading of the usual LOAD reply gives what the general one gives."""
+    assert _found(reply) == _found_slowly(reply)
 
 
 def test_keyring_of_store_hides_secret() -> None:
