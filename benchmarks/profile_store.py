@@ -115,7 +115,7 @@ async def _workload(
 async def _layers(port: int, tasks: int, size: int, seconds: float, rounds: int) -> None:
     """Print the CPU per pair of the store, of the manager alone, and the store's own work."""
     # Private names on purpose: this takes the store apart to time its layers.
-    from redis_session import _redis_provider, _store, _wire  # noqa: PLC0415
+    from redis_session import _redis_provider, _wire  # noqa: PLC0415
 
     client = await macro.StoreClient.open(port)
     try:
@@ -159,27 +159,21 @@ async def _layers(port: int, tasks: int, size: int, seconds: float, rounds: int)
 
         s = loaded[0]
         reply = await manager.run_script(_redis_provider.LOAD, [s._key], ())
-        keyring, codec, ids = store._keyring, store._codec, store._ids
 
         def load_side() -> object:
-            sid = s.id
-            ids.valid(sid)
-            key = keyring.redis_key(sid, ids.prefix(sid))
-            _index, record = _redis_provider._found(reply)
-            plain = keyring.decrypt(record.blob, _store._aad(key, record))
-            created, remember, data = codec.decode(plain)
-            return _store.Session(
-                sid, data, created_ms=created, deadline_ms=record.deadline_ms,
-                inactivity_ms=record.inactivity_ms, remember_me=remember,
-                version=record.version, key=key, store=store,
-            )  # fmt: skip
+            # What SessionStore.load does around the provider's call, in the same helpers.
+            keys = store._keys_of(s.id)
+            return store._opened(s.id, keys, _redis_provider._found(reply))
 
         def save_side() -> bytes:
             payload = store._encode(s._created_ms, s._remember_me, s.data)
             record = store._seal(s._key, payload, s._deadline_ms, s._inactivity_ms)
-            return _wire.pack(
-                "EVALSHA", _redis_provider.SAVE.sha, 1, s._key, s._version, record.version,
-                record.blob, record.deadline_ms, record.inactivity_ms,
+            # Packed as RedisProvider.save packs it.
+            key, expected, version, blob = s._key, s._version, record.version, record.blob
+            e, i = b"%d" % record.deadline_ms, b"%d" % record.inactivity_ms
+            return _redis_provider._SAVE_PACKED % (
+                len(key), key, len(expected), expected, len(version), version,
+                len(blob), blob, len(e), e, len(i), i,
             )  # fmt: skip
 
         print("the store's own work per command (timeit, best of 15 x 2000, no I/O):")
