@@ -357,6 +357,9 @@ class ConnectionManager:
         attempt = redirects = 0
         #: The node an ASK redirect sent this command to, for its next try only.
         asked: NodePool | None = None
+        #: What failed the try before this one, and where: a retry that then runs out of time
+        #: waiting for a connection reports that, not a full pool.
+        earlier: tuple[NodePool, StoreUnavailable | CommandError] | None = None
         stalls = self._stalls
         while True:
             # A stall of our own event loop since the call began (it may have made several
@@ -398,6 +401,12 @@ class ConnectionManager:
                         # A master that stopped answering (hung) may have been replaced by
                         # now: have the map checked for the next commands.
                         self._cluster.suspect(pool)
+                    if earlier is not None and not isinstance(earlier[1], PoolTimeout):
+                        # A retry queued with what was left of the deadline (after a master
+                        # died, say): the news is what failed, not that the pool it went to
+                        # had no free connection in those last moments. (The PoolTimeout
+                        # stays the context.)
+                        raise _retry_ran_out(pool, *earlier)  # noqa: B904
                     raise  # the master's pool is full: no other node can take the command
                 failure = exc  # the replica's pool is stuck: go to the master
             except CommandError as exc:
@@ -426,6 +435,7 @@ class ConnectionManager:
                     if loop.time() >= deadline:
                         raise _unavailable(pool, exc) from exc
                     await cluster.wait_out(exc, deadline)
+                    earlier = (pool, exc)
                     # The bound is on redirects in a row: a migration may answer ASK, then
                     # TRYAGAIN, many times over before it ends; the deadline bounds those.
                     redirects = 0
@@ -477,10 +487,12 @@ class ConnectionManager:
                 # for it until the deadline rather than fail at once. Safe to repeat however
                 # often, since the command never reached it (or it refused to run it).
                 await self._wait_for_server(pool, failure, deadline)
+                earlier = (pool, failure)
                 continue
             attempt += 1
             if attempt > self._retries or loop.time() >= deadline:
                 raise _unavailable(pool, failure)
+            earlier = (pool, failure)
             if resent is not None and not _did_not_run(failure):
                 resent.append(True)
             await topology.recover(pool, deadline)
@@ -641,6 +653,24 @@ def _did_not_run(failure: StoreUnavailable | CommandError) -> bool:
     if isinstance(failure, ConnectionLost):
         return not failure.sent
     return isinstance(failure, CommandError) and failure.code in _WAIT_REPLIES
+
+
+def _retry_ran_out(
+    pool: NodePool, failed: NodePool, failure: StoreUnavailable | CommandError
+) -> StoreUnavailable:
+    """Return what a caller gets when the retry after ``failure`` (on ``failed``) timed out queued.
+
+    The type is the first failure's (a :class:`ConnectionLost` keeps its ``sent``: the first
+    try may have run), and the message says both what failed and where the retry waited.
+    """
+    first = _unavailable(failed, failure)
+    message = f"{first}; retried on {pool.node}, which had no connection free before the deadline"
+    if isinstance(first, ConnectionLost):
+        retried: StoreUnavailable = ConnectionLost(message, sent=first.sent)
+    else:
+        retried = StoreUnavailable(message)
+    retried.__cause__ = first.__cause__ or first
+    return retried
 
 
 def _unavailable(pool: NodePool, failure: StoreUnavailable | CommandError) -> StoreUnavailable:
