@@ -38,6 +38,7 @@ from ._statistics import PoolStatistics
 from ._tls import describe_tls_error
 from ._topology import SentinelTopology
 from ._wire import (
+    describe_auth,
     describe_plain,
     node_label,
     pack,
@@ -150,20 +151,29 @@ def make_pool_factory(
     if spec is None:
         spec = connection_spec(cfg)
 
+    has_user, has_password = cfg.username is not None, cfg.password is not None
+
     def build(host: str, port: int, *, readonly: bool = False) -> NodePool:
         label = node_label(unbracket(host), port)
         server_name = spec.server_name(host) if not host.startswith("/") else None
-        describe: Callable[[BaseException], str | None] | None = None
+        plain: Callable[[BaseException], str | None] | None = None
         if server_name is not None:
 
-            def describe(exc: BaseException) -> str | None:
+            def plain(exc: BaseException) -> str | None:
                 # Only for TLS: on plain TCP a reset while connecting is not a handshake.
                 return describe_tls_error(exc, node=label, server_name=server_name)
 
         elif not host.startswith("/"):
 
-            def describe(exc: BaseException) -> str | None:
+            def plain(exc: BaseException) -> str | None:
                 return describe_plain(exc, label)
+
+        def describe(exc: BaseException) -> str | None:
+            # Credentials first: a refused login names the options to fix.
+            refused = describe_auth(exc, has_user=has_user, has_password=has_password)
+            if refused is not None or plain is None:
+                return refused
+            return plain(exc)
 
         return NodePool(
             label,

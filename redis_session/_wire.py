@@ -28,8 +28,14 @@ import redis.exceptions
 from redis._parsers import _AsyncHiredisParser
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    InvalidResponse,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, RedisError, ResponseError
 
 __all__ = [
     "CLIENT_NAME",
@@ -233,6 +239,29 @@ def _hung_up_before_first_reply(exc: RedisError) -> bool:
         isinstance(e, ConnectionResetError | BrokenPipeError) or "reset by peer" in str(e)
         for e in chain
     )
+
+
+def describe_auth(exc: BaseException, *, has_user: bool, has_password: bool) -> str | None:
+    """Name the options to fix when a node refused our credentials, or return ``None``.
+
+    The server's words are kept (they never contain the password), and the option names are
+    ``session.redis.username`` / ``password``: the credentials of the data nodes (sentinels
+    have their own, named by the Sentinel topology).
+    """
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, AuthenticationError | AuthenticationWrongNumberOfArgsError):
+            if not has_password:
+                fix = "it needs a password; set session.redis.password"
+            elif has_user:
+                fix = "check session.redis.username and session.redis.password"
+            else:
+                fix = "check session.redis.password (and session.redis.username for an ACL user)"
+            return f"authentication failed ({reason(seen)}): {fix}"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def describe_plain(exc: BaseException, node: str) -> str | None:
