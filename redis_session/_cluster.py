@@ -109,7 +109,9 @@ class ClusterTopology:
         self._pools: dict[Address, NodePool] = {}
         self._map: SlotMap | None = None
         #: The master's pool of each slot (None: no master known): one list read per command.
-        self._writers: list[NodePool | None] = [None] * SLOT_COUNT
+        #: Read by the connection manager's hot path directly (``writer`` is the checked way);
+        #: only this class replaces or changes it.
+        self.writers: list[NodePool | None] = [None] * SLOT_COUNT
         #: For each shard of the map, the pools that may serve its reads, master first.
         self._readers: list[tuple[NodePool, ...]] = []
         self._shard_of: list[int] = [-1] * SLOT_COUNT
@@ -183,7 +185,7 @@ class ClusterTopology:
 
     def writer(self, slot: int = 0) -> NodePool:
         """Return the pool of the master of ``slot``."""
-        pool = self._writers[slot]
+        pool = self.writers[slot]
         if pool is None:
             return self._orphan(slot)
         return pool
@@ -251,10 +253,10 @@ class ClusterTopology:
         host = redirect.host if redirect.host is not None else _host_of(origin)
         pool = self._pool_for((unbracket(host), redirect.port))
         if redirect.kind == "MOVED" and not self._closed:
-            old = self._writers[redirect.slot]
-            self._writers[redirect.slot] = pool
+            old = self.writers[redirect.slot]
+            self.writers[redirect.slot] = pool
             self._masters.add(pool)
-            if old is not None and old is not pool and old not in self._writers:
+            if old is not None and old is not pool and old not in self.writers:
                 self._masters.discard(old)
             self._kick()
         return pool
@@ -474,7 +476,7 @@ class ClusterTopology:
             readers.append(tuple(p for p in (master_pool, *replicas) if p is not None))
         shard_of = [found.shard_index(slot) for slot in range(SLOT_COUNT)]
         self._shard_of = [-1 if i is None else i for i in shard_of]
-        self._writers = [None if i is None else shard_pools[i] for i in shard_of]
+        self.writers = [None if i is None else shard_pools[i] for i in shard_of]
         self._readers = readers
         self._masters = {p for p in shard_pools if p is not None}
         self._map = found

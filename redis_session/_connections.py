@@ -376,8 +376,14 @@ class ConnectionManager:
             # commands: EVAL after NOSCRIPT, a resend) is not the node's time: move on by it.
             began = given - self._timeout
             deadline = given if stalls.last_end <= began else given + stalls.since(began)
+            cluster = self._cluster
             if asked is not None:
                 pool, asking, asked = asked, True, None
+            elif cluster is not None and not read_only:
+                # A cluster's write: the slot's master, one list read (writer() when unknown).
+                asking = False
+                known = cluster.writers[slot]
+                pool = known if known is not None else cluster.writer(slot)
             else:
                 pool = topology.reader(slot) if read_only else topology.writer(slot)
                 asking = False
@@ -386,7 +392,6 @@ class ConnectionManager:
                 # A replica gets part of what is left: if it hangs, the retry on the master
                 # (the replica is then left out of routing) still fits within the deadline.
                 until = loop.time() + (deadline - loop.time()) * _REPLICA_SHARE
-            cluster = self._cluster
             # Only a cluster asks how long a write took (see _SLOW_REPLY below).
             sent_at = loop.time() if cluster is not None else 0.0
             # The pool's future awaited here, not through NodePool.execute: one coroutine
@@ -451,28 +456,34 @@ class ConnectionManager:
                     if self._retry_at:
                         self._answered()
                     return reply
-                if (
-                    not read_only
-                    and topology.follows_failover
-                    and self._stalls.ended_after(loop.time() - _SETTLE_AFTER_STALL)
-                ):
-                    # Just after a stall of our loop, failover news may have arrived with
-                    # the reply and still wait unread: hear it before acknowledging.
-                    await topology.settle(deadline)
-                if (
-                    cluster is not None
-                    and not read_only
-                    and not asking
-                    and loop.time() - sent_at > _SLOW_REPLY
-                ):
-                    # A master that hung past the cluster's failover runs what waited in its
-                    # socket, and answers, before it hears it was replaced; its data set is
-                    # then thrown away. Before acknowledging a write that slow, ask the other
-                    # masters who serves the slot now (the check below then resends).
-                    await cluster.recheck(pool, deadline)
-                if read_only or asking or topology.writer(slot) is pool:
-                    self._answered()
-                    return reply
+                if cluster is not None:
+                    # A cluster: no failover news to settle (a demoted master answers MOVED),
+                    # and no shared retry schedule (that is a single server's): a write's
+                    # reply is checked for its delay and its writer only.
+                    if read_only or asking:
+                        return reply
+                    if loop.time() - sent_at > _SLOW_REPLY:
+                        # A master that hung past the cluster's failover runs what waited in
+                        # its socket, and answers, before it hears it was replaced; its data
+                        # set is then thrown away. Before acknowledging a write that slow, ask
+                        # the other masters who serves the slot now (the check below then
+                        # resends).
+                        await cluster.recheck(pool, deadline)
+                    if cluster.writers[slot] is pool:
+                        return reply
+                else:
+                    if (
+                        not read_only
+                        and topology.follows_failover
+                        and self._stalls.ended_after(loop.time() - _SETTLE_AFTER_STALL)
+                    ):
+                        # Sentinel, just after a stall of our loop: failover news may have
+                        # arrived with the reply and still wait unread: hear it before
+                        # acknowledging.
+                        await topology.settle(deadline)
+                    if read_only or topology.writer(slot) is pool:
+                        self._answered()
+                        return reply
                 # The writer changed while this command was in flight: a failover away from
                 # that node was announced, and what it acknowledged after that may be thrown
                 # away when it is demoted (after a stall of our loop, its reply can arrive in

@@ -88,7 +88,7 @@ def canonical_tag(slot: int) -> str:
 class IdLayout:
     """How ids are drawn and checked, and the key prefix of each: plain or slot-tagged."""
 
-    __slots__ = ("_prefix", "_tags", "tagged")
+    __slots__ = ("_prefix", "_prefixes", "_tag_set", "_tags", "tagged")
 
     def __init__(self, prefix: bytes, *, tagged: bool) -> None:
         #: Whether ids carry a slot tag (Redis Cluster).
@@ -96,6 +96,10 @@ class IdLayout:
         self._prefix = prefix
         # Built once per process (about 40 ms), only for a cluster.
         self._tags = _tags() if tagged else ()
+        # What valid() and prefix() look up on every load and save of a cluster: a set lookup
+        # where the check would hash the tag again, a cached key prefix per tag in use.
+        self._tag_set = frozenset(self._tags)
+        self._prefixes: dict[str, bytes] = {}
 
     def new(self, like: str | None = None, *, tag: str | None = None) -> str:
         """Return a fresh id; tagged, in the slot of ``like`` when given (a regenerate).
@@ -118,10 +122,8 @@ class IdLayout:
             return False
         if not self.tagged:
             return True
-        if len(session_id) != _TAGGED_LENGTH:
-            return False
-        tag = session_id[:_TAG_LENGTH]
-        return self._tags[binascii.crc_hqx(tag.encode(), 0) & (SLOT_COUNT - 1)] == tag
+        # The tag must be the canonical tag of its slot (one of _tags).
+        return len(session_id) == _TAGGED_LENGTH and session_id[:_TAG_LENGTH] in self._tag_set
 
     def tag_of(self, session_id: str) -> str | None:
         """Return the slot tag of ``session_id`` (None when ids are not tagged)."""
@@ -143,4 +145,10 @@ class IdLayout:
         """Return what the key names of ``session_id`` start with (before the HMAC)."""
         if not self.tagged:
             return self._prefix
-        return b"%s{%s}:" % (self._prefix, session_id[:_TAG_LENGTH].encode())
+        tag = session_id[:_TAG_LENGTH]
+        prefix = self._prefixes.get(tag)
+        if prefix is None:
+            prefix = b"%s{%s}:" % (self._prefix, tag.encode())
+            if tag in self._tag_set:  # at most one entry per slot, whatever ids come in
+                self._prefixes[tag] = prefix
+        return prefix
