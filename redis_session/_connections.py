@@ -29,7 +29,7 @@ from ._errors import (
     StoreUnavailable,
     other_loop_error,
 )
-from ._pool import NodePool, settle_abandoned
+from ._pool import CLUSTER_GATHER_TURNS, NodePool, settle_abandoned
 from ._scripts import Script
 from ._slots import key_slot, parse_redirect
 from ._spec import ConnectionSpec, connection_spec
@@ -183,6 +183,7 @@ def make_pool_factory(
             timeout=timeout,
             max_idle_time=cfg.maximum_idle_time.total_seconds(),
             describe_error=describe,
+            gather_turns=CLUSTER_GATHER_TURNS if cfg.cluster is not None else 1,
         )
 
     return build
