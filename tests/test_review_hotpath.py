@@ -126,7 +126,7 @@ def lone_node(tmp_path: Path) -> Iterator[RedisProcess]:
     """A cluster of one node serving slots 0-8000 only (full coverage not required)."""
     node = _start_node(tmp_path, ["cluster-require-full-coverage no"])
     try:
-        admin = node.admin()
+        admin: Any = node.admin()
         admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 8000)
         yield node
     finally:
@@ -135,7 +135,8 @@ def lone_node(tmp_path: Path) -> Iterator[RedisProcess]:
 
 async def _cluster_ok(node: RedisProcess) -> None:
     def state() -> bool:
-        info = node.admin().execute_command("CLUSTER", "INFO")
+        admin: Any = node.admin()
+        info = admin.execute_command("CLUSTER", "INFO")
         text = info.decode() if isinstance(info, bytes) else str(info)
         return "cluster_state:ok" in text
 
@@ -164,14 +165,16 @@ async def test_write_to_a_slot_the_map_left_unassigned(lone_node: RedisProcess) 
         },
     }
     async with open_session_store(cfg) as store:
-        manager = store._provider.manager
+        provider: Any = store._provider
+        manager = provider.manager
         key = b"rs:review:{x}"
         slot = key_slot(key)
         assert slot > 8000
         topology: Any = manager._topology
         assert topology.writers[slot] is None
+        admin: Any = lone_node.admin()
         await anyio.to_thread.run_sync(
-            lambda: lone_node.admin().execute_command("CLUSTER", "ADDSLOTSRANGE", 8001, 16383)
+            lambda: admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 8001, 16383)
         )
         resent: list[bool] = []
         reply = await manager.execute_packed(pack("INCR", key), slot=slot, resent=resent)
@@ -180,3 +183,69 @@ async def test_write_to_a_slot_the_map_left_unassigned(lone_node: RedisProcess) 
         assert resent == []
         stored = await anyio.to_thread.run_sync(lambda: lone_node.admin().get(key))
         assert stored in (b"1", "1"), stored
+
+
+async def test_noscript_on_the_node_a_slot_moves_to(redis_cluster: Any) -> None:
+    """Mid-migration (ASK) and after it (MOVED), the target's empty script cache is no error."""
+    redis_cluster.reset()
+    cfg = {
+        "secret": "hot path review: a secret long enough to be taken seriously",
+        "redis": {"cluster": {"nodes": redis_cluster.seeds()}, "timeout": "5s"},
+    }
+    async with open_session_store(cfg) as store:
+        sessions = [await store.create({"n": 0}) for _ in range(3)]
+        s = sessions[0]
+        slot = key_slot(s._key)
+        source = redis_cluster.master_of_slot(slot)
+        target = next(m for m in redis_cluster.masters() if m is not source)
+        rounds: list[int] = []
+
+        async def touch() -> None:
+            loaded = await store.load(s.id)
+            assert loaded is not None
+            loaded.data["n"] += 1
+            await store.save(loaded)
+            rounds.append(loaded.data["n"])
+
+        def between(_source: Any) -> None:
+            for node in redis_cluster.nodes:
+                node.admin().script_flush()
+            anyio.from_thread.run(touch)
+
+        await anyio.to_thread.run_sync(
+            lambda: redis_cluster.migrate_slot(slot, target, between=between)
+        )
+        for node in redis_cluster.nodes:
+            await anyio.to_thread.run_sync(node.admin().script_flush)
+        await touch()
+        final = await store.load(s.id)
+        assert final is not None
+        assert final.data == {"n": len(rounds)}
+        for other in sessions[1:]:
+            assert (await store.load(other.id)) is not None
+    redis_cluster.reset()
+
+
+async def test_user_session_through_a_rotation(backend: Backend) -> None:
+    """A session of a user written under the old secret loads, saves (moves) and stays listed."""
+    old = await backend.open(secret=OLD)
+    s = await old.create({"a": "%s\r\n"}, user="bob")
+    rotated = await backend.open(
+        secret=backend.config()["secret"], previous_secrets=[OLD], index_secret=OLD
+    )
+    loaded = await rotated.load(s.id)
+    assert loaded is not None
+    assert loaded.public_id == s.public_id
+    loaded.data["a"] = "%d"
+    await rotated.save(loaded)
+    again = await rotated.load(s.id)
+    assert again is not None
+    assert again.data == {"a": "%d"}
+    assert again.public_id == s.public_id
+    again.data["a"] = "third"
+    await rotated.save(again)
+    final = await rotated.load(s.id)
+    assert final is not None
+    assert final.data == {"a": "third"}
+    listed = await rotated.list_sessions("bob")
+    assert [x.public_id for x in listed] == [s.public_id]
