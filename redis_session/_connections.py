@@ -470,7 +470,11 @@ class ConnectionManager:
                         # the other masters who serves the slot now (the check below then
                         # resends).
                         await cluster.recheck(pool, deadline)
-                    if cluster.writers[slot] is pool:
+                    known = cluster.writers[slot]
+                    # No master in the map for the slot: writer() sent it to a stand-in
+                    # (_orphan), and the reply of that same node counts (a review finding:
+                    # reading only the list resent writes that had run).
+                    if known is pool or (known is None and cluster.writer(slot) is pool):
                         return reply
                 else:
                     if (
