@@ -481,20 +481,8 @@ class SessionStore(Generic[T]):
         Raises :class:`~redis_session.StoreUnavailable` when Redis is down, and
         :class:`~redis_session.UsageError` if ``session_id`` is neither a ``str`` nor ``None``.
         """
-        # _find's steps, without its coroutine (one layer less on the hot path).
-        if self._closed:
-            self._check_open()
-        if session_id is None:
-            return None
-        if type(session_id) is not str:
-            session_id = _plain_id(session_id, "load")
-        keys = self._keys_of(session_id)
-        if keys is None:
-            return None
-        found = await self._provider.load(keys)
-        if found is None or found is MOVED:
-            return None
-        return self._opened(session_id, keys, found)
+        found = await self._find(session_id, "load")
+        return None if found is MOVED else found
 
     async def lookup(self, session_id: str | None) -> Lookup[T]:
         """Load the session as :meth:`load` does, and say why there is none (one round trip).
@@ -509,7 +497,7 @@ class SessionStore(Generic[T]):
         return _MISS if found is None else Lookup(found)
 
     async def _find(self, session_id: str | None, method: str) -> Session[T] | Moved | None:
-        # MOVED only when the provider found a tombstone. load() runs the same steps itself.
+        # MOVED only when the provider found a tombstone.
         if self._closed:
             self._check_open()
         if session_id is None:
